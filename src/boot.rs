@@ -1,0 +1,1 @@
+//! The unified kernel image (UKI): stub + sections. (being written)

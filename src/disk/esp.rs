@@ -1,0 +1,1 @@
+//! The EFI system partition: FAT32. (being written)

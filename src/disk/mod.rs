@@ -1,0 +1,3 @@
+//! The GPT disk. (being written)
+
+pub mod esp;

@@ -1,0 +1,1 @@
+//! The initramfs: cpio newc + compression + kernel modules. (being written)
