@@ -8,4 +8,7 @@
 pub mod boot;
 pub mod disk;
 pub mod initramfs;
+pub mod oci;
+pub mod profile;
 pub mod tree;
+pub mod units;

@@ -1,0 +1,1 @@
+//! OCI images: local image layouts and layers -> trees. (being written)

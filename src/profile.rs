@@ -1,0 +1,827 @@
+//! The node profile: YAML file(s) -> [`Profile`].
+//!
+//! A profile is parsed strictly (unknown fields are errors) into a *raw* form where
+//! every value keeps the line and column it was written at, then merged onto its
+//! `base` (a built-in provider profile from `profiles/`, embedded in the binary, or
+//! a file path), then checked. Every error names `file:line:column`, says what is
+//! wrong and what would be right. Paths are resolved relative to the file that
+//! wrote them. Merging rules (documented in `docs/profile.md`): scalars and inputs
+//! of the child replace the base's; `kernel.modules` and `kernel.cmdline` are the
+//! base's followed by the child's, duplicates dropped.
+//!
+//! This module reads YAML and checks shapes and values. It does not open the inputs
+//! a profile names beyond checking that local paths exist; that is the job of
+//! `inputs` and `build`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use sha2::{Digest as _, Sha256};
+
+use crate::units::ByteSize;
+
+/// The built-in base profiles, by name.
+pub const BUILTIN_BASES: &[(&str, &str)] = &[
+    ("metal", include_str!("../profiles/metal.yaml")),
+    ("qemu", include_str!("../profiles/qemu.yaml")),
+];
+
+pub const API_VERSION: &str = "kios.dev/v1alpha1";
+pub const KIND: &str = "NodeProfile";
+
+/// Where a value was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub file: Arc<str>,
+    pub line: u64,
+    pub column: u64,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// A value and where it was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+/// An error in a profile.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("{origin}: {message}{}", hint_suffix(.hint))]
+    Invalid {
+        origin: Origin,
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("{file}: cannot read the profile: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    match hint {
+        Some(h) => format!("\n  hint: {h}"),
+        None => String::new(),
+    }
+}
+
+impl ProfileError {
+    pub fn at(origin: &Origin, message: impl Into<String>, hint: Option<String>) -> Self {
+        ProfileError::Invalid {
+            origin: origin.clone(),
+            message: message.into(),
+            hint,
+        }
+    }
+}
+
+type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawProfile {
+    api_version: Option<S<String>>,
+    kind: Option<S<String>>,
+    base: Option<S<String>>,
+    arch: Option<S<String>>,
+    hostname: Option<S<String>>,
+    kernel: Option<RawKernel>,
+    system: Option<RawInput>,
+    boot: Option<RawBoot>,
+    initramfs: Option<RawInitramfs>,
+    disk: Option<RawDisk>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    path: Option<S<String>>,
+    image: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKernel {
+    path: Option<S<String>>,
+    image: Option<S<String>>,
+    modules: Option<Vec<S<String>>>,
+    cmdline: Option<Vec<S<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBoot {
+    stub: Option<RawFileInput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFileInput {
+    path: Option<S<String>>,
+    image: Option<S<String>>,
+    /// The file inside the image.
+    file: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInitramfs {
+    compression: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    size: Option<S<String>>,
+    format: Option<S<String>>,
+}
+
+/// The CPU architecture of the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
+/// Where an input comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A local file or directory (absolute, resolved against the profile's folder).
+    Path(PathBuf),
+    /// A local OCI image layout and an optional tag (`oci:DIR[:TAG]`).
+    OciLayout { dir: PathBuf, tag: Option<String> },
+    /// A registry reference (pulled by the registry stage).
+    Registry(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Path(p) => write!(f, "{}", p.display()),
+            Source::OciLayout { dir, tag } => match tag {
+                Some(t) => write!(f, "oci:{}:{}", dir.display(), t),
+                None => write!(f, "oci:{}", dir.display()),
+            },
+            Source::Registry(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+/// An input and where the profile named it.
+pub type Input = Sourced<Source>;
+
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    pub source: Input,
+    pub modules: Vec<Sourced<String>>,
+    pub cmdline: Vec<Sourced<String>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FileInput {
+    pub source: Input,
+    /// For an image: the path of the file inside it.
+    pub file: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Raw,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "raw" => Ok(Format::Raw),
+            "qcow2" | "vhd" | "gce" | "vmdk" => Err(format!(
+                "format `{s}` is not available in this version: only `raw` is"
+            )),
+            _ => Err(format!(
+                "unknown format `{s}`: expected one of raw, qcow2, vhd, gce, vmdk"
+            )),
+        }
+    }
+}
+
+/// A loaded, merged and checked node profile.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// The profile file the user gave.
+    pub file: PathBuf,
+    /// The files merged, base first (built-in bases as `builtin:NAME`).
+    pub chain: Vec<String>,
+    /// sha256 over the contents of every file of the chain, in order: the seed of
+    /// every identifier the build derives (partition GUIDs, filesystem ids).
+    pub hash: [u8; 32],
+    pub arch: Arch,
+    pub hostname: Option<Sourced<String>>,
+    pub kernel: Kernel,
+    pub system: Option<Input>,
+    pub stub: FileInput,
+    pub compression: Compression,
+    pub disk_size: Sourced<ByteSize>,
+    pub format: Format,
+}
+
+/// Loads `path`, merges it onto its bases, and checks it.
+pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+    let mut layers: Vec<(Layer, RawProfile)> = Vec::new();
+    let mut hasher = Sha256::new();
+    let mut next = Some(LayerRef::File(path.to_path_buf()));
+    let mut seen: Vec<String> = Vec::new();
+    while let Some(r) = next.take() {
+        let layer = r.read()?;
+        if seen.contains(&layer.name) {
+            return Err(ProfileError::at(
+                &layer.origin(1, 1),
+                "the chain of `base` profiles loops back to this file",
+                Some("remove one of the `base` fields".into()),
+            ));
+        }
+        seen.push(layer.name.clone());
+        if layers.len() > 8 {
+            return Err(ProfileError::at(
+                &layer.origin(1, 1),
+                "more than 8 levels of `base` profiles",
+                None,
+            ));
+        }
+        let raw = parse_raw(&layer)?;
+        check_header(&layer, &raw)?;
+        if let Some(base) = &raw.base {
+            next = Some(LayerRef::resolve(&layer, base)?);
+        }
+        layers.push((layer, raw));
+    }
+    layers.reverse(); // base first
+    for (layer, _) in &layers {
+        hasher.update((layer.text.len() as u64).to_le_bytes());
+        hasher.update(layer.text.as_bytes());
+    }
+    let hash: [u8; 32] = hasher.finalize().into();
+    merge(path, &layers, hash)
+}
+
+/// One file of a profile chain.
+struct Layer {
+    /// What errors call the file: its path as given, or `builtin:NAME`.
+    name: String,
+    file: Arc<str>,
+    /// The folder relative paths are resolved against; `None` for built-in bases.
+    dir: Option<PathBuf>,
+    text: String,
+}
+
+impl Layer {
+    fn origin(&self, line: u64, column: u64) -> Origin {
+        Origin {
+            file: self.file.clone(),
+            line,
+            column,
+        }
+    }
+
+    fn at<T>(&self, s: &S<T>) -> Origin {
+        self.origin(s.referenced.line(), s.referenced.column())
+    }
+
+    fn sourced<T: Clone>(&self, s: &S<T>) -> Sourced<T> {
+        Sourced {
+            value: s.value.clone(),
+            origin: self.at(s),
+        }
+    }
+}
+
+enum LayerRef {
+    File(PathBuf),
+    Builtin(&'static str, &'static str),
+}
+
+impl LayerRef {
+    fn resolve(from: &Layer, base: &S<String>) -> Result<LayerRef, ProfileError> {
+        let name = base.value.trim();
+        if let Some((n, text)) = BUILTIN_BASES.iter().find(|(n, _)| *n == name) {
+            return Ok(LayerRef::Builtin(n, text));
+        }
+        let looks_like_path = name.contains('/') || name.ends_with(".yaml") || name.ends_with(".yml");
+        if looks_like_path {
+            let Some(dir) = &from.dir else {
+                return Err(ProfileError::at(
+                    &from.at(base),
+                    "a built-in base cannot name a file as its base",
+                    None,
+                ));
+            };
+            return Ok(LayerRef::File(dir.join(name)));
+        }
+        let names: Vec<&str> = BUILTIN_BASES.iter().map(|(n, _)| *n).collect();
+        Err(ProfileError::at(
+            &from.at(base),
+            format!("unknown base profile `{name}`"),
+            Some(format!(
+                "use one of the built-in bases ({}) or a path to a profile file such as ./base.yaml",
+                names.join(", ")
+            )),
+        ))
+    }
+
+    fn read(self) -> Result<Layer, ProfileError> {
+        match self {
+            LayerRef::Builtin(name, text) => Ok(Layer {
+                name: format!("builtin:{name}"),
+                file: Arc::from(format!("profiles/{name}.yaml (built in)").as_str()),
+                dir: None,
+                text: text.to_string(),
+            }),
+            LayerRef::File(path) => {
+                let shown = path.display().to_string();
+                let text = std::fs::read_to_string(&path).map_err(|source| ProfileError::Read {
+                    file: shown.clone(),
+                    source,
+                })?;
+                let abs = std::path::absolute(&path).unwrap_or(path.clone());
+                let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+                Ok(Layer {
+                    name: abs.display().to_string(),
+                    file: Arc::from(shown.as_str()),
+                    dir: Some(dir),
+                    text,
+                })
+            }
+        }
+    }
+}
+
+fn parse_raw(layer: &Layer) -> Result<RawProfile, ProfileError> {
+    if layer.text.trim().is_empty() {
+        return Err(ProfileError::at(
+            &layer.origin(1, 1),
+            "the profile is empty",
+            Some(format!("start from examples/qemu.yaml; a profile begins with `apiVersion: {API_VERSION}`")),
+        ));
+    }
+    serde_saphyr::from_str::<RawProfile>(&layer.text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or("").to_string();
+        // "error: line L column C: MESSAGE" -> MESSAGE
+        let message = first
+            .split_once(": ")
+            .map(|(_, rest)| rest)
+            .and_then(|rest| rest.split_once(": ").map(|(_, m)| m.to_string()))
+            .unwrap_or(first);
+        let hint = if message.contains("unknown field") {
+            Some("see docs/profile.md for the fields a profile may have".to_string())
+        } else {
+            None
+        };
+        ProfileError::at(&layer.origin(line, column), message, hint)
+    })
+}
+
+fn check_header(layer: &Layer, raw: &RawProfile) -> Result<(), ProfileError> {
+    match &raw.api_version {
+        Some(v) if v.value == API_VERSION => {}
+        Some(v) => {
+            return Err(ProfileError::at(
+                &layer.at(v),
+                format!("apiVersion `{}` is not supported", v.value),
+                Some(format!("write `apiVersion: {API_VERSION}`")),
+            ))
+        }
+        None => {
+            return Err(ProfileError::at(
+                &layer.origin(1, 1),
+                "missing field `apiVersion`",
+                Some(format!("begin the profile with `apiVersion: {API_VERSION}`")),
+            ))
+        }
+    }
+    match &raw.kind {
+        Some(k) if k.value == KIND => Ok(()),
+        Some(k) => Err(ProfileError::at(
+            &layer.at(k),
+            format!("kind `{}` is not a node profile", k.value),
+            Some(format!("write `kind: {KIND}`")),
+        )),
+        None => Err(ProfileError::at(
+            &layer.origin(1, 1),
+            "missing field `kind`",
+            Some(format!("add `kind: {KIND}`")),
+        )),
+    }
+}
+
+/// Merges the layers (base first) into a checked profile.
+fn merge(file: &Path, layers: &[(Layer, RawProfile)], hash: [u8; 32]) -> Result<Profile, ProfileError> {
+    let top = &layers[layers.len() - 1].0;
+    let mut arch: Option<Sourced<String>> = None;
+    let mut hostname = None;
+    let mut kernel_src: Option<Input> = None;
+    let mut modules: Vec<Sourced<String>> = Vec::new();
+    let mut cmdline: Vec<Sourced<String>> = Vec::new();
+    let mut system = None;
+    let mut stub: Option<FileInput> = None;
+    let mut compression = None;
+    let mut size = None;
+    let mut format = None;
+
+    for (layer, raw) in layers {
+        if let Some(a) = &raw.arch {
+            arch = Some(layer.sourced(a));
+        }
+        if let Some(h) = &raw.hostname {
+            hostname = Some(check_hostname(layer, h)?);
+        }
+        if let Some(k) = &raw.kernel {
+            if let Some(src) = input(layer, k.path.as_ref(), k.image.as_ref(), "kernel")? {
+                kernel_src = Some(src);
+            }
+            for m in k.modules.iter().flatten() {
+                let name = m.value.trim().replace('-', "_");
+                if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
+                    return Err(ProfileError::at(
+                        &layer.at(m),
+                        format!("`{}` is not a kernel module name", m.value),
+                        Some("write the module's name as modprobe knows it, e.g. virtio_blk".into()),
+                    ));
+                }
+                if !modules.iter().any(|x| x.value == name) {
+                    modules.push(Sourced {
+                        value: name,
+                        origin: layer.at(m),
+                    });
+                }
+            }
+            for c in k.cmdline.iter().flatten() {
+                let arg = c.value.trim().to_string();
+                if arg.is_empty() || arg.contains('\n') {
+                    return Err(ProfileError::at(
+                        &layer.at(c),
+                        "a kernel command line argument must be one non-empty line",
+                        Some("write one argument per list item, e.g. console=ttyS0".into()),
+                    ));
+                }
+                if !cmdline.iter().any(|x| x.value == arg) {
+                    cmdline.push(Sourced {
+                        value: arg,
+                        origin: layer.at(c),
+                    });
+                }
+            }
+        }
+        if let Some(s) = &raw.system {
+            if let Some(src) = input(layer, s.path.as_ref(), s.image.as_ref(), "system")? {
+                system = Some(src);
+            }
+        }
+        if let Some(b) = &raw.boot {
+            if let Some(st) = &b.stub {
+                if let Some(src) = input(layer, st.path.as_ref(), st.image.as_ref(), "boot.stub")? {
+                    if let (Source::Path(_), Some(f)) = (&src.value, &st.file) {
+                        return Err(ProfileError::at(
+                            &layer.at(f),
+                            "`file` is only for an `image` input",
+                            Some("with `path`, name the stub file itself".into()),
+                        ));
+                    }
+                    stub = Some(FileInput {
+                        source: src,
+                        file: st.file.as_ref().map(|f| f.value.clone()),
+                    });
+                }
+            }
+        }
+        if let Some(i) = &raw.initramfs {
+            if let Some(c) = &i.compression {
+                compression = Some(match c.value.as_str() {
+                    "gzip" => Compression::Gzip,
+                    "zstd" => Compression::Zstd,
+                    other => {
+                        return Err(ProfileError::at(
+                            &layer.at(c),
+                            format!("unknown initramfs compression `{other}`"),
+                            Some("use gzip (the default) or zstd".into()),
+                        ))
+                    }
+                });
+            }
+        }
+        if let Some(d) = &raw.disk {
+            if let Some(s) = &d.size {
+                let parsed: ByteSize = s.value.parse().map_err(|e: String| {
+                    ProfileError::at(&layer.at(s), e, Some("write a size such as 2GiB or 512MiB".into()))
+                })?;
+                size = Some(Sourced {
+                    value: parsed,
+                    origin: layer.at(s),
+                });
+            }
+            if let Some(f) = &d.format {
+                format = Some(
+                    f.value
+                        .parse::<Format>()
+                        .map_err(|e| ProfileError::at(&layer.at(f), e, None))?,
+                );
+            }
+        }
+    }
+
+    let arch = match arch {
+        None => Arch::Amd64,
+        Some(a) => match a.value.as_str() {
+            "amd64" | "x86_64" => Arch::Amd64,
+            "arm64" | "aarch64" => {
+                return Err(ProfileError::at(
+                    &a.origin,
+                    "arch arm64 is not supported yet",
+                    Some("use arch: amd64".into()),
+                ))
+            }
+            other => {
+                return Err(ProfileError::at(
+                    &a.origin,
+                    format!("unknown arch `{other}`"),
+                    Some("use amd64".into()),
+                ))
+            }
+        },
+    };
+    let missing = |field: &str, example: &str| {
+        ProfileError::at(
+            &top.origin(1, 1),
+            format!("missing field `{field}` (neither this profile nor its base sets it)"),
+            Some(format!("add for example:\n{example}")),
+        )
+    };
+    let kernel_src = kernel_src.ok_or_else(|| missing("kernel", "kernel:\n    path: ./kernel   # holds boot/vmlinuz and lib/modules/<version>"))?;
+    let stub = stub.ok_or_else(|| missing("boot.stub", "boot:\n    stub: {path: ./linuxx64.efi.stub}"))?;
+    let disk_size = size.ok_or_else(|| missing("disk.size", "disk:\n    size: 1GiB"))?;
+    Ok(Profile {
+        file: file.to_path_buf(),
+        chain: layers.iter().map(|(l, _)| l.file.to_string()).collect(),
+        hash,
+        arch,
+        hostname,
+        kernel: Kernel {
+            source: kernel_src,
+            modules,
+            cmdline,
+        },
+        system,
+        stub,
+        compression: compression.unwrap_or(Compression::Gzip),
+        disk_size,
+        format: format.unwrap_or(Format::Raw),
+    })
+}
+
+/// Reads a `path:`/`image:` pair: exactly one of them, or neither.
+fn input(
+    layer: &Layer,
+    path: Option<&S<String>>,
+    image: Option<&S<String>>,
+    field: &str,
+) -> Result<Option<Input>, ProfileError> {
+    match (path, image) {
+        (None, None) => Ok(None),
+        (Some(_), Some(i)) => Err(ProfileError::at(
+            &layer.at(i),
+            format!("`{field}` has both `path` and `image`"),
+            Some("keep one: `path` for a local file or folder, `image` for an OCI image".into()),
+        )),
+        (Some(p), None) => {
+            let Some(dir) = &layer.dir else {
+                return Err(ProfileError::at(&layer.at(p), "a built-in base cannot name local paths", None));
+            };
+            let abs = dir.join(&p.value);
+            if !abs.exists() {
+                return Err(ProfileError::at(
+                    &layer.at(p),
+                    format!("`{field}.path`: {} does not exist", abs.display()),
+                    Some(format!(
+                        "paths are relative to the profile's folder ({}); run scripts/prepare-inputs to make the example inputs",
+                        dir.display()
+                    )),
+                ));
+            }
+            Ok(Some(Sourced {
+                value: Source::Path(abs),
+                origin: layer.at(p),
+            }))
+        }
+        (None, Some(i)) => {
+            let v = i.value.trim();
+            if let Some(rest) = v.strip_prefix("oci:") {
+                let Some(dir) = &layer.dir else {
+                    return Err(ProfileError::at(&layer.at(i), "a built-in base cannot name local paths", None));
+                };
+                // oci:DIR[:TAG], as skopeo spells it; the tag is after the last ':'.
+                let (d, tag) = match rest.rsplit_once(':') {
+                    Some((d, t)) if !t.contains('/') && !t.is_empty() => (d, Some(t.to_string())),
+                    _ => (rest, None),
+                };
+                let abs = dir.join(d);
+                if !abs.join("index.json").is_file() {
+                    return Err(ProfileError::at(
+                        &layer.at(i),
+                        format!("`{field}.image`: {} is not an OCI image layout (no index.json)", abs.display()),
+                        Some("write oci:DIR:TAG with DIR relative to the profile's folder".into()),
+                    ));
+                }
+                return Ok(Some(Sourced {
+                    value: Source::OciLayout { dir: abs, tag },
+                    origin: layer.at(i),
+                }));
+            }
+            if v.is_empty() || v.contains(char::is_whitespace) {
+                return Err(ProfileError::at(
+                    &layer.at(i),
+                    format!("`{field}.image`: `{v}` is not an image reference"),
+                    Some("write registry/repository:tag, registry/repository@sha256:..., or oci:DIR:TAG".into()),
+                ));
+            }
+            Ok(Some(Sourced {
+                value: Source::Registry(v.to_string()),
+                origin: layer.at(i),
+            }))
+        }
+    }
+}
+
+fn check_hostname(layer: &Layer, h: &S<String>) -> Result<Sourced<String>, ProfileError> {
+    let v = h.value.trim();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if v.is_empty() || v.len() > 64 || !v.split('.').all(label_ok) {
+        return Err(ProfileError::at(
+            &layer.at(h),
+            format!("`{v}` is not a valid hostname"),
+            Some("use letters, digits and '-', at most 64 characters, e.g. edge-7".into()),
+        ));
+    }
+    Ok(Sourced {
+        value: v.to_ascii_lowercase(),
+        origin: layer.at(h),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn minimal(dir: &Path) -> String {
+        fs::create_dir_all(dir.join("k")).unwrap();
+        fs::write(dir.join("stub.efi"), b"x").unwrap();
+        "apiVersion: kios.dev/v1alpha1\nkind: NodeProfile\nkernel:\n  path: k\n  modules: [virtio-blk]\nboot:\n  stub: {path: stub.efi}\ndisk:\n  size: 1GiB\n".to_string()
+    }
+
+    fn err(dir: &Path, text: &str) -> String {
+        let p = write(dir, "p.yaml", text);
+        load(&p).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_minimal_profile_loads_with_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "p.yaml", &minimal(d.path()));
+        let prof = load(&p).unwrap();
+        assert_eq!(prof.arch, Arch::Amd64);
+        assert_eq!(prof.compression, Compression::Gzip);
+        assert_eq!(prof.kernel.modules[0].value, "virtio_blk");
+        assert_eq!(prof.kernel.modules[0].origin.line, 5);
+        assert_eq!(prof.disk_size.value.bytes(), 1 << 30);
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_column() {
+        let d = tempfile::tempdir().unwrap();
+        let text = minimal(d.path()).replace("  modules:", "  modulez:");
+        let e = err(d.path(), &text);
+        assert!(e.contains("p.yaml:5:3: unknown field `modulez`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let d = tempfile::tempdir().unwrap();
+        let text = minimal(d.path()).replace("modules: [virtio-blk]", "modules: 5");
+        let e = err(d.path(), &text);
+        assert!(e.contains("p.yaml:5:"), "{e}");
+    }
+
+    #[test]
+    fn missing_path_is_located_and_explained() {
+        let d = tempfile::tempdir().unwrap();
+        let text = minimal(d.path()).replace("path: k", "path: nothere");
+        let e = err(d.path(), &text);
+        assert!(e.contains("p.yaml:4:9: `kernel.path`"), "{e}");
+        assert!(e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn unknown_base_lists_the_builtins() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!("{}base: nope\n", minimal(d.path()));
+        let e = err(d.path(), &text);
+        assert!(e.contains("p.yaml:10:7: unknown base profile `nope`"), "{e}");
+        assert!(e.contains("metal, qemu"), "{e}");
+    }
+
+    #[test]
+    fn base_lists_are_appended_and_scalars_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        minimal(d.path());
+        write(
+            d.path(),
+            "base.yaml",
+            "apiVersion: kios.dev/v1alpha1\nkind: NodeProfile\nhostname: base-host\nkernel:\n  path: k\n  modules: [ext4, virtio_blk]\n  cmdline: [console=ttyS0]\nboot:\n  stub: {path: stub.efi}\ndisk:\n  size: 1GiB\n",
+        );
+        let p = write(
+            d.path(),
+            "child.yaml",
+            "apiVersion: kios.dev/v1alpha1\nkind: NodeProfile\nbase: ./base.yaml\nhostname: child\nkernel:\n  modules: [virtio-blk, vfat]\n  cmdline: [quiet]\ndisk:\n  size: 2GiB\n",
+        );
+        let prof = load(&p).unwrap();
+        let mods: Vec<_> = prof.kernel.modules.iter().map(|m| m.value.as_str()).collect();
+        assert_eq!(mods, ["ext4", "virtio_blk", "vfat"]);
+        let cmd: Vec<_> = prof.kernel.cmdline.iter().map(|m| m.value.as_str()).collect();
+        assert_eq!(cmd, ["console=ttyS0", "quiet"]);
+        assert_eq!(prof.hostname.unwrap().value, "child");
+        assert_eq!(prof.disk_size.value.bytes(), 2 << 30);
+        assert_eq!(prof.chain.len(), 2);
+        assert!(prof.kernel.modules[0].origin.file.ends_with("base.yaml"));
+    }
+
+    #[test]
+    fn builtin_bases_parse() {
+        let d = tempfile::tempdir().unwrap();
+        for (name, _) in BUILTIN_BASES {
+            let text = format!("{}base: {name}\n", minimal(d.path()));
+            let p = write(d.path(), "p.yaml", &text);
+            let prof = load(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!prof.kernel.cmdline.is_empty(), "{name} sets a console");
+        }
+    }
+
+    #[test]
+    fn bad_hostname_and_header_are_rejected() {
+        let d = tempfile::tempdir().unwrap();
+        let e = err(d.path(), &format!("{}hostname: bad_name\n", minimal(d.path())));
+        assert!(e.contains("p.yaml:10:11: `bad_name` is not a valid hostname"), "{e}");
+        let e = err(d.path(), &minimal(d.path()).replace("v1alpha1", "v9"));
+        assert!(e.contains("p.yaml:1:13: apiVersion"), "{e}");
+    }
+
+    #[test]
+    fn path_and_image_together_are_rejected() {
+        let d = tempfile::tempdir().unwrap();
+        let text = minimal(d.path()).replace("  path: k\n", "  path: k\n  image: x/y:1\n");
+        let e = err(d.path(), &text);
+        assert!(e.contains("both `path` and `image`"), "{e}");
+    }
+}
