@@ -1,1 +1,172 @@
-fn main(){}
+//! The `kios-build` command: parses arguments, calls the library, maps errors to
+//! exit codes (0 ok, 1 build failed, 2 bad usage or bad profile).
+
+use std::error::Error as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use kios_build::{build, inspect};
+
+#[derive(Parser)]
+#[command(
+    name = "kios-build",
+    version,
+    about = "Turns a kiOS node profile into a bootable disk image",
+    long_about = "Turns a kiOS node profile (YAML) into a bootable UEFI disk image.\n\nExit codes: 0 ok, 1 the build failed, 2 bad usage or a bad profile."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a disk image from a node profile.
+    Build {
+        /// The node profile (YAML).
+        profile: PathBuf,
+        /// Where to write the image. Written to a temporary file beside it and
+        /// renamed when complete.
+        #[arg(short, long, value_name = "IMAGE")]
+        output: PathBuf,
+        /// The output format (overrides the profile's disk.format).
+        #[arg(long, value_name = "FORMAT", value_parser = ["raw"])]
+        format: Option<String>,
+        /// The kios-init binary to install as /init (default: $KIOS_INIT, or the
+        /// one beside kios-build).
+        #[arg(long, value_name = "PATH")]
+        init: Option<PathBuf>,
+        /// Print only errors.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print a JSON build report on stdout when done.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a profile and everything it refers to; print one line on success.
+    Validate {
+        /// The node profile (YAML).
+        profile: PathBuf,
+        /// The kios-init binary to check (as for build).
+        #[arg(long, value_name = "PATH")]
+        init: Option<PathBuf>,
+    },
+    /// Read a built image back: partitions, boot files, command line, kernel
+    /// version, and the initramfs' /etc.
+    Inspect {
+        /// The image (raw).
+        image: PathBuf,
+        /// Print the stable JSON form (docs/inspect.md).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn epoch() -> Result<u64, String> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Err(_) => Ok(0),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds")),
+    }
+}
+
+fn render(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let line = c.to_string();
+        if !s.contains(&line) {
+            s.push_str(&format!("\n  caused by: {line}"));
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let epoch = match epoch() {
+        Ok(e) => e,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Build {
+            profile,
+            output,
+            format: _,
+            init,
+            quiet,
+            json,
+        } => {
+            let opts = build::Options {
+                init,
+                epoch,
+                verbose: !quiet,
+            };
+            match build::build(&profile, &output, &opts) {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                    } else if !quiet {
+                        eprintln!(
+                            "built {} ({} MiB, kernel {}) in {:.1}s",
+                            report.output.display(),
+                            report.size >> 20,
+                            report.kernel_version,
+                            report.seconds
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}", render(&e));
+                    ExitCode::from(if e.is_input_error() { 2 } else { 1 })
+                }
+            }
+        }
+        Command::Validate { profile, init } => {
+            let opts = build::Options {
+                init,
+                epoch,
+                verbose: false,
+            };
+            match build::prepare(&profile, &opts) {
+                Ok(p) => {
+                    println!(
+                        "OK: {} (kernel {}, {} modules, base chain {})",
+                        profile.display(),
+                        p.kernel.version,
+                        p.modules.load_order.len(),
+                        p.profile.chain.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}", render(&e));
+                    ExitCode::from(if e.is_input_error() { 2 } else { 1 })
+                }
+            }
+        }
+        Command::Inspect { image, json } => match inspect::inspect(&image) {
+            Ok(i) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&i).unwrap_or_default());
+                } else {
+                    print!("{}", inspect::render_text(&i));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {}", render(&e));
+                ExitCode::from(1)
+            }
+        },
+    }
+}

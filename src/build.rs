@@ -1,0 +1,445 @@
+//! The build: a loaded profile -> a disk image file, one stage after another.
+//!
+//! [`prepare`] resolves everything the profile names (kernel, modules, stub, system
+//! tree, kios-init) and checks it; `validate` stops there. [`build`] then assembles
+//! the initramfs, the unified kernel image, the ESP and the disk, writing the image
+//! to a temporary file beside the output and renaming it only when it is complete.
+//!
+//! Errors are split in two ([`BuildError::is_input_error`]): what the user must fix
+//! in the profile or its inputs (exit code 2), and what failed while building
+//! (exit code 1).
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::boot::{self, UkiParts};
+use crate::disk::{self, DiskSpec};
+use crate::initramfs::{self, modules::KernelModules};
+use crate::inputs::{self, KernelFiles, WorkDir};
+use crate::profile::{self, Compression, Profile};
+use crate::tree::{Content, Entry, Kind, Tree, TreePath};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Profile(#[from] profile::ProfileError),
+    #[error(transparent)]
+    Input(#[from] inputs::InputError),
+    #[error("{origin}: kernel module `{name}` is not in kernel {version}{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    ModuleNotFound {
+        origin: String,
+        name: String,
+        version: String,
+        suggestion: Option<String>,
+    },
+    #[error("kernel modules of {version}")]
+    Modules {
+        version: String,
+        #[source]
+        source: initramfs::modules::ModuleError,
+    },
+    #[error("{0}")]
+    Init(String),
+    #[error("{origin}: the UEFI stub cannot be used")]
+    Stub {
+        origin: String,
+        #[source]
+        source: boot::BootError,
+    },
+    #[error("cannot write the initramfs")]
+    Initramfs(#[source] initramfs::InitramfsError),
+    #[error("cannot write the unified kernel image")]
+    Uki(#[source] boot::BootError),
+    #[error(transparent)]
+    Disk(#[from] disk::DiskError),
+    #[error(transparent)]
+    Tree(#[from] crate::tree::TreeError),
+    #[error("{what}: {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl BuildError {
+    /// True for errors the user fixes in the profile or its inputs (exit code 2).
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            BuildError::Profile(_)
+                | BuildError::Input(_)
+                | BuildError::ModuleNotFound { .. }
+                | BuildError::Init(_)
+                | BuildError::Stub { .. }
+        )
+    }
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BuildError {
+    let path = path.to_path_buf();
+    move |source| BuildError::Io { what, path, source }
+}
+
+/// Options that do not come from the profile.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The kios-init binary; found by [`find_init`] when `None`.
+    pub init: Option<PathBuf>,
+    /// SOURCE_DATE_EPOCH: every timestamp written. 0 when unset, so that a build is
+    /// reproducible unless asked otherwise.
+    pub epoch: u64,
+    /// Print a line per stage on stderr.
+    pub verbose: bool,
+}
+
+/// Everything the profile names, found and checked.
+pub struct Prepared {
+    pub profile: Profile,
+    pub work: WorkDir,
+    _work_guard: tempfile::TempDir,
+    pub kernel: KernelFiles,
+    pub modules: initramfs::modules::ModuleSet,
+    pub stub: Vec<u8>,
+    pub system: Option<Tree>,
+    pub init: PathBuf,
+}
+
+struct Steps {
+    verbose: bool,
+    start: Instant,
+}
+
+impl Steps {
+    fn say(&self, msg: &str) {
+        if self.verbose {
+            eprintln!("[{:>6.2}s] {msg}", self.start.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Loads the profile and resolves and checks every input it names.
+pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildError> {
+    let steps = Steps {
+        verbose: opts.verbose,
+        start: Instant::now(),
+    };
+    let profile = profile::load(profile_path)?;
+    steps.say(&format!("loaded {}", profile.chain.join(" <- ")));
+    let guard = tempfile::Builder::new()
+        .prefix("kios-build-")
+        .tempdir()
+        .map_err(io_err("cannot make a work folder", &std::env::temp_dir()))?;
+    let work = WorkDir {
+        path: guard.path().to_path_buf(),
+    };
+    let kernel = inputs::kernel(&profile.kernel.source, profile.arch, &work)?;
+    steps.say(&format!("kernel {} ({})", kernel.version, kernel.vmlinuz.display()));
+    let km = KernelModules::open(&kernel.root).map_err(|source| BuildError::Modules {
+        version: kernel.version.clone(),
+        source,
+    })?;
+    let names: Vec<String> = profile.kernel.modules.iter().map(|m| m.value.clone()).collect();
+    let modules = km.resolve(&names).map_err(|e| match e {
+        initramfs::modules::ModuleError::NotFound {
+            name,
+            version,
+            suggestion,
+        } => {
+            let origin = profile
+                .kernel
+                .modules
+                .iter()
+                .find(|m| m.value.replace('-', "_") == name.replace('-', "_"))
+                .map(|m| m.origin.to_string())
+                .unwrap_or_else(|| profile.file.display().to_string());
+            BuildError::ModuleNotFound {
+                origin,
+                name,
+                version,
+                suggestion,
+            }
+        }
+        source => BuildError::Modules {
+            version: kernel.version.clone(),
+            source,
+        },
+    })?;
+    steps.say(&format!(
+        "{} modules to load ({} asked for, {} built in)",
+        modules.load_order.len(),
+        names.len(),
+        modules.builtin.len()
+    ));
+    let stub = inputs::stub(&profile.stub, profile.arch, &work)?;
+    boot::check_stub(&stub).map_err(|source| BuildError::Stub {
+        origin: profile.stub.source.origin.to_string(),
+        source,
+    })?;
+    let system = match &profile.system {
+        Some(s) => Some(inputs::system(s, profile.arch, &work, opts.epoch)?),
+        None => None,
+    };
+    let init = match &opts.init {
+        Some(p) => p.clone(),
+        None => find_init()?,
+    };
+    check_static_elf(&init)?;
+    Ok(Prepared {
+        profile,
+        work,
+        _work_guard: guard,
+        kernel,
+        modules,
+        stub,
+        system,
+        init,
+    })
+}
+
+/// Where kios-init is looked for: `$KIOS_INIT`, beside this executable, then the
+/// static build's place in a cargo target folder.
+pub fn find_init() -> Result<PathBuf, BuildError> {
+    if let Some(p) = std::env::var_os("KIOS_INIT") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(io_err("cannot find this program", Path::new("")))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let mut candidates = vec![dir.join("kios-init")];
+    if let Some(target) = dir.parent() {
+        for profile in ["release", "debug"] {
+            candidates.push(target.join("x86_64-unknown-linux-gnu").join(profile).join("kios-init"));
+        }
+    }
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        BuildError::Init(
+            "kios-init was not found beside kios-build\n  hint: build it with `scripts/build-init` (a static binary), or point --init or KIOS_INIT at it".into(),
+        )
+    })
+}
+
+/// kios-init runs before any library exists: it must be a static x86_64 ELF.
+fn check_static_elf(path: &Path) -> Result<(), BuildError> {
+    let bytes = fs::read(path).map_err(|e| BuildError::Init(format!("cannot read kios-init at {}: {e}", path.display())))?;
+    let bad = |why: &str| BuildError::Init(format!("kios-init at {}: {why}\n  hint: build it with scripts/build-init", path.display()));
+    if bytes.len() < 64 || &bytes[0..4] != b"\x7fELF" || bytes[4] != 2 {
+        return Err(bad("not a 64-bit ELF executable"));
+    }
+    let u16at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
+    let u64at = |o: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[o..o + 8]);
+        u64::from_le_bytes(b)
+    };
+    if u16at(18) != 62 {
+        return Err(bad("not an x86_64 binary"));
+    }
+    let (phoff, phentsize, phnum) = (u64at(32) as usize, u16at(54) as usize, u16at(56) as usize);
+    for i in 0..phnum {
+        let o = phoff + i * phentsize;
+        if o + 4 > bytes.len() {
+            return Err(bad("truncated program headers"));
+        }
+        // PT_INTERP (3): the binary needs a dynamic loader, which the initramfs lacks.
+        if u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) == 3 {
+            return Err(bad("dynamically linked (it has an ELF interpreter)"));
+        }
+    }
+    Ok(())
+}
+
+/// The text of `/etc/os-release` (also the UKI's `.osrel`).
+pub fn os_release(profile: &Profile) -> String {
+    let ver = env!("CARGO_PKG_VERSION");
+    let id = hex::encode(&profile.hash[..6]);
+    format!(
+        "NAME=\"kiOS\"\nID=kios\nPRETTY_NAME=\"kiOS (kios-build {ver})\"\nVERSION_ID={ver}\nBUILD_ID={id}\nHOME_URL=\"https://kios.dev/\"\n"
+    )
+}
+
+/// The initramfs tree: the system files, kios-init as /init, the kernel modules and
+/// the generated /etc.
+pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildError> {
+    let mut tree = match &p.system {
+        Some(t) => t.clone(),
+        None => Tree::new(epoch),
+    };
+    tree.default_mtime = epoch;
+    for (dir, mode) in [
+        ("dev", 0o755),
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("run", 0o755),
+        ("tmp", 0o1777),
+        ("var", 0o755),
+        ("etc/kios", 0o755),
+        ("etc/kubernetes/manifests", 0o755),
+    ] {
+        tree.mkdir_p(&TreePath::parse(dir)?, mode)?;
+    }
+    // The kernel opens /dev/console for init's stdio before devtmpfs exists.
+    for (path, major, minor, mode) in [("dev/console", 5, 1, 0o600), ("dev/null", 1, 3, 0o666)] {
+        let mut e = Entry::new(Kind::CharDevice { major, minor }, mode);
+        e.mtime = epoch;
+        tree.insert(TreePath::parse(path)?, e)?;
+    }
+    let init_len = fs::metadata(&p.init).map_err(io_err("cannot read kios-init", &p.init))?.len();
+    let mut init = Entry::file(
+        Content::Host {
+            path: Arc::new(p.init.clone()),
+            offset: 0,
+            len: init_len,
+        },
+        0o755,
+    );
+    init.mtime = epoch;
+    tree.insert(TreePath::parse("init")?, init)?;
+    let modules_list = p
+        .modules
+        .add_to_tree(&mut tree, &p.kernel.version)
+        .map_err(|source| BuildError::Modules {
+            version: p.kernel.version.clone(),
+            source,
+        })?;
+    tree.add_file("etc/kios/modules", modules_list.clone(), 0o644)?;
+    tree.add_file("etc/os-release", os_release(&p.profile), 0o644)?;
+    if let Some(h) = &p.profile.hostname {
+        tree.add_file("etc/hostname", format!("{}\n", h.value), 0o644)?;
+    }
+    tree.clamp_mtimes(epoch);
+    Ok((tree, modules_list))
+}
+
+/// What a build made.
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    pub output: PathBuf,
+    pub size: u64,
+    pub kernel_version: String,
+    pub cmdline: String,
+    pub modules: usize,
+    pub initramfs_bytes: u64,
+    pub uki_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Builds the image described by `profile_path` into `output`.
+pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Report, BuildError> {
+    let start = Instant::now();
+    let steps = Steps {
+        verbose: opts.verbose,
+        start,
+    };
+    disk::check_host_tools()?;
+    let p = prepare(profile_path, opts)?;
+    let epoch = opts.epoch;
+
+    // initramfs
+    let (tree, _) = initramfs_tree(&p, epoch)?;
+    let initrd_path = p.work.path.join("initrd.img");
+    let compression = match p.profile.compression {
+        Compression::Gzip => initramfs::Compression::Gzip,
+        Compression::Zstd => initramfs::Compression::Zstd,
+    };
+    {
+        let f = File::create(&initrd_path).map_err(io_err("cannot write", &initrd_path))?;
+        let w = initramfs::write_initramfs(&tree, compression, BufWriter::new(f)).map_err(BuildError::Initramfs)?;
+        let f = w.into_inner().map_err(|e| BuildError::Io {
+            what: "cannot write",
+            path: initrd_path.clone(),
+            source: e.into_error(),
+        })?;
+        f.sync_all().map_err(io_err("cannot write", &initrd_path))?;
+    }
+    let initrd_len = fs::metadata(&initrd_path).map_err(io_err("cannot read", &initrd_path))?.len();
+    steps.say(&format!("initramfs: {} entries, {} bytes ({compression:?})", tree.len(), initrd_len));
+
+    // unified kernel image
+    let cmdline = p
+        .profile
+        .kernel
+        .cmdline
+        .iter()
+        .map(|c| c.value.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let vmlinuz_len = fs::metadata(&p.kernel.vmlinuz).map_err(io_err("cannot read", &p.kernel.vmlinuz))?.len();
+    let parts = UkiParts {
+        osrel: os_release(&p.profile).into_bytes(),
+        cmdline: cmdline.clone().into_bytes(),
+        uname: p.kernel.version.clone().into_bytes(),
+        linux: Content::Host {
+            path: Arc::new(p.kernel.vmlinuz.clone()),
+            offset: 0,
+            len: vmlinuz_len,
+        },
+        initrd: Content::Host {
+            path: Arc::new(initrd_path.clone()),
+            offset: 0,
+            len: initrd_len,
+        },
+    };
+    let uki_path = p.work.path.join("BOOTX64.EFI");
+    {
+        let f = File::create(&uki_path).map_err(io_err("cannot write", &uki_path))?;
+        let mut w = BufWriter::new(f);
+        boot::write_uki(&p.stub, &parts, &mut w).map_err(BuildError::Uki)?;
+        w.flush().map_err(io_err("cannot write", &uki_path))?;
+    }
+    let uki_len = fs::metadata(&uki_path).map_err(io_err("cannot read", &uki_path))?.len();
+    steps.say(&format!("unified kernel image: {uki_len} bytes, cmdline `{cmdline}`"));
+
+    // ESP tree
+    let mut esp = Tree::new(epoch);
+    let mut uki = Entry::file(
+        Content::Host {
+            path: Arc::new(uki_path.clone()),
+            offset: 0,
+            len: uki_len,
+        },
+        0o644,
+    );
+    uki.mtime = epoch;
+    esp.insert(TreePath::parse(boot::ESP_PATH_X64)?, uki)?;
+
+    // disk, into a temporary file beside the output, renamed when complete
+    let out_dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .tempfile_in(&out_dir)
+        .map_err(io_err("cannot create a file in", &out_dir))?;
+    let spec = DiskSpec {
+        size: p.profile.disk_size.value.bytes(),
+        seed: p.profile.hash,
+        esp: &esp,
+        mtime: epoch,
+    };
+    let tmp_path = tmp.path().to_path_buf();
+    disk::write_disk(&spec, tmp.as_file_mut(), &tmp_path)?;
+    tmp.as_file().sync_all().map_err(io_err("cannot write", &tmp_path))?;
+    tmp.persist(output).map_err(|e| BuildError::Io {
+        what: "cannot rename the finished image to",
+        path: output.to_path_buf(),
+        source: e.error,
+    })?;
+    steps.say(&format!("wrote {} ({})", output.display(), p.profile.disk_size.value));
+    Ok(Report {
+        output: output.to_path_buf(),
+        size: spec.size,
+        kernel_version: p.kernel.version.clone(),
+        cmdline,
+        modules: p.modules.load_order.len(),
+        initramfs_bytes: initrd_len,
+        uki_bytes: uki_len,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,359 @@
+//! Inputs: what the profile names -> files and trees the assembly stages consume.
+//!
+//! An input is a local path or a local OCI image layout (`oci:DIR[:TAG]`); registry
+//! references are resolved by the registry stage, which is not part of this
+//! version. For each kind of input this module returns what the next stages need:
+//! - the kernel: the `vmlinuz` file and the `lib/modules/<version>` folder (an OCI
+//!   kernel image's files are written to the build's work folder: they are plain,
+//!   root-owned files, so nothing is lost and no privilege is needed);
+//! - the UEFI stub: its bytes (it is small);
+//! - the system tree: a [`Tree`] (owners, modes and xattrs of an image kept as they
+//!   are; a local folder is taken as root-owned).
+//!
+//! It does not pull, cache or pin anything.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::oci;
+use crate::profile::{Arch, FileInput, Input, Source};
+use crate::tree::{Content, Kind, Tree, TreePath};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{origin}: {what}: {message}")]
+    Bad {
+        origin: String,
+        what: String,
+        message: String,
+    },
+    #[error("{origin}: {what}: {reference} is a registry reference; this version builds from local inputs only\n  hint: use `path:` or `image: oci:DIR:TAG` (skopeo copy docker://{reference} oci:DIR:TAG makes one)")]
+    RegistryNotSupported {
+        origin: String,
+        what: String,
+        reference: String,
+    },
+    #[error("{origin}: {what}: cannot read {reference}")]
+    Oci {
+        origin: String,
+        what: String,
+        reference: String,
+        #[source]
+        source: oci::OciError,
+    },
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Tree(#[from] crate::tree::TreeError),
+}
+
+impl InputError {
+    fn bad(input: &Input, what: &str, message: impl Into<String>) -> Self {
+        InputError::Bad {
+            origin: input.origin.to_string(),
+            what: what.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The kernel, ready for the initramfs and the UKI.
+#[derive(Debug, Clone)]
+pub struct KernelFiles {
+    pub vmlinuz: PathBuf,
+    /// The folder that holds `lib/modules/<version>/`.
+    pub root: PathBuf,
+    /// `<version>`.
+    pub version: String,
+    /// The kernel's `.config`, when the input has one (`boot/config`).
+    pub config: Option<PathBuf>,
+}
+
+/// Where the build may write temporary files: spooled layers, files taken out of
+/// images.
+pub struct WorkDir {
+    pub path: PathBuf,
+}
+
+impl WorkDir {
+    fn sub(&self, name: &str) -> Result<PathBuf, InputError> {
+        let p = self.path.join(name);
+        fs::create_dir_all(&p).map_err(|source| InputError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        Ok(p)
+    }
+}
+
+/// Reads an image input (OCI layout) into a tree.
+fn image_tree(input: &Input, what: &str, arch: Arch, work: &WorkDir) -> Result<Tree, InputError> {
+    match &input.value {
+        Source::OciLayout { dir, tag } => {
+            let reference = input.value.to_string();
+            let wrap = |source| InputError::Oci {
+                origin: input.origin.to_string(),
+                what: what.to_string(),
+                reference: reference.clone(),
+                source,
+            };
+            let image = oci::layout::open_layout(dir, tag.as_deref(), arch.as_str()).map_err(wrap)?;
+            let spool = work.sub("spool")?;
+            let mut tree = Tree::new(0);
+            oci::layer::apply_layers(&image, &spool, &oci::layer::Limits::default(), &mut tree)
+                .map_err(wrap)?;
+            Ok(tree)
+        }
+        Source::Registry(r) => Err(InputError::RegistryNotSupported {
+            origin: input.origin.to_string(),
+            what: what.to_string(),
+            reference: r.clone(),
+        }),
+        Source::Path(_) => unreachable_path(input, what),
+    }
+}
+
+fn unreachable_path<T>(input: &Input, what: &str) -> Result<T, InputError> {
+    Err(InputError::bad(input, what, "expected an image, found a path"))
+}
+
+/// Finds the kernel: `boot/vmlinuz` and exactly one `lib/modules/<version>`.
+pub fn kernel(input: &Input, arch: Arch, work: &WorkDir) -> Result<KernelFiles, InputError> {
+    let root = match &input.value {
+        Source::Path(p) => p.clone(),
+        _ => {
+            let tree = image_tree(input, "kernel", arch, work)?;
+            let dest = work.sub("kernel")?;
+            for sub in ["boot", "lib/modules"] {
+                materialize(&tree, &TreePath::parse(sub)?, &dest)?;
+            }
+            dest
+        }
+    };
+    if !root.is_dir() {
+        return Err(InputError::bad(
+            input,
+            "kernel",
+            format!("{} is not a folder holding boot/vmlinuz and lib/modules/<version>", root.display()),
+        ));
+    }
+    let vmlinuz = ["boot/vmlinuz", "boot/bzImage", "vmlinuz"]
+        .iter()
+        .map(|p| root.join(p))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            InputError::bad(input, "kernel", format!("no boot/vmlinuz in {}", root.display()))
+        })?;
+    let mods = root.join("lib/modules");
+    let mut versions: Vec<String> = fs::read_dir(&mods)
+        .map_err(|_| {
+            InputError::bad(input, "kernel", format!("no lib/modules/<version> folder in {}", root.display()))
+        })?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    versions.sort();
+    let version = match versions.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(InputError::bad(
+                input,
+                "kernel",
+                format!("{} holds no kernel version folder", mods.display()),
+            ))
+        }
+        many => {
+            return Err(InputError::bad(
+                input,
+                "kernel",
+                format!("{} holds several kernel versions ({}); keep one", mods.display(), many.join(", ")),
+            ))
+        }
+    };
+    let config = Some(root.join("boot/config")).filter(|p| p.is_file());
+    Ok(KernelFiles {
+        vmlinuz,
+        root,
+        version,
+        config,
+    })
+}
+
+/// The default place of systemd's stub in an image that carries systemd-boot.
+pub const DEFAULT_STUB_FILE: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+const MAX_STUB: u64 = 16 << 20;
+
+/// Reads the UEFI stub's bytes.
+pub fn stub(input: &FileInput, arch: Arch, work: &WorkDir) -> Result<Vec<u8>, InputError> {
+    let src = &input.source;
+    let content = match &src.value {
+        Source::Path(p) => {
+            let meta = fs::metadata(p).map_err(|source| InputError::Io {
+                path: p.clone(),
+                source,
+            })?;
+            if !meta.is_file() {
+                return Err(InputError::bad(src, "boot.stub", format!("{} is not a file", p.display())));
+            }
+            Content::Host {
+                path: std::sync::Arc::new(p.clone()),
+                offset: 0,
+                len: meta.len(),
+            }
+        }
+        _ => {
+            let tree = image_tree(src, "boot.stub", arch, work)?;
+            let file = input.file.as_deref().unwrap_or(DEFAULT_STUB_FILE);
+            let path = TreePath::parse(file)?;
+            match tree.get(&path).map(|e| &e.kind) {
+                Some(Kind::File(c)) => c.clone(),
+                _ => {
+                    return Err(InputError::bad(
+                        src,
+                        "boot.stub",
+                        format!("the image has no regular file /{} (set `file:` to the stub's path)", path.as_str()),
+                    ))
+                }
+            }
+        }
+    };
+    if content.len() > MAX_STUB {
+        return Err(InputError::bad(src, "boot.stub", format!("{} bytes is too large for a UEFI stub", content.len())));
+    }
+    content.read_all().map_err(|source| InputError::Io {
+        path: PathBuf::from(src.value.to_string()),
+        source,
+    })
+}
+
+/// The system tree: a local folder (root-owned) or an image's merged layers.
+pub fn system(input: &Input, arch: Arch, work: &WorkDir, mtime: u64) -> Result<Tree, InputError> {
+    match &input.value {
+        Source::Path(p) => {
+            if !p.is_dir() {
+                return Err(InputError::bad(input, "system", format!("{} is not a folder", p.display())));
+            }
+            let mut tree = Tree::new(mtime);
+            tree.add_host_dir(p, &TreePath::root())?;
+            Ok(tree)
+        }
+        _ => image_tree(input, "system", arch, work),
+    }
+}
+
+/// Writes the regular files, folders and in-tree symlinks below `sub` to `dest/sub`.
+/// Only for trees whose metadata does not matter (the kernel's files).
+fn materialize(tree: &Tree, sub: &TreePath, dest: &Path) -> Result<(), InputError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InputError::Io { path, source }
+    };
+    for (path, entry) in tree.iter() {
+        if !path.starts_with(sub) || path.is_root() {
+            continue;
+        }
+        // TreePath has no `..` and no leading `/`: the join stays below dest.
+        let target = dest.join(path.as_str());
+        match &entry.kind {
+            Kind::Dir => fs::create_dir_all(&target).map_err(io_err(&target))?,
+            Kind::File(c) => {
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent).map_err(io_err(parent))?;
+                }
+                let mut r = c.open().map_err(io_err(&target))?;
+                let mut w = fs::File::create(&target).map_err(io_err(&target))?;
+                io::copy(&mut r, &mut w).map_err(io_err(&target))?;
+            }
+            Kind::Hardlink(to) => {
+                if let Some(Kind::File(c)) = tree.get(to).map(|e| &e.kind) {
+                    if let Some(parent) = target.parent() {
+                        fs::create_dir_all(parent).map_err(io_err(parent))?;
+                    }
+                    let mut r = c.open().map_err(io_err(&target))?;
+                    let mut w = fs::File::create(&target).map_err(io_err(&target))?;
+                    io::copy(&mut r, &mut w).map_err(io_err(&target))?;
+                }
+            }
+            // A kernel image's symlinks (vmlinuz -> vmlinuz-6.1...) are resolved
+            // inside the tree, never on the host.
+            Kind::Symlink(_) => {
+                if let Some(Kind::File(c)) = resolve_in_tree(tree, path).map(|e| &e.kind) {
+                    if let Some(parent) = target.parent() {
+                        fs::create_dir_all(parent).map_err(io_err(parent))?;
+                    }
+                    let mut r = c.open().map_err(io_err(&target))?;
+                    let mut w = fs::File::create(&target).map_err(io_err(&target))?;
+                    io::copy(&mut r, &mut w).map_err(io_err(&target))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Follows symlinks inside the tree (at most 16), never leaving it.
+fn resolve_in_tree<'a>(tree: &'a Tree, path: &TreePath) -> Option<&'a crate::tree::Entry> {
+    let mut cur = path.clone();
+    for _ in 0..16 {
+        let e = tree.get(&cur)?;
+        match &e.kind {
+            Kind::Symlink(t) => {
+                let base = if t.starts_with('/') {
+                    TreePath::root()
+                } else {
+                    cur.parent().unwrap_or_default()
+                };
+                cur = resolve_dots(&base, t)?;
+            }
+            _ => return Some(e),
+        }
+    }
+    None
+}
+
+/// `base/rel` with `..` resolved lexically, clamped at the root.
+fn resolve_dots(base: &TreePath, rel: &str) -> Option<TreePath> {
+    let mut parts: Vec<&str> = base.components().collect();
+    for c in rel.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    TreePath::parse(&parts.join("/")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_resolve_inside_the_tree_only() {
+        let mut t = Tree::new(0);
+        t.add_file("boot/vmlinuz-6.1", "k", 0o644).unwrap();
+        t.insert(
+            TreePath::parse("boot/vmlinuz").unwrap(),
+            crate::tree::Entry::symlink("vmlinuz-6.1"),
+        )
+        .unwrap();
+        t.insert(
+            TreePath::parse("boot/evil").unwrap(),
+            crate::tree::Entry::symlink("../../../../etc/passwd"),
+        )
+        .unwrap();
+        let e = resolve_in_tree(&t, &TreePath::parse("boot/vmlinuz").unwrap()).unwrap();
+        assert!(matches!(e.kind, Kind::File(_)));
+        // Clamped at the tree's root: /etc/passwd of the tree, which does not exist.
+        assert!(resolve_in_tree(&t, &TreePath::parse("boot/evil").unwrap()).is_none());
+    }
+}

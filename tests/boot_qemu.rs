@@ -1,0 +1,22 @@
+//! The image boots: QEMU (TCG, q35), OVMF, the disk as virtio, until kios-init
+//! says it is ready on the serial console.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn the_image_boots_in_qemu_with_ovmf_to_kios_init_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_profile(dir.path(), "node.yaml", &profile_text("disk:\n  size: 256MiB\n"));
+    let img = dir.path().join("boot.img");
+    build(&p, &img, 1_700_000_000);
+    let (ready, log) = boot(&img, "kios-init: ready", Duration::from_secs(400), false);
+    assert!(ready, "no `kios-init: ready` on the console; the log:\n{log}");
+    // The command line the kernel got is the one embedded in the UKI.
+    assert!(log.contains("console=ttyS0,115200"), "{log}");
+    // The modules of the profile were loaded, dependencies first, without errors.
+    assert!(log.contains("virtio_blk"), "{log}");
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains("kios-init") && l.contains("failed") && l.contains(".ko")).collect();
+    assert!(failed.is_empty(), "module loads failed: {failed:?}");
+}

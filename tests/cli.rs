@@ -1,0 +1,106 @@
+//! The command line: help, version, exit codes, and bad profiles that must be
+//! refused with a located message and no image.
+
+mod common;
+use common::*;
+use std::fs;
+use std::path::Path;
+
+fn no_image_in(dir: &Path) {
+    let left: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".yaml"))
+        .collect();
+    assert!(left.is_empty(), "files left after a failed build: {left:?}");
+}
+
+/// Builds a broken profile and checks exit code 2, the message, and no output.
+fn refused(profile: &str, expect: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_profile(dir.path(), "node.yaml", profile);
+    let o = run(kios_build().arg("build").arg(&p).arg("-o").arg(dir.path().join("out.img")));
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    for e in expect {
+        assert!(t.contains(e), "expected `{e}` in:\n{t}");
+    }
+    no_image_in(dir.path());
+    // validate says the same.
+    let o = run(kios_build().arg("validate").arg(&p));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn help_and_version_are_there_for_every_command() {
+    let o = run(kios_build().arg("--version"));
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("kios-build "));
+    for cmd in ["build", "validate", "inspect"] {
+        let o = run(kios_build().arg(cmd).arg("--help"));
+        assert!(o.status.success(), "{cmd} --help: {}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("Usage: kios-build"));
+    }
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let o = run(kios_build().arg("build"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = run(kios_build().arg("frobnicate"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn validate_prints_one_ok_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_profile(dir.path(), "node.yaml", &profile_text(""));
+    let o = run(kios_build().arg("validate").arg(&p));
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("OK"), "{out}");
+    assert!(o.stderr.is_empty(), "{}", text(&o));
+}
+
+#[test]
+fn unknown_field_is_refused_with_its_line() {
+    refused(&profile_text("disk:\n  sise: 1GiB\n"), &["node.yaml:12:3", "unknown field `sise`"]);
+}
+
+#[test]
+fn wrong_type_is_refused_with_its_line() {
+    refused(&profile_text("disk:\n  size: [1, 2]\n"), &["node.yaml:12:"]);
+}
+
+#[test]
+fn missing_file_is_refused_with_its_line() {
+    let t = profile_text("").replace("linuxx64.efi.stub", "no-such-stub.efi");
+    refused(&t, &["node.yaml:8:", "no-such-stub.efi does not exist"]);
+}
+
+#[test]
+fn unknown_base_is_refused_with_its_line() {
+    let t = profile_text("").replace("base: qemu", "base: qemuu");
+    refused(&t, &["node.yaml:3:7", "unknown base profile `qemuu`", "metal, qemu"]);
+}
+
+#[test]
+fn module_the_kernel_lacks_is_refused_with_its_line() {
+    refused(
+        &profile_text("initramfs:\n  compression: gzip\n").replace("kernel:\n", "kernel:\n  modules: [virtio_blkk]\n"),
+        &["node.yaml:6:", "virtio_blkk", "virtio_blk"],
+    );
+}
+
+#[test]
+fn unsupported_format_is_refused_with_its_line() {
+    refused(&profile_text("disk:\n  format: floppy\n"), &["node.yaml:12:", "unknown format `floppy`"]);
+}
+
+#[test]
+fn a_missing_profile_file_exits_2() {
+    let o = run(kios_build().arg("validate").arg("/nonexistent/node.yaml"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("/nonexistent/node.yaml"));
+}

@@ -1,0 +1,189 @@
+//! Shared fixtures for the integration tests: the offline inputs, the static
+//! kios-init, the real tools the tests call, and QEMU.
+//!
+//! A missing tool or input makes the test fail with what to install or run; no
+//! test is ever skipped.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The offline inputs made by scripts/prepare-inputs.
+pub fn inputs() -> PathBuf {
+    let dir = std::env::var_os("KIOS_TEST_INPUTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".inputs"));
+    for part in ["kernel", "stub", "system"] {
+        assert!(
+            dir.join(part).join(".done").exists(),
+            "test inputs missing in {}: run scripts/prepare-inputs (or scripts/test)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// The static kios-init made by scripts/build-init.
+pub fn init_binary() -> PathBuf {
+    let p = std::env::var_os("KIOS_INIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/x86_64-unknown-linux-gnu/release/kios-init"));
+    assert!(p.is_file(), "kios-init not built at {}: run scripts/build-init (or scripts/test)", p.display());
+    p
+}
+
+/// Fails the test when `tool` is not installed, naming the Debian package.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+        || Path::new("/usr/sbin").join(tool).is_file()
+        || Path::new("/sbin").join(tool).is_file();
+    assert!(found, "`{tool}` is required by this test: apt-get install {package} (scripts/install-deps does)");
+}
+
+/// `kios-build` with kios-init set.
+pub fn kios_build() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kios-build"));
+    c.env("KIOS_INIT", init_binary());
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.stdin(Stdio::null()).output().expect("command starts");
+    out
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A profile for the qemu base using the offline inputs, with `extra` YAML appended.
+pub fn profile_text(extra: &str) -> String {
+    let i = inputs();
+    format!(
+        "apiVersion: kios.dev/v1alpha1\nkind: NodeProfile\nbase: qemu\nhostname: test-node\nkernel:\n  path: {k}\nboot:\n  stub: {{path: {s}}}\nsystem:\n  path: {y}\n{extra}",
+        k = i.join("kernel").display(),
+        s = i.join("stub/linuxx64.efi.stub").display(),
+        y = i.join("system").display(),
+    )
+}
+
+pub fn write_profile(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    p
+}
+
+/// Builds `profile` to `out` with `epoch`, asserting success.
+pub fn build(profile: &Path, out: &Path, epoch: u64) {
+    let o = run(kios_build()
+        .arg("build")
+        .arg(profile)
+        .arg("-o")
+        .arg(out)
+        .arg("--quiet")
+        .env("SOURCE_DATE_EPOCH", epoch.to_string()));
+    assert!(o.status.success(), "build failed:\n{}", text(&o));
+}
+
+/// `kios-build inspect --json` as a JSON value.
+pub fn inspect(img: &Path) -> serde_json::Value {
+    let o = run(kios_build().arg("inspect").arg(img).arg("--json"));
+    assert!(o.status.success(), "inspect failed:\n{}", text(&o));
+    serde_json::from_slice(&o.stdout).expect("inspect --json prints JSON")
+}
+
+/// Copies `size` bytes at `offset` of `img` to a new file `dest` (holes stay holes).
+pub fn extract(img: &Path, offset: u64, size: u64, dest: &Path) {
+    let mut src = fs::File::open(img).unwrap();
+    let mut dst = fs::File::create(dest).unwrap();
+    dst.set_len(size).unwrap();
+    src.seek(SeekFrom::Start(offset)).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    while done < size {
+        let n = ((size - done) as usize).min(buf.len());
+        src.read_exact(&mut buf[..n]).unwrap();
+        if buf[..n].iter().any(|&b| b != 0) {
+            dst.seek(SeekFrom::Start(done)).unwrap();
+            dst.write_all(&buf[..n]).unwrap();
+        }
+        done += n as u64;
+    }
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut f = fs::File::open(p).unwrap();
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    hex::encode(h.finalize())
+}
+
+/// Boots `img` in QEMU (TCG, q35, OVMF, virtio disk) until `until` appears on the
+/// serial console or `timeout` passes. Returns whether it appeared, and the log.
+/// `writable` boots the image itself rather than a snapshot.
+pub fn boot(img: &Path, until: &str, timeout: Duration, writable: bool) -> (bool, String) {
+    require_tool("qemu-system-x86_64", "qemu-system-x86");
+    let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
+    assert!(code.is_file(), "OVMF firmware missing: apt-get install ovmf");
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vars.fd");
+    fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+    let log = dir.path().join("serial.log");
+    let fmt = if img.extension().map(|e| e == "qcow2").unwrap_or(false) { "qcow2" } else { "raw" };
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-machine", "q35", "-m", "1024", "-smp", "1", "-nographic", "-no-reboot"])
+        .args(["-monitor", "none", "-display", "none"])
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()))
+        .arg("-drive")
+        .arg(format!(
+            "if=virtio,format={fmt},file={}{}",
+            img.display(),
+            if writable { "" } else { ",snapshot=on" }
+        ))
+        .arg("-serial")
+        .arg(format!("file:{}", log.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu starts");
+    let start = Instant::now();
+    let mut seen = false;
+    loop {
+        let s = fs::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        if s.contains(until) {
+            seen = true;
+            break;
+        }
+        if start.elapsed() > timeout {
+            break;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let s = fs::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    (seen, s)
+}
