@@ -180,8 +180,11 @@ pub fn boot_sector(
     put16(&mut b, 19, 0); // BPB_TotSec16: 0 on FAT32, the count is in BPB_TotSec32
     b[21] = MEDIA; // BPB_Media
     put16(&mut b, 22, 0); // BPB_FATSz16: 0 on FAT32, the size is in BPB_FATSz32
-    put16(&mut b, 24, 63); // BPB_SecPerTrk: INT 13h geometry, unused by UEFI
-    put16(&mut b, 26, 255); // BPB_NumHeads
+                          // BPB_SecPerTrk and BPB_NumHeads: INT 13h geometry, unused by UEFI. 32 and 64 as
+                          // mkfs.fat gives an image file: mtools refuses a volume whose sector count is not a
+                          // multiple of the sectors per track, and 1 MiB multiples are multiples of 32.
+    put16(&mut b, 24, 32);
+    put16(&mut b, 26, 64);
     put32(&mut b, 28, hidden_sectors); // BPB_HiddSec: sectors before the partition
     put32(&mut b, 32, g.total_sectors); // BPB_TotSec32
     put32(&mut b, 36, g.fat_sectors); // BPB_FATSz32

@@ -348,7 +348,8 @@ fn parse_dir(bytes: &[u8]) -> Vec<DirEntry> {
         }
         let mut short_name = [0u8; 11];
         short_name.copy_from_slice(&e[..11]);
-        let short = decode_short(&[&short_name[..], &[0u8; 21]].concat());
+        // §7: long entries belong to this short entry only if they are complete and
+        // carry its checksum; otherwise they are orphans and the short name stands.
         let name = if !long.is_empty() && next_ord == 0 && checksum(&short_name) == lfn_sum {
             let units: Vec<u16> = long.into_iter().rev().flatten().collect();
             String::from_utf16_lossy(&units)
@@ -357,7 +358,7 @@ fn parse_dir(bytes: &[u8]) -> Vec<DirEntry> {
         };
         out.push(DirEntry {
             name,
-            short,
+            short: decode_short(e).to_uppercase(),
             is_dir: attr & ATTR_DIRECTORY != 0,
             first: entry_cluster(e),
             size: get32(e, 28),

@@ -68,8 +68,10 @@ pub fn write_fat32<W: Write + Seek>(
     let mut w = VolumeWriter { out, base: offset };
     // Clusters are numbered from 2; `used` fits since it is at most `geo.clusters`.
     let free = geo.clusters - used as u32;
-    // fatgen103 §5: FSI_Nxt_Free is a hint where to look for a free cluster;
-    // 0xFFFFFFFF means "no hint" (the volume is full).
+    // fatgen103 §5: FSI_Nxt_Free is "the cluster number at which the driver should
+    // start looking for free clusters"; 0xFFFFFFFF means no hint (the volume is full).
+    // (mkfs.fat, mtools and Linux keep the last allocated cluster there instead; either
+    // way a driver finds the first free cluster at once.)
     let next_free = if free == 0 {
         0xFFFF_FFFF
     } else {
@@ -107,9 +109,9 @@ pub fn write_fat32<W: Write + Seek>(
 pub fn min_size(tree: &Tree) -> u64 {
     let mut size = min_fat32_size().div_ceil(MIB) * MIB;
     loop {
+        // Sizes from the FAT32 minimum up only fail beyond 2 TiB: nothing larger exists.
         let Ok(geo) = Geometry::for_size(size) else {
-            size += MIB;
-            continue;
+            return size;
         };
         let needed = clusters_needed(tree, geo.cluster_bytes());
         let want = needed + needed / 8 + MIB / geo.cluster_bytes();
