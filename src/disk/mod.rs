@@ -32,6 +32,8 @@ pub const DATA_TYPE: Guid = Guid::parse("97AAC693-D920-465A-94FE-EB59FC86DFAA");
 
 pub const ESP_NAME: &str = "KIOS_ESP";
 pub const DATA_NAME: &str = "KIOS_DATA";
+/// The smallest ESP we make: room for the boot files and some to spare.
+const MIN_ESP: u64 = 64 * MIB;
 /// The smallest data partition we make: enough for a first boot's layout.
 const MIN_DATA: u64 = 64 * MIB;
 
@@ -75,7 +77,7 @@ pub fn layout(spec: &DiskSpec) -> Result<Table, DiskError> {
     if spec.size % MIB != 0 {
         return Err(DiskError::NotAligned(spec.size));
     }
-    let esp_size = esp::min_size(spec.esp).div_ceil(MIB) * MIB;
+    let esp_size = (esp::min_size(spec.esp).div_ceil(MIB) * MIB).max(MIN_ESP);
     let align = MIB / SECTOR;
     let mut table = Table {
         disk_guid: Guid::derive(&spec.seed, "disk"),
