@@ -27,9 +27,11 @@ const MAX_VERSION_LEN: u64 = 512;
 /// "less 0x200": the string is at file offset `kernel_version + 0x200`, inside the
 /// real-mode setup code (`(setup_sects + 1) * 512` bytes; `setup_sects` 0 means 4).
 pub fn kernel_version<R: Read + Seek>(r: &mut R) -> Result<String, BootError> {
-    let io = |action: &'static str| move |source| BootError::Io {
-        action: format!("{action} the kernel's setup header"),
-        source,
+    let io = |action: &'static str| {
+        move |source| BootError::Io {
+            action: format!("{action} the kernel's setup header"),
+            source,
+        }
     };
     r.seek(SeekFrom::Start(HEADER_START))
         .map_err(io("seeking to"))?;
@@ -45,11 +47,13 @@ pub fn kernel_version<R: Read + Seek>(r: &mut R) -> Result<String, BootError> {
             why: "there is no \"HdrS\" magic at offset 0x202".into(),
         });
     }
-    let pointer = u64::from(u16::from_le_bytes([h[KERNEL_VERSION], h[KERNEL_VERSION + 1]]));
+    let pointer = u64::from(u16::from_le_bytes([
+        h[KERNEL_VERSION],
+        h[KERNEL_VERSION + 1],
+    ]));
     if pointer == 0 {
         return Err(BootError::NotBzImage {
-            why: "its setup header has no kernel_version string (the field at 0x20e is 0)"
-                .into(),
+            why: "its setup header has no kernel_version string (the field at 0x20e is 0)".into(),
         });
     }
     let setup_sects = match h[SETUP_SECTS] {

@@ -26,7 +26,7 @@
 //!   `SizeOfHeaders` (spec 3.4.2), and data after the stub's last section is dropped;
 //! - nothing time-dependent is added: the output depends on the inputs only.
 //!
-//! Why our own PE code: it is ~300 lines for exactly these rules, and the PE crates
+//! Why our own PE code: a few hundred lines for exactly these rules, where the PE crates
 //! either only read or rewrite more than asked. Its output is checked by `objdump` in
 //! `tests/uki.rs` and by booting it under OVMF.
 //!
@@ -35,6 +35,8 @@
 
 mod bzimage;
 mod pe;
+#[cfg(test)]
+mod synth;
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -234,7 +236,7 @@ pub fn write_uki<W: Write>(stub: &[u8], parts: &UkiParts, out: &mut W) -> Result
     // The stub: its rewritten headers, then the rest of its image without whatever
     // followed its last section.
     out.write_all(&plan.headers).map_err(write_err)?;
-    out.write_all(&stub[plan.headers.len()..image_len as usize])
+    out.write_all(&stub[plan.headers.len()..plan.image_len as usize])
         .map_err(write_err)?;
     for ((name, source, _), header) in sources.iter().zip(&plan.sections) {
         out.pad_to(header.pointer_to_raw_data.into())
@@ -429,7 +431,7 @@ impl<W: Write> Write for Counting<'_, W> {
 
 #[cfg(test)]
 mod tests {
-    use super::pe::testpe::Synth;
+    use super::synth::Synth;
     use super::*;
     use std::io::Cursor;
 
@@ -482,9 +484,7 @@ mod tests {
         // The stub's bytes up to its last section are kept (headers aside), its
         // trailing data is not.
         assert_eq!(&uki[0x400..0x1800], &stub[0x400..0x1800]);
-        assert!(!uki
-            .windows(12)
-            .any(|w| w == b"symbol table"));
+        assert!(!uki.windows(12).any(|w| w == b"symbol table"));
 
         let linux = info.sections.last().unwrap();
         // The kernel's SizeOfImage: headers page + 0x8000 of .text.
@@ -495,7 +495,12 @@ mod tests {
         for (prev, s) in info.sections.iter().zip(&info.sections[1..]) {
             assert!(s.virtual_address >= prev.virtual_address + prev.virtual_size);
             assert_eq!(s.virtual_address % 0x1000, 0, "{}", s.name);
-            assert_eq!(s.file_offset, prev.file_offset + prev.file_size, "{}", s.name);
+            assert_eq!(
+                s.file_offset,
+                prev.file_offset + prev.file_size,
+                "{}",
+                s.name
+            );
             assert_eq!(s.file_size % 0x200, 0, "{}", s.name);
         }
         let h = PeHeaders::read(&mut Cursor::new(&uki), "uki").unwrap();
@@ -536,7 +541,13 @@ mod tests {
         kernel[0x84..0x86].copy_from_slice(&0xaa64u16.to_le_bytes());
         let err = write_uki(&stub, &parts(Content::inline(kernel)), &mut Vec::new()).unwrap_err();
         assert!(
-            matches!(err, BootError::MachineMismatch { stub: 0x8664, kernel: 0xaa64 }),
+            matches!(
+                err,
+                BootError::MachineMismatch {
+                    stub: 0x8664,
+                    kernel: 0xaa64
+                }
+            ),
             "{err:?}"
         );
     }

@@ -20,12 +20,12 @@ use super::BootError;
 pub const SCN_INITIALIZED_READ_ONLY: u32 = 0x0000_0040 | 0x4000_0000;
 
 /// Spec 3.4, "Optional Header Image Only": the magic of a PE32 and a PE32+ image.
-const MAGIC_PE32: u16 = 0x10b;
-const MAGIC_PE32_PLUS: u16 = 0x20b;
+pub const MAGIC_PE32: u16 = 0x10b;
+pub const MAGIC_PE32_PLUS: u16 = 0x20b;
 
 /// Spec 3.3: the COFF file header is 20 bytes; spec 3.4 ("Section Table"): each
 /// section header is 40 bytes.
-const COFF_HEADER_LEN: usize = 20;
+pub(super) const COFF_HEADER_LEN: usize = 20;
 pub const SECTION_HEADER_LEN: usize = 40;
 
 /// Spec 2 ("Overview"): offset 0x3c of the MS-DOS stub holds the file offset of the
@@ -33,7 +33,7 @@ pub const SECTION_HEADER_LEN: usize = 40;
 const MAX_PE_OFFSET: usize = 1 << 20;
 
 /// The index of the Certificate Table in the data directories (spec 3.4.3).
-const CERTIFICATE_TABLE: usize = 4;
+pub(super) const CERTIFICATE_TABLE: usize = 4;
 
 /// One section header (spec 3.4, "Section Table (Section Headers)"). The relocation
 /// and line-number fields are zero in images and are not kept.
@@ -115,22 +115,22 @@ pub fn section_name(name: &str) -> [u8; 8] {
 /// Byte offsets of the optional-header fields we read or rewrite. They differ
 /// between PE32 and PE32+ only after `ImageBase` (spec 3.4.1 and 3.4.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct OptionalLayout {
+pub(super) struct OptionalLayout {
     /// Where the data directories start, relative to the optional header.
-    data_directories: usize,
+    pub(super) data_directories: usize,
     /// Where `NumberOfRvaAndSizes` is.
-    number_of_rva_and_sizes: usize,
+    pub(super) number_of_rva_and_sizes: usize,
 }
 
 const OPT_SIZE_OF_INITIALIZED_DATA: usize = 8;
-const OPT_SECTION_ALIGNMENT: usize = 32;
-const OPT_FILE_ALIGNMENT: usize = 36;
-const OPT_SIZE_OF_IMAGE: usize = 56;
-const OPT_SIZE_OF_HEADERS: usize = 60;
-const OPT_CHECKSUM: usize = 64;
+pub(super) const OPT_SECTION_ALIGNMENT: usize = 32;
+pub(super) const OPT_FILE_ALIGNMENT: usize = 36;
+pub(super) const OPT_SIZE_OF_IMAGE: usize = 56;
+pub(super) const OPT_SIZE_OF_HEADERS: usize = 60;
+pub(super) const OPT_CHECKSUM: usize = 64;
 
 impl OptionalLayout {
-    fn for_magic(magic: u16) -> Option<OptionalLayout> {
+    pub(super) fn for_magic(magic: u16) -> Option<OptionalLayout> {
         match magic {
             MAGIC_PE32 => Some(OptionalLayout {
                 number_of_rva_and_sizes: 92,
@@ -154,8 +154,6 @@ pub struct PeHeaders {
     pub pe_offset: usize,
     /// COFF `Machine` (spec 3.3.1), e.g. 0x8664 for x86-64, 0xaa64 for arm64.
     pub machine: u16,
-    /// The optional header's magic: 0x10b (PE32) or 0x20b (PE32+).
-    pub magic: u16,
     opt_offset: usize,
     pub section_table_offset: usize,
     pub section_alignment: u32,
@@ -253,7 +251,6 @@ impl PeHeaders {
         Ok(PeHeaders {
             pe_offset,
             machine,
-            magic,
             opt_offset,
             section_table_offset,
             section_alignment,
@@ -325,7 +322,6 @@ pub struct AppendPlan {
     pub image_len: u64,
     /// The new section headers, in order.
     pub sections: Vec<SectionHeader>,
-    pub size_of_image: u32,
 }
 
 /// Plans appending `new` sections to the image whose headers are `h`.
@@ -410,7 +406,6 @@ pub fn plan_append(h: &PeHeaders, new: &[NewSection]) -> Result<AppendPlan, Boot
         headers,
         image_len: h.raw_end(),
         sections,
-        size_of_image,
     })
 }
 
@@ -455,114 +450,17 @@ pub fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn put16(b: &mut [u8], at: usize, v: u16) {
+pub(super) fn put16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_le_bytes());
 }
 
-fn put32(b: &mut [u8], at: usize, v: u32) {
+pub(super) fn put32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
 #[cfg(test)]
-pub(crate) mod testpe {
-    //! A builder of minimal, valid PE images for tests.
-    use super::*;
-
-    pub struct Synth {
-        pub magic: u16,
-        pub section_alignment: u32,
-        pub file_alignment: u32,
-        pub size_of_headers: u32,
-        pub certificate: (u32, u32),
-        /// (name, virtual size, data)
-        pub sections: Vec<(&'static str, u32, Vec<u8>)>,
-        pub trailing: Vec<u8>,
-    }
-
-    impl Default for Synth {
-        fn default() -> Self {
-            Synth {
-                magic: MAGIC_PE32_PLUS,
-                section_alignment: 0x1000,
-                file_alignment: 0x200,
-                size_of_headers: 0x400,
-                certificate: (0, 0),
-                sections: vec![(".text", 0x1234, vec![0xcc; 0x1234])],
-                trailing: Vec::new(),
-            }
-        }
-    }
-
-    impl Synth {
-        pub fn build(&self) -> Vec<u8> {
-            let layout = OptionalLayout::for_magic(self.magic).unwrap();
-            let opt_len = layout.data_directories + 16 * 8;
-            let pe_offset = 0x80;
-            let table = pe_offset + 4 + COFF_HEADER_LEN + opt_len;
-            let mut b = vec![0u8; self.size_of_headers as usize];
-            b[0..2].copy_from_slice(b"MZ");
-            put32(&mut b, 0x3c, pe_offset as u32);
-            b[pe_offset..pe_offset + 4].copy_from_slice(b"PE\0\0");
-            let coff = pe_offset + 4;
-            put16(&mut b, coff, 0x8664);
-            put16(&mut b, coff + 2, self.sections.len() as u16);
-            put32(&mut b, coff + 4, 0x1234_5678); // TimeDateStamp: kept as is
-            put32(&mut b, coff + 8, 0); // filled below when there is trailing data
-            put16(&mut b, coff + 16, opt_len as u16);
-            put16(&mut b, coff + 18, 0x0206);
-            let opt = coff + COFF_HEADER_LEN;
-            put16(&mut b, opt, self.magic);
-            put32(&mut b, opt + OPT_SECTION_ALIGNMENT, self.section_alignment);
-            put32(&mut b, opt + OPT_FILE_ALIGNMENT, self.file_alignment);
-            put32(&mut b, opt + OPT_SIZE_OF_HEADERS, self.size_of_headers);
-            put32(&mut b, opt + OPT_CHECKSUM, 0xdead_beef);
-            put16(&mut b, opt + 68, 10); // EFI application
-            put32(&mut b, opt + layout.number_of_rva_and_sizes, 16);
-            let cert = opt + layout.data_directories + CERTIFICATE_TABLE * 8;
-            put32(&mut b, cert, self.certificate.0);
-            put32(&mut b, cert + 4, self.certificate.1);
-
-            let sa = u64::from(self.section_alignment);
-            let fa = u64::from(self.file_alignment);
-            let mut va = align_up(u64::from(self.size_of_headers), sa);
-            let mut headers = Vec::new();
-            let mut data = Vec::new();
-            let mut raw = u64::from(self.size_of_headers);
-            for (name, vsize, bytes) in &self.sections {
-                let raw_size = align_up(bytes.len() as u64, fa);
-                headers.push(SectionHeader {
-                    name: section_name(name),
-                    virtual_size: *vsize,
-                    virtual_address: va as u32,
-                    size_of_raw_data: raw_size as u32,
-                    pointer_to_raw_data: raw as u32,
-                    characteristics: 0x6000_0020,
-                });
-                let mut d = bytes.clone();
-                d.resize(raw_size as usize, 0);
-                data.extend_from_slice(&d);
-                raw += raw_size;
-                va = align_up(va + u64::from(*vsize), sa);
-            }
-            put32(&mut b, opt + OPT_SIZE_OF_IMAGE, va as u32);
-            if !self.trailing.is_empty() {
-                put32(&mut b, coff + 8, raw as u32);
-                put32(&mut b, coff + 12, 3);
-            }
-            for (i, h) in headers.iter().enumerate() {
-                let at = table + i * SECTION_HEADER_LEN;
-                b[at..at + SECTION_HEADER_LEN].copy_from_slice(&h.to_bytes());
-            }
-            b.extend_from_slice(&data);
-            b.extend_from_slice(&self.trailing);
-            b
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::testpe::Synth;
+    use super::super::synth::Synth;
     use super::*;
 
     fn headers(img: &[u8]) -> PeHeaders {
@@ -582,7 +480,6 @@ mod tests {
         let img = Synth::default().build();
         let h = headers(&img);
         assert_eq!(h.machine, 0x8664);
-        assert_eq!(h.magic, 0x20b);
         assert_eq!((h.section_alignment, h.file_alignment), (0x1000, 0x200));
         assert_eq!(h.sections.len(), 1);
         assert_eq!(h.sections[0].name_str(), ".text");
@@ -600,7 +497,6 @@ mod tests {
         }
         .build();
         let h = headers(&img);
-        assert_eq!(h.magic, 0x10b);
         assert_eq!(h.certificate_table, Some((0, 0)));
         let plan = plan_append(&h, &[new(".cmdline", 5, 5)]).unwrap();
         assert_eq!(plan.sections[0].virtual_address, 0x3000);
@@ -627,7 +523,7 @@ mod tests {
         assert_eq!(linux.virtual_size, 0x9000);
         assert_eq!(linux.pointer_to_raw_data, 0x1a00);
         assert_eq!(linux.size_of_raw_data, 0x2400);
-        assert_eq!(plan.size_of_image, 0xd000);
+        assert_eq!(headers(&plan.headers).size_of_image, 0xd000);
         assert_eq!(&linux.name, b".linux\0\0");
     }
 
@@ -670,7 +566,13 @@ mod tests {
         .build();
         let err = plan_append(&headers(&img), &[new(".linux", 1, 1)]).unwrap_err();
         assert!(
-            matches!(err, BootError::SignedStub { offset: 0x1800, size: 0x700 }),
+            matches!(
+                err,
+                BootError::SignedStub {
+                    offset: 0x1800,
+                    size: 0x700
+                }
+            ),
             "{err:?}"
         );
     }
@@ -687,7 +589,11 @@ mod tests {
         let h = headers(&img);
         let two = [new(".cmdline", 1, 1), new(".linux", 1, 1)];
         assert!(plan_append(&h, &two).is_ok());
-        let three = [new(".cmdline", 1, 1), new(".initrd", 1, 1), new(".linux", 1, 1)];
+        let three = [
+            new(".cmdline", 1, 1),
+            new(".initrd", 1, 1),
+            new(".linux", 1, 1),
+        ];
         match plan_append(&h, &three).unwrap_err() {
             BootError::NoRoomForSectionHeaders {
                 sections,
