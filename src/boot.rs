@@ -1,1 +1,0 @@
-//! The unified kernel image (UKI): stub + sections. (being written)
