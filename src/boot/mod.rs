@@ -176,6 +176,27 @@ pub enum BootError {
 /// the address space after its own image (it decompresses in place).
 const SECTION_ORDER: [&str; 5] = [".osrel", ".cmdline", ".uname", ".initrd", ".linux"];
 
+/// Where the UKI is installed on the ESP for x86_64: the removable-media boot path
+/// (UEFI 2.10, section 3.5.1.1), which firmware boots with no boot entry set.
+pub const ESP_PATH_X64: &str = "EFI/BOOT/BOOTX64.EFI";
+
+/// Checks that `stub` can carry a UKI: a PE image, not signed, with room in its
+/// headers for the sections [`write_uki`] adds. `validate` calls it, so that a bad
+/// stub is found before anything is built.
+pub fn check_stub(stub: &[u8]) -> Result<(), BootError> {
+    let headers = PeHeaders::read(&mut &stub[..], "the UEFI stub")?;
+    let new: Vec<NewSection> = SECTION_ORDER
+        .iter()
+        .map(|&name| NewSection {
+            name,
+            data_len: 1,
+            virtual_size: 0,
+        })
+        .collect();
+    pe::plan_append(&headers, &new)?;
+    Ok(())
+}
+
 /// The largest text section [`read_uki`] reads; real ones are a few KiB.
 const MAX_TEXT_SECTION: u64 = 1 << 20;
 
