@@ -11,7 +11,7 @@
 
 use crate::config::{self, HOSTNAME_FILE, MODULES_FILE};
 use crate::log::{info, warn, READY};
-use crate::system::{Errno, Mount, MountFlags, System};
+use crate::system::{Errno, ModuleError, Mount, MountFlags, System};
 
 const NOSUID_NODEV: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV);
 const NOSUID_NODEV_NOEXEC: MountFlags = NOSUID_NODEV.union(MountFlags::NOEXEC);
@@ -98,10 +98,17 @@ pub fn run(sys: &mut dyn System) {
         &format!("starting kios-init {}", env!("CARGO_PKG_VERSION")),
     );
     mount_base_filesystems(sys);
-    match sys.open_log_devices() {
-        Ok(()) => info(sys, "logging to /dev/kmsg too"),
-        Err(e) => warn(sys, &format!("cannot open /dev/kmsg: {e}; console only")),
-    }
+    let kmsg_ratelimit_lifted = match sys.open_log_devices() {
+        Ok(()) => {
+            let lifted = lift_kmsg_ratelimit(sys);
+            info(sys, "logging to /dev/kmsg too");
+            lifted
+        }
+        Err(e) => {
+            warn(sys, &format!("cannot open /dev/kmsg: {e}; console only"));
+            false
+        }
+    };
     create_dev_symlinks(sys);
     make_root_shared(sys);
     load_modules(sys);
@@ -109,6 +116,42 @@ pub fn run(sys: &mut dyn System) {
     set_hostname(sys);
     enable_forwarding(sys);
     info(sys, READY);
+    if kmsg_ratelimit_lifted {
+        restore_kmsg_ratelimit(sys);
+    }
+}
+
+/// The kernel's switch for rate limiting userspace writes to `/dev/kmsg`.
+pub const DEVKMSG_SYSCTL: &str = "/proc/sys/kernel/printk_devkmsg";
+
+/// By default (`printk.devkmsg=ratelimit`) the kernel keeps only 10 userspace
+/// records per 5 s, which would drop most of the boot log from `dmesg`, `ready`
+/// included. So the limit is lifted for the boot sequence and put back after it.
+/// Returns whether it was lifted. A value set on the kernel command line is locked
+/// and left alone.
+fn lift_kmsg_ratelimit(sys: &mut dyn System) -> bool {
+    match sys.read_file(DEVKMSG_SYSCTL) {
+        Ok(value) if value.trim_ascii() == b"ratelimit" => {
+            match sys.write_file(DEVKMSG_SYSCTL, b"on\n") {
+                Ok(()) => true,
+                Err(e) => {
+                    warn(sys, &format!("cannot lift the /dev/kmsg rate limit: {e}"));
+                    false
+                }
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Logs only on failure: the boot's last line must stay `ready`.
+fn restore_kmsg_ratelimit(sys: &mut dyn System) {
+    if let Err(e) = sys.write_file(DEVKMSG_SYSCTL, b"ratelimit\n") {
+        warn(
+            sys,
+            &format!("cannot restore the /dev/kmsg rate limit: {e}"),
+        );
+    }
 }
 
 /// Mounts [`BASE_MOUNTS`], creating mount points first. A failed mount is logged
@@ -211,15 +254,27 @@ fn load_modules(sys: &mut dyn System) {
                 loaded += 1;
                 info(sys, &format!("loaded module {module}"));
             }
-            Err(Errno(libc::EEXIST)) => {
+            Err(ModuleError::Kernel(Errno(libc::EEXIST))) => {
                 already += 1;
                 info(sys, &format!("module {module} already loaded"));
             }
-            Err(e) => {
+            Err(ModuleError::Open(e)) => {
                 failed += 1;
                 warn(
                     sys,
-                    &format!("loading module {module} failed: {e}; continuing"),
+                    &format!("cannot open module {module}: {e}; continuing"),
+                );
+            }
+            Err(ModuleError::Kernel(e)) => {
+                failed += 1;
+                let hint = match e.0 {
+                    libc::ENOENT => " (unknown symbol: is a module it needs listed before it?)",
+                    libc::ENOEXEC => " (not a module for this kernel)",
+                    _ => "",
+                };
+                warn(
+                    sys,
+                    &format!("loading module {module} failed: {e}{hint}; continuing"),
                 );
             }
         }
@@ -417,6 +472,30 @@ mod tests {
     }
 
     #[test]
+    fn kmsg_rate_limit_is_lifted_for_the_boot_and_restored_after_ready() {
+        let rec = boot(Recorder::new().with_file(DEVKMSG_SYSCTL, b"ratelimit\n"));
+        let on = Call::WriteFile(DEVKMSG_SYSCTL.into(), b"on\n".to_vec());
+        let back = Call::WriteFile(DEVKMSG_SYSCTL.into(), b"ratelimit\n".to_vec());
+        let pos = |wanted: &Call| rec.calls.iter().position(|c| c == wanted);
+        let ready = rec
+            .calls
+            .iter()
+            .position(|c| matches!(c, Call::Log(l) if l.message() == READY));
+        assert!(pos(&Call::OpenLogDevices) < pos(&on));
+        assert!(pos(&on).is_some() && ready < pos(&back) && ready.is_some());
+        assert_eq!(rec.messages().last(), Some(&READY));
+    }
+
+    #[test]
+    fn kmsg_rate_limit_set_otherwise_is_left_alone() {
+        let rec = boot(Recorder::new().with_file(DEVKMSG_SYSCTL, b"on\n"));
+        assert!(!rec
+            .calls
+            .iter()
+            .any(|c| matches!(c, Call::WriteFile(p, _) if p == DEVKMSG_SYSCTL)));
+    }
+
+    #[test]
     fn modules_are_loaded_in_file_order() {
         let rec = boot(Recorder::new().with_file(MODULES_FILE, MODULES));
         assert_eq!(
@@ -438,7 +517,7 @@ mod tests {
         let rec = boot(
             Recorder::new()
                 .with_file(MODULES_FILE, MODULES)
-                .fail_module(virtio, libc::EEXIST),
+                .fail_module(virtio, ModuleError::Kernel(Errno(libc::EEXIST))),
         );
         let messages = rec.messages();
         assert!(messages.contains(&format!("module {virtio} already loaded").as_str()));
@@ -452,15 +531,40 @@ mod tests {
         let rec = boot(
             Recorder::new()
                 .with_file(MODULES_FILE, MODULES)
-                .fail_module(ring, libc::ENOEXEC),
+                .fail_module(ring, ModuleError::Kernel(Errno(libc::ENOEXEC))),
         );
         let messages = rec.messages();
         assert!(messages.contains(
-            &format!("loading module {ring} failed: ENOEXEC (errno 8); continuing").as_str()
+            &format!(
+                "loading module {ring} failed: ENOEXEC (errno 8) (not a module for this kernel); continuing"
+            )
+            .as_str()
         ));
         assert_eq!(loaded_modules(&rec).len(), 3);
         assert!(messages.contains(&"modules: 2 loaded, 0 already loaded, 1 failed"));
         assert_eq!(messages.last(), Some(&READY));
+    }
+
+    #[test]
+    fn a_missing_module_file_and_an_unknown_symbol_are_told_apart() {
+        let rec = boot(
+            Recorder::new()
+                .with_file(
+                    MODULES_FILE,
+                    b"/lib/gone.ko\n/lib/needs_dep.ko\n/lib/ok.ko\n",
+                )
+                .fail_module("/lib/gone.ko", ModuleError::Open(Errno(libc::ENOENT)))
+                .fail_module(
+                    "/lib/needs_dep.ko",
+                    ModuleError::Kernel(Errno(libc::ENOENT)),
+                ),
+        );
+        let messages = rec.messages();
+        assert!(messages.contains(&"cannot open module /lib/gone.ko: ENOENT (errno 2); continuing"));
+        assert!(messages.contains(
+            &"loading module /lib/needs_dep.ko failed: ENOENT (errno 2) (unknown symbol: is a module it needs listed before it?); continuing"
+        ));
+        assert!(messages.contains(&"modules: 1 loaded, 0 already loaded, 2 failed"));
     }
 
     #[test]

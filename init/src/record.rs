@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::log::{BootTime, LogLine};
-use crate::system::{ChildExit, Errno, Mount, MountFlags, System};
+use crate::system::{ChildExit, Errno, ModuleError, Mount, MountFlags, System};
 
 /// One recorded call, with owned arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +45,7 @@ pub struct Recorder {
     pub calls: Vec<Call>,
     files: HashMap<String, Vec<u8>>,
     rules: Vec<FailRule>,
+    module_errors: HashMap<String, ModuleError>,
     children: Vec<Result<ChildExit, Errno>>,
     clock_nanos: u64,
 }
@@ -72,10 +73,10 @@ impl Recorder {
         })
     }
 
-    pub fn fail_module(self, path: &'static str, errno: i32) -> Self {
-        self.fail_when(move |c| {
-            matches!(c, Call::LoadModule(p) if p == path).then_some(Errno(errno))
-        })
+    /// Makes loading the module at `path` fail with `error`.
+    pub fn fail_module(mut self, path: &str, error: ModuleError) -> Self {
+        self.module_errors.insert(path.to_owned(), error);
+        self
     }
 
     /// What successive `wait_child` calls return; `ECHILD` once they run out.
@@ -147,8 +148,10 @@ impl System for Recorder {
         self.record(Call::WriteFile(path.to_owned(), contents.to_vec()))
     }
 
-    fn load_module(&mut self, path: &str) -> Result<(), Errno> {
+    fn load_module(&mut self, path: &str) -> Result<(), ModuleError> {
         self.record(Call::LoadModule(path.to_owned()))
+            .map_err(ModuleError::Kernel)?;
+        self.module_errors.get(path).copied().map_or(Ok(()), Err)
     }
 
     fn interface_up(&mut self, name: &str) -> Result<(), Errno> {

@@ -130,6 +130,15 @@ pub struct Mount<'a> {
     pub data: Option<&'a str>,
 }
 
+/// Why a module did not load: its file could not be opened, or the kernel refused
+/// it (`finit_module` failed: `EEXIST` already loaded, `ENOENT` an unknown symbol,
+/// i.e. a dependency not loaded before it, `ENOEXEC` not a module for this kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleError {
+    Open(Errno),
+    Kernel(Errno),
+}
+
 /// How a reaped child ended, decoded from the `waitpid` status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -168,9 +177,9 @@ pub trait System {
     fn read_file(&mut self, path: &str) -> Result<Vec<u8>, Errno>;
     /// Writes `contents` to an existing file (a sysctl, say); never creates one.
     fn write_file(&mut self, path: &str, contents: &[u8]) -> Result<(), Errno>;
-    /// `open(path)` then `finit_module(fd, "", 0)`. `EEXIST` means already loaded and
-    /// is returned as is; the caller decides what it means.
-    fn load_module(&mut self, path: &str) -> Result<(), Errno>;
+    /// `open(path)` then `finit_module(fd, "", 0)`. `EEXIST` (already loaded) is
+    /// returned as is; the caller decides what it means.
+    fn load_module(&mut self, path: &str) -> Result<(), ModuleError>;
     /// Sets `IFF_UP` on the network interface `name`.
     fn interface_up(&mut self, name: &str) -> Result<(), Errno>;
     /// `sethostname(2)`.
@@ -339,8 +348,8 @@ impl System for Linux {
             .map_err(|e| Errno::from_io(&e))
     }
 
-    fn load_module(&mut self, path: &str) -> Result<(), Errno> {
-        let file = File::open(path).map_err(|e| Errno::from_io(&e))?;
+    fn load_module(&mut self, path: &str) -> Result<(), ModuleError> {
+        let file = File::open(path).map_err(|e| ModuleError::Open(Errno::from_io(&e)))?;
         let params: &CStr = c"";
         let flags: libc::c_int = 0;
         // SAFETY: finit_module(2) takes an fd, a NUL-terminated parameter string and
@@ -356,7 +365,7 @@ impl System for Linux {
         if rc == 0 {
             Ok(())
         } else {
-            Err(Errno::last())
+            Err(ModuleError::Kernel(Errno::last()))
         }
     }
 
@@ -505,7 +514,7 @@ impl System for DryRun {
         Ok(())
     }
 
-    fn load_module(&mut self, path: &str) -> Result<(), Errno> {
+    fn load_module(&mut self, path: &str) -> Result<(), ModuleError> {
         self.show(format_args!("finit_module(open({path}), \"\", 0)"));
         Ok(())
     }
