@@ -76,7 +76,9 @@ const fn base(
     }
 }
 
-/// Links in /dev that devtmpfs does not create and programs expect.
+/// Links in /dev that devtmpfs does not create and programs expect. An existing
+/// entry is kept: devtmpfs usually has a `/dev/ptmx` node, which since Linux 4.7
+/// finds the devpts instance mounted next to it, so the link is only a fallback.
 const DEV_SYMLINKS: [(&str, &str); 5] = [
     ("/proc/self/fd", "/dev/fd"),
     ("/proc/self/fd/0", "/dev/stdin"),
