@@ -13,6 +13,7 @@ mod reap;
 mod record;
 mod system;
 
+use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
 
@@ -48,11 +49,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["--help"] | ["-h"] => {
-            println!("{USAGE}");
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!(
+            // writeln!, not eprintln!: the latter panics if stderr is closed.
+            let _ = writeln!(
+                std::io::stderr(),
                 "kios-init: not running as PID 1; refusing to touch this system.\n\
                  Use --dry-run to see what the boot would do.\n\n{USAGE}"
             );
