@@ -1,2 +1,83 @@
-//! kios-init: the PID 1 of kiOS. (being written)
-fn main() {}
+//! kios-init: the PID 1 of kiOS.
+//!
+//! This file only decides how to run: as PID 1, the boot sequence ([`boot`]) runs
+//! against the real system ([`system::Linux`]) and then PID 1 reaps children forever
+//! ([`reap`]); anywhere else it refuses (exit 2), unless `--dry-run` asks to print
+//! what the boot would do. See `docs/init.md` for the log format and the files read.
+
+mod boot;
+mod config;
+mod log;
+mod reap;
+#[cfg(test)]
+mod record;
+mod system;
+
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::ExitCode;
+
+use crate::system::{DryRun, Linux, System};
+
+const USAGE: &str = "\
+usage: kios-init [--dry-run]
+
+kios-init is the PID 1 of kiOS; the kernel starts it from the initramfs.
+Run by hand (not as PID 1) it does nothing and exits with status 2.
+
+  --dry-run   print what the boot sequence would do on this machine, do none of it";
+
+fn main() -> ExitCode {
+    // SAFETY: getpid(2) cannot fail and has no memory effects.
+    if unsafe { libc::getpid() } == 1 {
+        // The kernel passes init any unrecognised command-line words as arguments;
+        // PID 1 ignores them rather than refusing to boot.
+        run_as_pid1()
+    }
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["--dry-run"] => {
+            boot_guarded(&mut DryRun);
+            ExitCode::SUCCESS
+        }
+        ["--help"] | ["-h"] => {
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            // writeln!, not eprintln!: the latter panics if stderr is closed.
+            let _ = writeln!(
+                std::io::stderr(),
+                "kios-init: not running as PID 1; refusing to touch this system.\n\
+                 Use --dry-run to see what the boot would do.\n\n{USAGE}"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_as_pid1() -> ! {
+    let mut sys = Linux::new();
+    boot_guarded(&mut sys);
+    reap::reap_forever(&mut sys)
+}
+
+/// Runs the boot sequence, catching a panic as a last line of defence: PID 1 exiting
+/// would panic the kernel, so a bug in one step must leave a log line, not a dead
+/// machine. (This needs `panic = "unwind"`, the default; `abort` would defeat it.)
+fn boot_guarded(sys: &mut dyn System) {
+    if catch_unwind(AssertUnwindSafe(|| boot::run(sys))).is_err() {
+        log::warn(
+            sys,
+            "the boot sequence panicked (a bug); continuing as PID 1 without the remaining steps",
+        );
+    }
+}

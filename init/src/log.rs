@@ -1,0 +1,174 @@
+//! Log lines of kios-init: one line per boot step, written to the console and, once
+//! devtmpfs is mounted, to the kernel log (`/dev/kmsg`).
+//!
+//! The console form is a contract (see `docs/init.md`): tests grep for
+//! `kios-init: ready` and parse the milliseconds since boot, so a boot can be timed
+//! from its log:
+//!
+//! ```text
+//! [1234.567ms] kios-init: mounted proc on /proc
+//! [2345.678ms] kios-init: ready
+//! ```
+//!
+//! The kernel-log form has no timestamp of our own (the kernel stamps each record):
+//! `<6>kios-init: mounted proc on /proc` (`<4>` for warnings).
+//!
+//! This module only formats; where lines go is the business of
+//! [`System::write_log`](crate::system::System::write_log).
+
+use std::fmt;
+
+use crate::system::System;
+
+/// The tag every line carries, after the timestamp.
+pub const TAG: &str = "kios-init";
+
+/// The message of the last line of a successful boot sequence, exactly.
+pub const READY: &str = "ready";
+
+/// Time since boot, from `CLOCK_BOOTTIME` (which, unlike `CLOCK_MONOTONIC`, keeps
+/// counting during suspend, so it matches the kernel's own timestamps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BootTime {
+    nanos: u64,
+}
+
+impl BootTime {
+    pub const fn from_nanos(nanos: u64) -> Self {
+        Self { nanos }
+    }
+}
+
+/// `1234.567ms`: whole milliseconds, then exactly three decimals (microseconds).
+impl fmt::Display for BootTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.nanos / 1_000;
+        write!(f, "{}.{:03}ms", micros / 1_000, micros % 1_000)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    /// Something failed and the boot continues without it.
+    Warning,
+}
+
+impl Level {
+    /// The syslog priority put in front of a `/dev/kmsg` record.
+    fn kmsg_priority(self) -> u8 {
+        match self {
+            Level::Info => 6,    // KERN_INFO
+            Level::Warning => 4, // KERN_WARNING
+        }
+    }
+}
+
+/// One log line: when, how bad, what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub at: BootTime,
+    pub level: Level,
+    message: String,
+}
+
+impl LogLine {
+    /// Control characters (a newline in a config value, say) are replaced with `?` so
+    /// that one message is always exactly one line.
+    pub fn new(at: BootTime, level: Level, message: &str) -> Self {
+        let message = message
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        Self { at, level, message }
+    }
+
+    #[cfg(test)]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// `[1234.567ms] kios-init: <message>`, without the newline.
+    pub fn console_text(&self) -> String {
+        format!("[{}] {TAG}: {}", self.at, self.message)
+    }
+
+    /// `<6>kios-init: <message>`, without the newline.
+    pub fn kmsg_text(&self) -> String {
+        format!("<{}>{TAG}: {}", self.level.kmsg_priority(), self.message)
+    }
+}
+
+/// Logs `message` at [`Level::Info`], stamped with the current boot time.
+pub fn info(sys: &mut dyn System, message: &str) {
+    emit(sys, Level::Info, message);
+}
+
+/// Logs `message` at [`Level::Warning`], stamped with the current boot time.
+pub fn warn(sys: &mut dyn System, message: &str) {
+    emit(sys, Level::Warning, message);
+}
+
+fn emit(sys: &mut dyn System, level: Level, message: &str) {
+    let at = sys.boot_time();
+    sys.write_log(&LogLine::new(at, level, message));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_line_has_milliseconds_with_three_decimals_then_tag() {
+        let line = LogLine::new(
+            BootTime::from_nanos(1_234_567_890),
+            Level::Info,
+            "mounted proc on /proc",
+        );
+        assert_eq!(
+            line.console_text(),
+            "[1234.567ms] kios-init: mounted proc on /proc"
+        );
+    }
+
+    #[test]
+    fn small_times_keep_leading_zeros_in_the_decimals() {
+        let line = LogLine::new(BootTime::from_nanos(5_007_000), Level::Info, READY);
+        assert_eq!(line.console_text(), "[5.007ms] kios-init: ready");
+        let line = LogLine::new(BootTime::from_nanos(0), Level::Info, READY);
+        assert_eq!(line.console_text(), "[0.000ms] kios-init: ready");
+    }
+
+    #[test]
+    fn kmsg_line_carries_the_priority_and_no_timestamp() {
+        let at = BootTime::from_nanos(1);
+        assert_eq!(
+            LogLine::new(at, Level::Info, "x").kmsg_text(),
+            "<6>kios-init: x"
+        );
+        assert_eq!(
+            LogLine::new(at, Level::Warning, "y").kmsg_text(),
+            "<4>kios-init: y"
+        );
+    }
+
+    #[test]
+    fn control_characters_cannot_split_a_line() {
+        let line = LogLine::new(BootTime::from_nanos(0), Level::Info, "a\nb\r\x1b");
+        assert_eq!(line.message(), "a?b??");
+    }
+
+    #[test]
+    fn console_line_is_parseable_by_the_documented_pattern() {
+        // The contract in docs/init.md: `[<digits>(.<3 digits>)?ms] kios-init: <msg>`.
+        let text =
+            LogLine::new(BootTime::from_nanos(987_654_321_000), Level::Info, READY).console_text();
+        let rest = text.strip_prefix('[').unwrap_or_default();
+        let (ms, msg) = rest.split_once("ms] ").unwrap_or_default();
+        let (whole, frac) = ms.split_once('.').unwrap_or_default();
+        assert!(whole.chars().all(|c| c.is_ascii_digit()) && !whole.is_empty());
+        assert_eq!(frac.len(), 3);
+        assert_eq!(ms.parse::<f64>().ok(), Some(987_654.321));
+        assert_eq!(msg, "kios-init: ready");
+    }
+}
