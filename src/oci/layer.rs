@@ -1,0 +1,765 @@
+//! Reading one layer blob (image-spec layer.md) into the layer's own entries and
+//! whiteouts, treating the blob as hostile.
+//!
+//! 1. Verify and spool: the blob is streamed once through sha256 (it must match the
+//!    descriptor's digest and size), decompressed by its media type (gzip, zstd, or
+//!    none; the magic bytes must agree with the media type), and the uncompressed
+//!    stream is hashed (it must match the config's diff_id, config.md "rootfs") and
+//!    written to a spool file named after the diff_id. An uncompressed blob is not
+//!    copied: its tar is the blob itself. Nothing is parsed before both digests match,
+//!    and the decompressed size is capped while streaming ([`Limits::max_total`]).
+//! 2. Read the tar headers (POSIX ustar, PAX extended headers, GNU long names),
+//!    seeking over file data, into [`LayerChanges`]: regular files become
+//!    [`Content::Host`] byte ranges of the spool file; `.wh.NAME` and `.wh..wh..opq`
+//!    become [`Whiteout`]s (layer.md "Whiteouts").
+//!
+//! The tar crate is used only to iterate raw headers: its PAX parser splits records
+//! at `\n` (binary xattr values such as `security.capability` may contain one), it
+//! reads extension headers without a size cap, and over a seekable file it takes a
+//! truncated archive for a finished one. So PAX records are parsed here by their
+//! length prefix, extension headers are capped at 1 MiB, and every member's data
+//! and the end-of-archive block must lie inside the file.
+//!
+//! Rules for hostile entries (each is an error naming image, layer and entry):
+//! - a name with a `..` component, a NUL, or a component over 255 bytes (names are
+//!   normalised by [`TreePath::parse`]; a raw absolute name such as `/etc/x` is
+//!   read as `etc/x`, as Docker and containerd do); a name that is not UTF-8;
+//! - a hard link whose target is outside the tree, missing, not a regular file, or
+//!   itself ([`crate::oci::merge`] checks what needs the lower layers);
+//! - an entry below a path component that is a symlink ([`crate::oci::merge`]);
+//! - a member larger than [`Limits::max_file_size`], more members than
+//!   [`Limits::max_entries`], an xattr value over [`Limits::max_xattr`];
+//! - a member whose data runs past the end of the archive, or an archive without its
+//!   end-of-archive block (truncated); GNU sparse members; PAX `size` disagreeing
+//!   with the header (the two would let parsers see different archives).
+//!
+//! Symlink targets are not checked: a symlink is a value in the tree, never followed
+//! at build time, so `/etc/x -> ../../x` or `-> /abs` is fine. Device nodes and
+//! fifos are accepted (images carry `/dev/null`). PAX global headers and AUFS
+//! `.wh..wh.*` metadata other than the opaque marker are ignored, as containerd does;
+//! `LIBARCHIVE.xattr.*` records are ignored (only `SCHILY.xattr.*` carry xattrs).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tar::EntryType;
+
+use super::digest::{Sha256Reader, Sha256Writer};
+use super::layout::{Compression, LayerBlob, LayoutImage};
+use super::merge::{self, Whiteout};
+use super::{Digest, OciError};
+use crate::tree::{Content, Entry, Kind, Tree, TreePath};
+
+/// Bounds on what one layer may contain, so that a hostile layer cannot exhaust
+/// memory or disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Tar members in one layer (extension headers not counted).
+    pub max_entries: u64,
+    /// Bytes of one member.
+    pub max_file_size: u64,
+    /// Bytes of one layer's uncompressed tar.
+    pub max_total: u64,
+    /// Bytes of one xattr value.
+    pub max_xattr: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_entries: 1_000_000,
+            max_file_size: 8 << 30,
+            max_total: 64 << 30,
+            max_xattr: 64 << 10,
+        }
+    }
+}
+
+/// PAX and GNU long-name extension headers hold a few names; more is abuse.
+const MAX_EXTENSION: u64 = 1 << 20;
+
+/// What one layer does to the layers below it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LayerChanges {
+    /// Entries in archive order; when applied, a later entry for a path replaces an
+    /// earlier one. Whiteout files are not here.
+    pub entries: Vec<(TreePath, Entry)>,
+    /// Removals of lower-layer paths, in archive order.
+    pub whiteouts: Vec<Whiteout>,
+}
+
+/// Applies the image's layers, base first, onto `tree`. On error, `tree` holds the
+/// layers before the failing one.
+pub fn apply_layers(
+    image: &LayoutImage,
+    spool_dir: &Path,
+    limits: &Limits,
+    tree: &mut Tree,
+) -> Result<(), OciError> {
+    for (i, blob) in image.layers.iter().enumerate() {
+        apply_layer(&image.reference, i, blob, spool_dir, limits, tree)?;
+    }
+    Ok(())
+}
+
+/// Verifies, spools and reads one layer, then applies it onto `tree` (whiteouts,
+/// then entries). On error, `tree` is unchanged.
+pub fn apply_layer(
+    reference: &str,
+    layer_index: usize,
+    blob: &LayerBlob,
+    spool_dir: &Path,
+    limits: &Limits,
+    tree: &mut Tree,
+) -> Result<(), OciError> {
+    let changes = read_layer(reference, layer_index, blob, spool_dir, limits)?;
+    let cx = LayerCx::new(reference, layer_index, &blob.digest);
+    merge::apply(&cx, tree, &changes, true)
+}
+
+/// Verifies, spools and reads one layer without applying it.
+pub fn read_layer(
+    reference: &str,
+    layer_index: usize,
+    blob: &LayerBlob,
+    spool_dir: &Path,
+    limits: &Limits,
+) -> Result<LayerChanges, OciError> {
+    let cx = LayerCx::new(reference, layer_index, &blob.digest);
+    let tar = verify_and_spool(&cx, blob, spool_dir, limits)?;
+    read_tar(&cx, &tar, limits)
+}
+
+/// One layer on its own: its entries as a tree (missing parents created as 0755
+/// root-owned directories with mtime 0) and its whiteouts, not applied. For writers
+/// that store layers separately (containers/storage).
+pub fn read_layer_tree(
+    reference: &str,
+    layer_index: usize,
+    blob: &LayerBlob,
+    spool_dir: &Path,
+    limits: &Limits,
+) -> Result<(Tree, Vec<Whiteout>), OciError> {
+    let changes = read_layer(reference, layer_index, blob, spool_dir, limits)?;
+    let cx = LayerCx::new(reference, layer_index, &blob.digest);
+    let mut tree = Tree::new(0);
+    merge::apply(&cx, &mut tree, &changes, false)?;
+    Ok((tree, changes.whiteouts))
+}
+
+/// The image and layer an error is about.
+pub(crate) struct LayerCx<'a> {
+    reference: &'a str,
+    index: usize,
+    digest: &'a Digest,
+}
+
+impl<'a> LayerCx<'a> {
+    pub(crate) fn new(reference: &'a str, index: usize, digest: &'a Digest) -> Self {
+        LayerCx {
+            reference,
+            index,
+            digest,
+        }
+    }
+
+    pub(crate) fn entry(&self, entry: impl Into<String>, why: impl Into<String>) -> OciError {
+        OciError::Entry {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            entry: entry.into(),
+            why: why.into(),
+        }
+    }
+
+    fn limit(&self, what: String, limit: u64) -> OciError {
+        OciError::Limit {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            what,
+            limit,
+        }
+    }
+
+    fn tar(&self, why: impl Into<String>) -> OciError {
+        OciError::Tar {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            why: why.into(),
+        }
+    }
+
+    fn spool(&self, path: &Path) -> impl FnOnce(io::Error) -> OciError {
+        let (reference, index, digest) =
+            (self.reference.to_string(), self.index, self.digest.clone());
+        let path = path.to_path_buf();
+        move |source| OciError::Spool {
+            reference,
+            index,
+            digest,
+            path,
+            source,
+        }
+    }
+
+    fn io(&self, path: &Path) -> impl FnOnce(io::Error) -> OciError {
+        let reference = self.reference.to_string();
+        let path = path.to_path_buf();
+        move |source| OciError::Io {
+            reference,
+            path,
+            source,
+        }
+    }
+}
+
+/// What the first bytes of a blob say it is.
+fn sniff(magic: &[u8]) -> (Option<Compression>, &'static str) {
+    match magic {
+        [0x1f, 0x8b, ..] => (Some(Compression::Gzip), "gzip-compressed"),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => (Some(Compression::Zstd), "zstd-compressed"),
+        [0xfd, b'7', b'z', b'X', b'Z', ..] => (None, "xz-compressed"),
+        [b'B', b'Z', b'h', ..] => (None, "bzip2-compressed"),
+        _ => (Some(Compression::None), "an uncompressed tar"),
+    }
+}
+
+/// Step 1 of the module doc. Returns the path of the verified tar.
+fn verify_and_spool(
+    cx: &LayerCx,
+    blob: &LayerBlob,
+    spool_dir: &Path,
+    limits: &Limits,
+) -> Result<PathBuf, OciError> {
+    let file = File::open(&blob.path).map_err(cx.io(&blob.path))?;
+    let len = file.metadata().map_err(cx.io(&blob.path))?.len();
+    let size_error = |actual| OciError::BlobSize {
+        reference: cx.reference.to_string(),
+        what: format!("layer {}", cx.index),
+        digest: blob.digest.clone(),
+        expected: blob.size,
+        actual,
+    };
+    let digest_error = |actual| OciError::BlobDigest {
+        reference: cx.reference.to_string(),
+        what: format!("layer {}", cx.index),
+        digest: blob.digest.clone(),
+        actual,
+    };
+    if len != blob.size {
+        return Err(size_error(len));
+    }
+    let mut magic = [0u8; 6];
+    let n = (&file)
+        .take(6)
+        .read(&mut magic)
+        .map_err(cx.io(&blob.path))?;
+    let (detected, what) = sniff(&magic[..n]);
+    if detected != Some(blob.compression) {
+        return Err(OciError::Compression {
+            reference: cx.reference.to_string(),
+            index: cx.index,
+            digest: blob.digest.clone(),
+            media_type: blob.media_type.clone(),
+            detected: what,
+        });
+    }
+    (&file)
+        .seek(SeekFrom::Start(0))
+        .map_err(cx.io(&blob.path))?;
+    let mut input = Sha256Reader::new(BufReader::with_capacity(1 << 16, file));
+
+    if blob.compression == Compression::None {
+        if len > limits.max_total {
+            return Err(cx.limit(format!("the uncompressed size {len}"), limits.max_total));
+        }
+        let (digest, count) = input.finish().map_err(cx.io(&blob.path))?;
+        if count != blob.size {
+            return Err(size_error(count));
+        }
+        if digest != blob.digest {
+            return Err(digest_error(digest));
+        }
+        if digest != blob.diff_id {
+            return Err(diff_id_error(cx, blob, digest));
+        }
+        return Ok(blob.path.clone());
+    }
+
+    let mut part = tempfile::Builder::new()
+        .prefix(".layer-")
+        .suffix(".tar.part")
+        .tempfile_in(spool_dir)
+        .map_err(cx.spool(spool_dir))?;
+    let part_path = part.path().to_path_buf();
+    let copied = {
+        let mut out = Sha256Writer::new(BufWriter::with_capacity(1 << 16, part.as_file_mut()));
+        let result = decompress_into(cx, blob.compression, &mut input, &mut out, limits);
+        result.and_then(|()| {
+            let (diff, _, mut w) = out.finish();
+            w.flush()
+                .map_err(|e| Failure::Spool(e, part_path.clone()))?;
+            Ok(diff)
+        })
+    };
+    // Whatever went wrong while decompressing, a blob that is not the one the
+    // manifest names is reported as such: that is the cause, and the fix.
+    let (digest, count) = input.finish().map_err(cx.io(&blob.path))?;
+    if count != blob.size {
+        return Err(size_error(count));
+    }
+    if digest != blob.digest {
+        return Err(digest_error(digest));
+    }
+    let diff = match copied {
+        Ok(diff) => diff,
+        Err(Failure::Limit(e)) => return Err(e),
+        Err(Failure::Decode(e)) => {
+            return Err(cx.tar(format!("cannot decompress the {what} blob: {e}")))
+        }
+        Err(Failure::Spool(e, path)) => return Err(cx.spool(&path)(e)),
+    };
+    if diff != blob.diff_id {
+        return Err(diff_id_error(cx, blob, diff));
+    }
+    let spooled = spool_dir.join(format!("{}.tar", blob.diff_id.hex()));
+    part.persist(&spooled)
+        .map_err(|e| cx.spool(&spooled)(e.error))?;
+    Ok(spooled)
+}
+
+fn diff_id_error(cx: &LayerCx, blob: &LayerBlob, actual: Digest) -> OciError {
+    OciError::DiffId {
+        reference: cx.reference.to_string(),
+        index: cx.index,
+        digest: blob.digest.clone(),
+        expected: blob.diff_id.clone(),
+        actual,
+    }
+}
+
+enum Failure {
+    Decode(io::Error),
+    Spool(io::Error, PathBuf),
+    Limit(OciError),
+}
+
+fn decompress_into<R: Read, W: Write>(
+    cx: &LayerCx,
+    compression: Compression,
+    input: &mut R,
+    out: &mut Sha256Writer<W>,
+    limits: &Limits,
+) -> Result<(), Failure> {
+    let mut decoder: Box<dyn Read + '_> = match compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(input).map_err(Failure::Decode)?)
+        }
+        Compression::None => Box::new(input),
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Failure::Decode(e)),
+        };
+        if out.count() + n as u64 > limits.max_total {
+            return Err(Failure::Limit(cx.limit(
+                format!("the uncompressed size (more than {} bytes)", out.count()),
+                limits.max_total,
+            )));
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| Failure::Spool(e, PathBuf::from("(spool file)")))?;
+    }
+}
+
+/// Extension headers waiting for the member they describe.
+#[derive(Default)]
+struct Pending {
+    pax: Option<Vec<(String, Vec<u8>)>>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.pax.is_none() && self.long_name.is_none() && self.long_link.is_none()
+    }
+
+    fn pax(&self, key: &str) -> Option<&[u8]> {
+        // POSIX pax: a later record for the same keyword wins.
+        self.pax
+            .as_ref()?
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Step 2 of the module doc.
+fn read_tar(cx: &LayerCx, tar_path: &Path, limits: &Limits) -> Result<LayerChanges, OciError> {
+    let file = File::open(tar_path).map_err(cx.spool(tar_path))?;
+    let file_len = file.metadata().map_err(cx.spool(tar_path))?.len();
+    let content_path = Arc::new(tar_path.to_path_buf());
+    let mut archive = tar::Archive::new(file);
+    let members = archive
+        .entries_with_seek()
+        .map_err(|e| cx.tar(e.to_string()))?
+        .raw(true);
+
+    let mut changes = LayerChanges::default();
+    let mut pending = Pending::default();
+    let mut end = 0u64; // where the next header starts
+    let mut count = 0u64;
+    for member in members {
+        let mut member = member.map_err(|e| cx.tar(format!("at offset {end}: {e}")))?;
+        let raw_name = String::from_utf8_lossy(&member.header().path_bytes()).into_owned();
+        let size = member.size();
+        let data_at = member.raw_file_position();
+        match data_at.checked_add(size) {
+            Some(data_end) if data_end <= file_len => end = data_end.next_multiple_of(512),
+            _ => {
+                return Err(cx.entry(
+                    raw_name,
+                    format!(
+                        "its header claims {size} bytes at offset {data_at} but the archive ends at {file_len} (truncated)"
+                    ),
+                ))
+            }
+        }
+        let ty = member.header().entry_type();
+        if matches!(
+            ty,
+            EntryType::XHeader
+                | EntryType::XGlobalHeader
+                | EntryType::GNULongName
+                | EntryType::GNULongLink
+        ) {
+            if size > MAX_EXTENSION {
+                return Err(cx.limit(
+                    format!("an extension header of {size} bytes at offset {data_at}"),
+                    MAX_EXTENSION,
+                ));
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            member
+                .read_to_end(&mut data)
+                .map_err(|e| cx.tar(format!("at offset {data_at}: {e}")))?;
+            let twice = || {
+                cx.tar(format!(
+                    "two extension headers of one kind for one member at offset {data_at}"
+                ))
+            };
+            match ty {
+                EntryType::XHeader => {
+                    if pending.pax.is_some() {
+                        return Err(twice());
+                    }
+                    pending.pax = Some(parse_pax(&data).map_err(|why| {
+                        cx.tar(format!("bad PAX header at offset {data_at}: {why}"))
+                    })?);
+                }
+                EntryType::GNULongName | EntryType::GNULongLink => {
+                    while data.last() == Some(&0) {
+                        data.pop();
+                    }
+                    let slot = if ty == EntryType::GNULongName {
+                        &mut pending.long_name
+                    } else {
+                        &mut pending.long_link
+                    };
+                    if slot.replace(data).is_some() {
+                        return Err(twice());
+                    }
+                }
+                _ => {} // PAX global header: ignored, as Docker and containerd do
+            }
+            continue;
+        }
+
+        count += 1;
+        if count > limits.max_entries {
+            return Err(cx.limit(
+                format!("the number of entries (at {raw_name:?})"),
+                limits.max_entries,
+            ));
+        }
+        let ext = std::mem::take(&mut pending);
+        let member = Member {
+            header: member.header(),
+            ext: &ext,
+            size,
+            data_at,
+        };
+        if let Some(change) = member.read(cx, limits, &content_path)? {
+            match change {
+                Change::Entry(path, entry) => changes.entries.push((path, entry)),
+                Change::Whiteout(w) => changes.whiteouts.push(w),
+            }
+        }
+    }
+    if !pending.is_empty() {
+        return Err(cx.tar("the archive ends with an extension header that describes no member"));
+    }
+    check_end_marker(cx, tar_path, end, file_len)?;
+    Ok(changes)
+}
+
+/// The tar format ends an archive with zero blocks (POSIX ustar: two; one is
+/// accepted). Without one the stream stopped early, even at a header boundary.
+fn check_end_marker(
+    cx: &LayerCx,
+    tar_path: &Path,
+    end: u64,
+    file_len: u64,
+) -> Result<(), OciError> {
+    let truncated = || {
+        cx.tar(format!(
+            "no end-of-archive block at offset {end}: the archive is truncated"
+        ))
+    };
+    if end + 512 > file_len {
+        return Err(truncated());
+    }
+    let mut f = File::open(tar_path).map_err(cx.spool(tar_path))?;
+    f.seek(SeekFrom::Start(end)).map_err(cx.spool(tar_path))?;
+    let mut block = [0u8; 512];
+    f.read_exact(&mut block).map_err(cx.spool(tar_path))?;
+    if block.iter().any(|b| *b != 0) {
+        return Err(truncated());
+    }
+    Ok(())
+}
+
+/// A PAX extended header's records: `"<len> <key>=<value>\n"`, where `len` counts
+/// the whole record (POSIX.1-2008 pax, "pax Extended Header"). Values are bytes and
+/// may hold newlines.
+fn parse_pax(mut data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut records = Vec::new();
+    while !data.is_empty() {
+        let space = data
+            .iter()
+            .position(|b| *b == b' ')
+            .ok_or("a record has no length")?;
+        let len: usize = std::str::from_utf8(&data[..space])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or("a record length is not a number")?;
+        if len <= space + 1 || len > data.len() || data[len - 1] != b'\n' {
+            return Err("a record length does not match the record".into());
+        }
+        let record = &data[space + 1..len - 1];
+        let eq = record
+            .iter()
+            .position(|b| *b == b'=')
+            .ok_or("a record has no `=`")?;
+        let key = std::str::from_utf8(&record[..eq]).map_err(|_| "a key is not UTF-8")?;
+        records.push((key.to_string(), record[eq + 1..].to_vec()));
+        data = &data[len..];
+    }
+    Ok(records)
+}
+
+enum Change {
+    Entry(TreePath, Entry),
+    Whiteout(Whiteout),
+}
+
+/// One tar member with the extension headers that precede it.
+struct Member<'a> {
+    header: &'a tar::Header,
+    ext: &'a Pending,
+    size: u64,
+    data_at: u64,
+}
+
+impl Member<'_> {
+    /// GNU long name, else PAX `path`, else the header's name (with the ustar
+    /// prefix); Go's archive/tar and the tar crate use the same order.
+    fn name_bytes(&self) -> Vec<u8> {
+        if let Some(n) = &self.ext.long_name {
+            return n.clone();
+        }
+        if let Some(p) = self.ext.pax("path") {
+            return p.to_vec();
+        }
+        self.header.path_bytes().into_owned()
+    }
+
+    fn link_bytes(&self) -> Option<Vec<u8>> {
+        if let Some(n) = &self.ext.long_link {
+            return Some(n.clone());
+        }
+        if let Some(p) = self.ext.pax("linkpath") {
+            return Some(p.to_vec());
+        }
+        self.header.link_name_bytes().map(|l| l.into_owned())
+    }
+
+    fn read(
+        &self,
+        cx: &LayerCx,
+        limits: &Limits,
+        content_path: &Arc<PathBuf>,
+    ) -> Result<Option<Change>, OciError> {
+        let raw = self.name_bytes();
+        let lossy = String::from_utf8_lossy(&raw).into_owned();
+        let bad = |why: String| cx.entry(lossy.clone(), why);
+        let name = std::str::from_utf8(&raw).map_err(|_| bad("its name is not UTF-8".into()))?;
+        let path = TreePath::parse(name).map_err(|e| bad(e.to_string()))?;
+
+        if self.size > limits.max_file_size {
+            return Err(cx.limit(
+                format!("entry {lossy:?} of {} bytes", self.size),
+                limits.max_file_size,
+            ));
+        }
+        if let Some(s) = self.ext.pax("size") {
+            if s != self.size.to_string().as_bytes() {
+                return Err(bad("its PAX size disagrees with its header size".into()));
+            }
+        }
+        if let Some(ext) = &self.ext.pax {
+            if ext.iter().any(|(k, _)| k.starts_with("GNU.sparse.")) {
+                return Err(bad(
+                    "GNU sparse files are not supported; rebuild the layer without --sparse".into(),
+                ));
+            }
+        }
+
+        // layer.md "Whiteouts": the marker files are not entries themselves.
+        let base = path.file_name();
+        if let Some(rest) = base.strip_prefix(".wh.") {
+            let parent = path.parent().unwrap_or_default();
+            if base == ".wh..wh..opq" {
+                return Ok(Some(Change::Whiteout(Whiteout::Opaque(parent))));
+            }
+            if rest.starts_with(".wh.") {
+                return Ok(None); // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs)
+            }
+            if rest.is_empty() || rest == "." || rest == ".." {
+                return Err(bad("a whiteout must name a file".into()));
+            }
+            let target = parent.join(rest).map_err(|e| bad(e.to_string()))?;
+            return Ok(Some(Change::Whiteout(Whiteout::Remove(target))));
+        }
+
+        let link = || -> Result<String, OciError> {
+            let l = self.link_bytes().unwrap_or_default();
+            match String::from_utf8(l) {
+                Ok(s) if !s.is_empty() => Ok(s),
+                Ok(_) => Err(bad("its link target is empty".into())),
+                Err(_) => Err(bad("its link target is not UTF-8".into())),
+            }
+        };
+        let device = || -> Result<(u32, u32), OciError> {
+            let h = self.header;
+            match (h.device_major(), h.device_minor()) {
+                (Ok(Some(major)), Ok(Some(minor))) => Ok((major, minor)),
+                _ => Err(bad("its device numbers are missing or malformed".into())),
+            }
+        };
+        let kind = match self.header.entry_type() {
+            // GNU tar reads "contiguous" members as regular files.
+            EntryType::Regular | EntryType::Continuous => Kind::File(Content::Host {
+                path: content_path.clone(),
+                offset: self.data_at,
+                len: self.size,
+            }),
+            EntryType::Directory => Kind::Dir,
+            EntryType::Symlink => Kind::Symlink(link()?),
+            EntryType::Link => {
+                let target = TreePath::parse(&link()?)
+                    .map_err(|e| bad(format!("its hard link target: {e}")))?;
+                Kind::Hardlink(target)
+            }
+            EntryType::Char => {
+                let (major, minor) = device()?;
+                Kind::CharDevice { major, minor }
+            }
+            EntryType::Block => {
+                let (major, minor) = device()?;
+                Kind::BlockDevice { major, minor }
+            }
+            EntryType::Fifo => Kind::Fifo,
+            EntryType::GNUSparse => {
+                return Err(bad(
+                    "GNU sparse files are not supported; rebuild the layer without --sparse".into(),
+                ))
+            }
+            other => {
+                return Err(bad(format!(
+                    "tar member type {:?} is not supported",
+                    other.as_byte() as char
+                )))
+            }
+        };
+
+        let num = |key: &str, header: io::Result<u64>| -> Result<u64, OciError> {
+            match self.ext.pax(key) {
+                Some(v) => std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| bad(format!("its PAX {key} is not a number"))),
+                None => header.map_err(|e| bad(format!("its {key}: {e}"))),
+            }
+        };
+        let id = |key: &str, header| -> Result<u32, OciError> {
+            u32::try_from(num(key, header)?)
+                .map_err(|_| bad(format!("its {key} does not fit in 32 bits")))
+        };
+        let mtime = match self.ext.pax("mtime") {
+            // PAX mtime is decimal seconds, maybe fractional or negative: keep whole
+            // seconds, and the epoch for anything before it.
+            Some(v) => {
+                let s =
+                    std::str::from_utf8(v).map_err(|_| bad("its PAX mtime is not text".into()))?;
+                let whole = s.split('.').next().unwrap_or("");
+                if whole.starts_with('-') {
+                    0
+                } else {
+                    whole
+                        .parse()
+                        .map_err(|_| bad("its PAX mtime is not a number".into()))?
+                }
+            }
+            None => self
+                .header
+                .mtime()
+                .map_err(|e| bad(format!("its mtime: {e}")))?,
+        };
+        let mut xattrs = BTreeMap::new();
+        for (key, value) in self.ext.pax.iter().flatten() {
+            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                if value.len() > limits.max_xattr {
+                    return Err(cx.limit(
+                        format!("xattr {name:?} of entry {lossy:?} ({} bytes)", value.len()),
+                        limits.max_xattr as u64,
+                    ));
+                }
+                xattrs.insert(name.to_string(), value.clone());
+            }
+        }
+        let mode = self
+            .header
+            .mode()
+            .map_err(|e| bad(format!("its mode: {e}")))?;
+        let mut entry = Entry::new(kind, mode);
+        entry.uid = id("uid", self.header.uid())?;
+        entry.gid = id("gid", self.header.gid())?;
+        entry.mtime = mtime;
+        entry.xattrs = xattrs;
+        Ok(Some(Change::Entry(path, entry)))
+    }
+}
