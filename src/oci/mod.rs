@@ -6,8 +6,9 @@
 //!   config, every JSON blob checked against its descriptor's digest and size
 //!   (image-spec image-layout.md, image-index.md, manifest.md, config.md).
 //! - [`layer`]: one layer blob -> verified (blob digest, size, diff_id) and spooled
-//!   decompressed tar -> the layer's own entries and whiteouts, read from the tar
-//!   headers with every hostile case refused (image-spec layer.md).
+//!   decompressed tar (image-spec layer.md); the public entry points.
+//! - [`archive`]: a verified tar -> the layer's own entries and whiteouts, read from
+//!   the headers with every hostile case refused.
 //! - [`merge`]: a layer's changes applied onto a [`Tree`](crate::tree::Tree):
 //!   whiteouts and opaque directories first, then the entries (layer.md "Whiteouts").
 //!
@@ -17,6 +18,7 @@
 //! (they are values). Every error names the image reference, and the layer digest
 //! and entry path where there is one.
 
+mod archive;
 pub mod digest;
 pub mod layer;
 pub mod layout;
