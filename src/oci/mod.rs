@@ -24,6 +24,11 @@ pub mod layer;
 pub mod layout;
 pub mod merge;
 
+#[cfg(test)]
+mod fixture;
+#[cfg(test)]
+mod tests;
+
 use std::io;
 use std::path::PathBuf;
 
