@@ -465,3 +465,132 @@ impl Cx<'_> {
         Ok((digest, bytes, path))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tempfile::TempDir;
+
+    use super::super::fixture::{self, tar_of, T};
+    use super::*;
+
+    fn two_arch_layout() -> (TempDir, Value, Value) {
+        let dir = TempDir::new().unwrap();
+        fixture::layout(dir.path());
+        let tar = |s: &str| vec![(Compression::Gzip, tar_of(&[T::File("arch", s.as_bytes())]))];
+        let amd = fixture::image(dir.path(), "amd64", &tar("amd64"), None);
+        let arm = fixture::image(dir.path(), "arm64", &tar("arm64"), None);
+        (dir, amd, arm)
+    }
+
+    use serde_json::Value;
+
+    #[test]
+    fn a_nested_index_is_followed_by_architecture() {
+        let (dir, amd, arm) = two_arch_layout();
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [fixture::with_platform(amd.clone(), "amd64"), fixture::with_platform(arm.clone(), "arm64")],
+        });
+        let index = fixture::blob(
+            dir.path(),
+            "application/vnd.oci.image.index.v1+json",
+            &serde_json::to_vec(&index).unwrap(),
+        );
+        fixture::write_index(dir.path(), vec![fixture::tagged(index, "multi")]);
+        for (arch, desc) in [("amd64", &amd), ("arm64", &arm)] {
+            let image = open_layout(dir.path(), Some("multi"), arch).unwrap();
+            assert_eq!(image.manifest_digest.to_string(), desc["digest"]);
+            assert_eq!(image.config.architecture().to_string(), arch);
+            assert_eq!(image.layers.len(), 1);
+        }
+        let err = open_layout(dir.path(), Some("multi"), "riscv64").unwrap_err();
+        assert!(matches!(err, OciError::NoPlatform { .. }), "{err}");
+        assert!(err.to_string().contains("linux/arm64"), "{err}");
+    }
+
+    #[test]
+    fn images_are_chosen_by_tag() {
+        let (dir, amd, arm) = two_arch_layout();
+        fixture::write_index(
+            dir.path(),
+            vec![
+                fixture::tagged(amd.clone(), "one"),
+                fixture::tagged(arm, "two"),
+            ],
+        );
+        let image = open_layout(dir.path(), Some("one"), "amd64").unwrap();
+        assert_eq!(image.manifest_digest.to_string(), amd["digest"]);
+        assert!(image.reference.ends_with(":one"));
+        let err = open_layout(dir.path(), None, "amd64").unwrap_err();
+        assert!(matches!(err, OciError::AmbiguousTag { .. }), "{err}");
+        assert!(err.to_string().contains("\"one\", \"two\""), "{err}");
+        let err = open_layout(dir.path(), Some("three"), "amd64").unwrap_err();
+        assert!(matches!(err, OciError::TagNotFound { .. }), "{err}");
+        // The image's own config must match the architecture asked for.
+        let err = open_layout(dir.path(), Some("two"), "amd64").unwrap_err();
+        assert!(matches!(err, OciError::NoPlatform { .. }), "{err}");
+        // With a single image, no tag is needed.
+        fixture::write_index(dir.path(), vec![amd]);
+        assert!(open_layout(dir.path(), None, "amd64").is_ok());
+    }
+
+    #[test]
+    fn a_tampered_manifest_or_config_is_rejected() {
+        let (dir, amd, _) = two_arch_layout();
+        fixture::write_index(dir.path(), vec![fixture::tagged(amd.clone(), "t")]);
+        let digest: Digest = amd["digest"].as_str().unwrap().parse().unwrap();
+        let path = digest.blob_path(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = open_layout(dir.path(), Some("t"), "amd64").unwrap_err();
+        assert!(matches!(err, OciError::BlobDigest { .. }), "{err}");
+        bytes.push(b' ');
+        std::fs::write(&path, &bytes).unwrap();
+        let err = open_layout(dir.path(), Some("t"), "amd64").unwrap_err();
+        assert!(matches!(err, OciError::BlobSize { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_directory_without_oci_layout_is_not_a_layout() {
+        let dir = TempDir::new().unwrap();
+        let err = open_layout(dir.path(), None, "amd64").unwrap_err();
+        assert!(matches!(err, OciError::NotALayout { .. }), "{err}");
+        assert!(err.to_string().contains("skopeo copy"), "{err}");
+    }
+
+    #[test]
+    fn non_sha256_digests_and_unknown_layer_types_are_rejected() {
+        let dir = TempDir::new().unwrap();
+        fixture::layout(dir.path());
+        let m = fixture::image(dir.path(), "amd64", &[], None);
+        let mut sha512 = m.clone();
+        sha512["digest"] = json!(format!("sha512:{}", "a".repeat(128)));
+        fixture::write_index(dir.path(), vec![sha512]);
+        let err = open_layout(dir.path(), None, "amd64").unwrap_err();
+        let cause = std::error::Error::source(&err).map(|s| s.to_string());
+        assert!(
+            cause.as_deref().unwrap_or("").contains("only sha256"),
+            "{err}: {cause:?}"
+        );
+
+        let config = fixture::blob(
+            dir.path(),
+            "application/vnd.oci.image.config.v1+json",
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#,
+        );
+        let layer = fixture::blob(dir.path(), "application/vnd.example.layer.v1.tar+xz", b"x");
+        let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": config, "layers": [layer]});
+        let m = fixture::blob(
+            dir.path(),
+            "application/vnd.oci.image.manifest.v1+json",
+            &serde_json::to_vec(&manifest).unwrap(),
+        );
+        fixture::write_index(dir.path(), vec![m]);
+        let err = open_layout(dir.path(), None, "amd64").unwrap_err();
+        assert!(matches!(err, OciError::MediaType { .. }), "{err}");
+        assert!(err.to_string().contains("tar+xz"), "{err}");
+    }
+}
