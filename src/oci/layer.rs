@@ -8,7 +8,7 @@
 //!    written to a spool file named after the diff_id. An uncompressed blob is not
 //!    copied: its tar is the blob itself. Nothing is parsed before both digests match,
 //!    and the decompressed size is capped while streaming ([`Limits::max_total`]).
-//! 2. Read the tar ([`crate::oci::archive`]) into [`LayerChanges`]: the layer's
+//! 2. Read the tar (`oci::archive`) into [`LayerChanges`]: the layer's
 //!    entries, regular files as [`Content`](crate::tree::Content) byte ranges of the
 //!    spool file, and its whiteouts (layer.md "Whiteouts").
 //!
@@ -270,7 +270,14 @@ fn verify_and_spool(
     let part_path = part.path().to_path_buf();
     let copied = {
         let mut out = Sha256Writer::new(BufWriter::with_capacity(1 << 16, part.as_file_mut()));
-        let result = decompress_into(cx, blob.compression, &mut input, &mut out, limits);
+        let result = decompress_into(
+            cx,
+            blob.compression,
+            &mut input,
+            &mut out,
+            &part_path,
+            limits,
+        );
         result.and_then(|()| {
             let (diff, _, mut w) = out.finish();
             w.flush()
@@ -325,6 +332,7 @@ fn decompress_into<R: Read, W: Write>(
     compression: Compression,
     input: &mut R,
     out: &mut Sha256Writer<W>,
+    part_path: &Path,
     limits: &Limits,
 ) -> Result<(), Failure> {
     let mut decoder: Box<dyn Read + '_> = match compression {
@@ -349,6 +357,6 @@ fn decompress_into<R: Read, W: Write>(
             )));
         }
         out.write_all(&buf[..n])
-            .map_err(|e| Failure::Spool(e, PathBuf::from("(spool file)")))?;
+            .map_err(|e| Failure::Spool(e, part_path.to_path_buf()))?;
     }
 }

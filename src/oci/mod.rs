@@ -7,7 +7,7 @@
 //!   (image-spec image-layout.md, image-index.md, manifest.md, config.md).
 //! - [`layer`]: one layer blob -> verified (blob digest, size, diff_id) and spooled
 //!   decompressed tar (image-spec layer.md); the public entry points.
-//! - [`archive`]: a verified tar -> the layer's own entries and whiteouts, read from
+//! - `archive`: a verified tar -> the layer's own entries and whiteouts, read from
 //!   the headers with every hostile case refused.
 //! - [`merge`]: a layer's changes applied onto a [`Tree`](crate::tree::Tree):
 //!   whiteouts and opaque directories first, then the entries (layer.md "Whiteouts").
