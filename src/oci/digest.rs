@@ -3,8 +3,8 @@
 //! own examples use, and the one every blob of a local layout is stored under
 //! (`blobs/sha256/<hex>`, image-layout.md "Blobs"). Parsing checks the exact form
 //! (`sha256:` + 64 lowercase hex digits), so a parsed digest is always safe to use as
-//! a file name. This module does not read blobs; its hashing readers and writers only see bytes
-//! that pass through it.
+//! a file name. This module does not read blobs: its hashing reader and writer only
+//! see the bytes passed through them.
 
 use std::fmt;
 use std::io::{self, Read, Write};
