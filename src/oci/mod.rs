@@ -1,1 +1,169 @@
-//! OCI images: local image layouts and layers -> trees. (being written)
+//! OCI images from local image layouts (`oci:DIR[:TAG]`, as skopeo writes them) to
+//! filesystem trees.
+//!
+//! - [`digest`]: `sha256:<hex>` digests and where a layout keeps their blobs.
+//! - [`layout`]: `index.json` -> tag -> (nested index by platform) -> manifest ->
+//!   config, every JSON blob checked against its descriptor's digest and size
+//!   (image-spec image-layout.md, image-index.md, manifest.md, config.md).
+//! - [`layer`]: one layer blob -> verified (blob digest, size, diff_id) and spooled
+//!   decompressed tar (image-spec layer.md); the public entry points.
+//! - `archive`: a verified tar -> the layer's own entries and whiteouts, read from
+//!   the headers with every hostile case refused.
+//! - [`merge`]: a layer's changes applied onto a [`Tree`](crate::tree::Tree):
+//!   whiteouts and opaque directories first, then the entries (layer.md "Whiteouts").
+//!
+//! Nothing here unpacks a layer onto the host or needs root: file contents stay in
+//! the spool file (or the uncompressed blob) as byte ranges. This module does not
+//! talk to registries, keep a cache, or run images; it does not follow symlinks
+//! (they are values). Every error names the image reference, and the layer digest
+//! and entry path where there is one.
+
+mod archive;
+pub mod digest;
+pub mod layer;
+pub mod layout;
+pub mod merge;
+
+#[cfg(test)]
+mod fixture;
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use digest::{Digest, DigestError};
+pub use layer::{apply_layer, apply_layers, read_layer, read_layer_tree, LayerChanges, Limits};
+pub use layout::{open_layout, Compression, LayerBlob, LayoutImage};
+pub use merge::Whiteout;
+
+const RECOPY: &str = "the layout is damaged or was tampered with: copy the image again \
+                      (`skopeo copy <source> oci:DIR:TAG`)";
+
+/// An error reading an OCI image layout or applying its layers.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("{reference}: {path} is not an OCI image layout ({why}); write one with `skopeo copy <image> oci:DIR:TAG`")]
+    NotALayout {
+        reference: String,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("{reference}: cannot read {path}")]
+    Io {
+        reference: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{reference}: {what} {path} is not valid JSON of its kind; {RECOPY}")]
+    Json {
+        reference: String,
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{reference}: {what}")]
+    Digest {
+        reference: String,
+        what: String,
+        #[source]
+        source: DigestError,
+    },
+    #[error("{reference}: the layout has no image tagged {tag:?}; tags present: {available}")]
+    TagNotFound {
+        reference: String,
+        tag: String,
+        available: String,
+    },
+    #[error("{reference}: the layout holds several images ({available}); name one as oci:DIR:TAG")]
+    AmbiguousTag {
+        reference: String,
+        available: String,
+    },
+    #[error("{reference}: no linux/{arch} image in the image index (it has: {available}); choose another arch, or copy that platform with `skopeo copy --override-arch {arch}`")]
+    NoPlatform {
+        reference: String,
+        arch: String,
+        available: String,
+    },
+    #[error("{reference}: {what} has media type {media_type:?}, which is not supported (expected {expected})")]
+    MediaType {
+        reference: String,
+        what: String,
+        media_type: String,
+        expected: &'static str,
+    },
+    #[error("{reference}: {what}: {why}; {RECOPY}")]
+    Invalid {
+        reference: String,
+        what: String,
+        why: String,
+    },
+    #[error("{reference}: blob {digest} ({what}) is {actual} bytes but its descriptor says {expected}; {RECOPY}")]
+    BlobSize {
+        reference: String,
+        what: String,
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{reference}: blob {digest} ({what}) has the content of {actual}; {RECOPY}")]
+    BlobDigest {
+        reference: String,
+        what: String,
+        digest: Digest,
+        actual: Digest,
+    },
+    #[error("{reference}: layer {index} ({digest}) uncompresses to {actual} but the image config says its diff_id is {expected}; {RECOPY}")]
+    DiffId {
+        reference: String,
+        index: usize,
+        digest: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("{reference}: layer {index} ({digest}) has media type {media_type:?} but its bytes are {detected}; the image was written wrongly, rebuild or re-push it")]
+    Compression {
+        reference: String,
+        index: usize,
+        digest: Digest,
+        media_type: String,
+        detected: &'static str,
+    },
+    #[error("{reference}: layer {index} ({digest}): {what} is over the limit of {limit}; refusing the layer (raise the limit only for an image you trust)")]
+    Limit {
+        reference: String,
+        index: usize,
+        digest: Digest,
+        what: String,
+        limit: u64,
+    },
+    #[error("{reference}: layer {index} ({digest}): entry {entry:?}: {why}; the layer is malformed or hostile, refusing it")]
+    Entry {
+        reference: String,
+        index: usize,
+        digest: Digest,
+        entry: String,
+        why: String,
+    },
+    #[error(
+        "{reference}: layer {index} ({digest}) is not a complete tar archive: {why}; {RECOPY}"
+    )]
+    Tar {
+        reference: String,
+        index: usize,
+        digest: Digest,
+        why: String,
+    },
+    #[error("{reference}: layer {index} ({digest}): cannot write or read the spool file {path}")]
+    Spool {
+        reference: String,
+        index: usize,
+        digest: Digest,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}

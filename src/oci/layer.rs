@@ -1,0 +1,362 @@
+//! Reading one layer blob (image-spec layer.md) into the layer's own entries and
+//! whiteouts, treating the blob as hostile.
+//!
+//! 1. Verify and spool: the blob is streamed once through sha256 (it must match the
+//!    descriptor's digest and size), decompressed by its media type (gzip, zstd, or
+//!    none; the magic bytes must agree with the media type), and the uncompressed
+//!    stream is hashed (it must match the config's diff_id, config.md "rootfs") and
+//!    written to a spool file named after the diff_id. An uncompressed blob is not
+//!    copied: its tar is the blob itself. Nothing is parsed before both digests match,
+//!    and the decompressed size is capped while streaming ([`Limits::max_total`]).
+//! 2. Read the tar (`oci::archive`) into [`LayerChanges`]: the layer's
+//!    entries, regular files as [`Content`](crate::tree::Content) byte ranges of the
+//!    spool file, and its whiteouts (layer.md "Whiteouts").
+//!
+//! [`apply_layer`] then merges the changes onto a tree ([`crate::oci::merge`]).
+//! The limits ([`Limits`]) bound what a hostile layer can make us read or write.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::archive;
+use super::digest::{Sha256Reader, Sha256Writer};
+use super::layout::{Compression, LayerBlob, LayoutImage};
+use super::merge::{self, Whiteout};
+use super::{Digest, OciError};
+use crate::tree::{Entry, Tree, TreePath};
+
+/// Bounds on what one layer may contain, so that a hostile layer cannot exhaust
+/// memory or disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Tar members in one layer (extension headers not counted).
+    pub max_entries: u64,
+    /// Bytes of one member.
+    pub max_file_size: u64,
+    /// Bytes of one layer's uncompressed tar.
+    pub max_total: u64,
+    /// Bytes of one xattr value.
+    pub max_xattr: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_entries: 1_000_000,
+            max_file_size: 8 << 30,
+            max_total: 64 << 30,
+            max_xattr: 64 << 10,
+        }
+    }
+}
+
+/// What one layer does to the layers below it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LayerChanges {
+    /// Entries in archive order; when applied, a later entry for a path replaces an
+    /// earlier one. Whiteout files are not here.
+    pub entries: Vec<(TreePath, Entry)>,
+    /// Removals of lower-layer paths, in archive order.
+    pub whiteouts: Vec<Whiteout>,
+}
+
+/// Applies the image's layers, base first, onto `tree`. On error, `tree` holds the
+/// layers before the failing one.
+pub fn apply_layers(
+    image: &LayoutImage,
+    spool_dir: &Path,
+    limits: &Limits,
+    tree: &mut Tree,
+) -> Result<(), OciError> {
+    for (i, blob) in image.layers.iter().enumerate() {
+        apply_layer(&image.reference, i, blob, spool_dir, limits, tree)?;
+    }
+    Ok(())
+}
+
+/// Verifies, spools and reads one layer, then applies it onto `tree` (whiteouts,
+/// then entries). On error, `tree` is unchanged.
+pub fn apply_layer(
+    reference: &str,
+    layer_index: usize,
+    blob: &LayerBlob,
+    spool_dir: &Path,
+    limits: &Limits,
+    tree: &mut Tree,
+) -> Result<(), OciError> {
+    let changes = read_layer(reference, layer_index, blob, spool_dir, limits)?;
+    let cx = LayerCx::new(reference, layer_index, &blob.digest);
+    merge::apply(&cx, tree, &changes, true)
+}
+
+/// Verifies, spools and reads one layer without applying it.
+pub fn read_layer(
+    reference: &str,
+    layer_index: usize,
+    blob: &LayerBlob,
+    spool_dir: &Path,
+    limits: &Limits,
+) -> Result<LayerChanges, OciError> {
+    let cx = LayerCx::new(reference, layer_index, &blob.digest);
+    let tar = verify_and_spool(&cx, blob, spool_dir, limits)?;
+    archive::read_tar(&cx, &tar, limits)
+}
+
+/// One layer on its own: its entries as a tree (missing parents created as 0755
+/// root-owned directories with mtime 0) and its whiteouts, not applied. For writers
+/// that store layers separately (containers/storage).
+pub fn read_layer_tree(
+    reference: &str,
+    layer_index: usize,
+    blob: &LayerBlob,
+    spool_dir: &Path,
+    limits: &Limits,
+) -> Result<(Tree, Vec<Whiteout>), OciError> {
+    let changes = read_layer(reference, layer_index, blob, spool_dir, limits)?;
+    let cx = LayerCx::new(reference, layer_index, &blob.digest);
+    let mut tree = Tree::new(0);
+    merge::apply(&cx, &mut tree, &changes, false)?;
+    Ok((tree, changes.whiteouts))
+}
+
+/// The image and layer an error is about.
+pub(crate) struct LayerCx<'a> {
+    reference: &'a str,
+    index: usize,
+    digest: &'a Digest,
+}
+
+impl<'a> LayerCx<'a> {
+    pub(crate) fn new(reference: &'a str, index: usize, digest: &'a Digest) -> Self {
+        LayerCx {
+            reference,
+            index,
+            digest,
+        }
+    }
+
+    pub(crate) fn entry(&self, entry: impl Into<String>, why: impl Into<String>) -> OciError {
+        OciError::Entry {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            entry: entry.into(),
+            why: why.into(),
+        }
+    }
+
+    pub(crate) fn limit(&self, what: String, limit: u64) -> OciError {
+        OciError::Limit {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            what,
+            limit,
+        }
+    }
+
+    pub(crate) fn tar(&self, why: impl Into<String>) -> OciError {
+        OciError::Tar {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            why: why.into(),
+        }
+    }
+
+    pub(crate) fn spool(&self, path: &Path) -> impl FnOnce(io::Error) -> OciError {
+        let (reference, index, digest) =
+            (self.reference.to_string(), self.index, self.digest.clone());
+        let path = path.to_path_buf();
+        move |source| OciError::Spool {
+            reference,
+            index,
+            digest,
+            path,
+            source,
+        }
+    }
+
+    fn io(&self, path: &Path) -> impl FnOnce(io::Error) -> OciError {
+        let reference = self.reference.to_string();
+        let path = path.to_path_buf();
+        move |source| OciError::Io {
+            reference,
+            path,
+            source,
+        }
+    }
+}
+
+/// What the first bytes of a blob say it is.
+fn sniff(magic: &[u8]) -> (Option<Compression>, &'static str) {
+    match magic {
+        [0x1f, 0x8b, ..] => (Some(Compression::Gzip), "gzip-compressed"),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => (Some(Compression::Zstd), "zstd-compressed"),
+        [0xfd, b'7', b'z', b'X', b'Z', ..] => (None, "xz-compressed"),
+        [b'B', b'Z', b'h', ..] => (None, "bzip2-compressed"),
+        _ => (Some(Compression::None), "an uncompressed tar"),
+    }
+}
+
+/// Step 1 of the module doc. Returns the path of the verified tar.
+fn verify_and_spool(
+    cx: &LayerCx,
+    blob: &LayerBlob,
+    spool_dir: &Path,
+    limits: &Limits,
+) -> Result<PathBuf, OciError> {
+    let file = File::open(&blob.path).map_err(cx.io(&blob.path))?;
+    let len = file.metadata().map_err(cx.io(&blob.path))?.len();
+    let size_error = |actual| OciError::BlobSize {
+        reference: cx.reference.to_string(),
+        what: format!("layer {}", cx.index),
+        digest: blob.digest.clone(),
+        expected: blob.size,
+        actual,
+    };
+    let digest_error = |actual| OciError::BlobDigest {
+        reference: cx.reference.to_string(),
+        what: format!("layer {}", cx.index),
+        digest: blob.digest.clone(),
+        actual,
+    };
+    if len != blob.size {
+        return Err(size_error(len));
+    }
+    let mut magic = [0u8; 6];
+    let n = (&file)
+        .take(6)
+        .read(&mut magic)
+        .map_err(cx.io(&blob.path))?;
+    let (detected, what) = sniff(&magic[..n]);
+    if detected != Some(blob.compression) {
+        return Err(OciError::Compression {
+            reference: cx.reference.to_string(),
+            index: cx.index,
+            digest: blob.digest.clone(),
+            media_type: blob.media_type.clone(),
+            detected: what,
+        });
+    }
+    (&file)
+        .seek(SeekFrom::Start(0))
+        .map_err(cx.io(&blob.path))?;
+    let mut input = Sha256Reader::new(BufReader::with_capacity(1 << 16, file));
+
+    if blob.compression == Compression::None {
+        if len > limits.max_total {
+            return Err(cx.limit(format!("the uncompressed size {len}"), limits.max_total));
+        }
+        let (digest, count) = input.finish().map_err(cx.io(&blob.path))?;
+        if count != blob.size {
+            return Err(size_error(count));
+        }
+        if digest != blob.digest {
+            return Err(digest_error(digest));
+        }
+        if digest != blob.diff_id {
+            return Err(diff_id_error(cx, blob, digest));
+        }
+        return Ok(blob.path.clone());
+    }
+
+    let mut part = tempfile::Builder::new()
+        .prefix(".layer-")
+        .suffix(".tar.part")
+        .tempfile_in(spool_dir)
+        .map_err(cx.spool(spool_dir))?;
+    let part_path = part.path().to_path_buf();
+    let copied = {
+        let mut out = Sha256Writer::new(BufWriter::with_capacity(1 << 16, part.as_file_mut()));
+        let result = decompress_into(
+            cx,
+            blob.compression,
+            &mut input,
+            &mut out,
+            &part_path,
+            limits,
+        );
+        result.and_then(|()| {
+            let (diff, _, mut w) = out.finish();
+            w.flush()
+                .map_err(|e| Failure::Spool(e, part_path.clone()))?;
+            Ok(diff)
+        })
+    };
+    // Whatever went wrong while decompressing, a blob that is not the one the
+    // manifest names is reported as such: that is the cause, and the fix.
+    let (digest, count) = input.finish().map_err(cx.io(&blob.path))?;
+    if count != blob.size {
+        return Err(size_error(count));
+    }
+    if digest != blob.digest {
+        return Err(digest_error(digest));
+    }
+    let diff = match copied {
+        Ok(diff) => diff,
+        Err(Failure::Limit(e)) => return Err(e),
+        Err(Failure::Decode(e)) => {
+            return Err(cx.tar(format!("cannot decompress the {what} blob: {e}")))
+        }
+        Err(Failure::Spool(e, path)) => return Err(cx.spool(&path)(e)),
+    };
+    if diff != blob.diff_id {
+        return Err(diff_id_error(cx, blob, diff));
+    }
+    let spooled = spool_dir.join(format!("{}.tar", blob.diff_id.hex()));
+    part.persist(&spooled)
+        .map_err(|e| cx.spool(&spooled)(e.error))?;
+    Ok(spooled)
+}
+
+fn diff_id_error(cx: &LayerCx, blob: &LayerBlob, actual: Digest) -> OciError {
+    OciError::DiffId {
+        reference: cx.reference.to_string(),
+        index: cx.index,
+        digest: blob.digest.clone(),
+        expected: blob.diff_id.clone(),
+        actual,
+    }
+}
+
+enum Failure {
+    Decode(io::Error),
+    Spool(io::Error, PathBuf),
+    Limit(OciError),
+}
+
+fn decompress_into<R: Read, W: Write>(
+    cx: &LayerCx,
+    compression: Compression,
+    input: &mut R,
+    out: &mut Sha256Writer<W>,
+    part_path: &Path,
+    limits: &Limits,
+) -> Result<(), Failure> {
+    let mut decoder: Box<dyn Read + '_> = match compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::new(input).map_err(Failure::Decode)?)
+        }
+        Compression::None => Box::new(input),
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Failure::Decode(e)),
+        };
+        if out.count() + n as u64 > limits.max_total {
+            return Err(Failure::Limit(cx.limit(
+                format!("the uncompressed size (more than {} bytes)", out.count()),
+                limits.max_total,
+            )));
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| Failure::Spool(e, part_path.to_path_buf()))?;
+    }
+}
