@@ -338,14 +338,16 @@ impl Tree {
 
     /// Removes everything strictly below `path`, keeping `path` itself.
     pub fn remove_below(&mut self, path: &TreePath) -> bool {
-        // Not a range scan: "a-b" sorts between "a" and "a/b", so the children of a
-        // directory are not one contiguous run of the map.
-        let below: Vec<TreePath> = self
-            .entries
-            .keys()
-            .filter(|p| *p != path && p.starts_with(path))
-            .cloned()
-            .collect();
+        let below: Vec<TreePath> = if path.is_root() {
+            self.entries.keys().filter(|p| !p.is_root()).cloned().collect()
+        } else {
+            // The children of `a` are exactly the keys in ["a/", "a0"): '0' is the
+            // byte after '/', and "a-b" (which sorts between "a" and "a/b") is below
+            // "a/" and so outside the range.
+            let lo = TreePath(format!("{}/", path.0));
+            let hi = TreePath(format!("{}0", path.0));
+            self.entries.range(lo..hi).map(|(p, _)| p.clone()).collect()
+        };
         for p in &below {
             self.entries.remove(p);
         }
