@@ -24,6 +24,7 @@
 //! does not decide what goes into the tree.
 
 pub mod cpio;
+mod depmod;
 pub mod modules;
 
 use std::fmt;
