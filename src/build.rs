@@ -138,12 +138,21 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
         path: guard.path().to_path_buf(),
     };
     let kernel = inputs::kernel(&profile.kernel.source, profile.arch, &work)?;
-    steps.say(&format!("kernel {} ({})", kernel.version, kernel.vmlinuz.display()));
+    steps.say(&format!(
+        "kernel {} ({})",
+        kernel.version,
+        kernel.vmlinuz.display()
+    ));
     let km = KernelModules::open(&kernel.root).map_err(|source| BuildError::Modules {
         version: kernel.version.clone(),
         source,
     })?;
-    let names: Vec<String> = profile.kernel.modules.iter().map(|m| m.value.clone()).collect();
+    let names: Vec<String> = profile
+        .kernel
+        .modules
+        .iter()
+        .map(|m| m.value.clone())
+        .collect();
     let modules = km.resolve(&names).map_err(|e| match e {
         initramfs::modules::ModuleError::NotFound {
             name,
@@ -212,7 +221,12 @@ pub fn find_init() -> Result<PathBuf, BuildError> {
     let mut candidates = vec![dir.join("kios-init")];
     if let Some(target) = dir.parent() {
         for profile in ["release", "debug"] {
-            candidates.push(target.join("x86_64-unknown-linux-gnu").join(profile).join("kios-init"));
+            candidates.push(
+                target
+                    .join("x86_64-unknown-linux-gnu")
+                    .join(profile)
+                    .join("kios-init"),
+            );
         }
     }
     candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
@@ -224,8 +238,15 @@ pub fn find_init() -> Result<PathBuf, BuildError> {
 
 /// kios-init runs before any library exists: it must be a static x86_64 ELF.
 fn check_static_elf(path: &Path) -> Result<(), BuildError> {
-    let bytes = fs::read(path).map_err(|e| BuildError::Init(format!("cannot read kios-init at {}: {e}", path.display())))?;
-    let bad = |why: &str| BuildError::Init(format!("kios-init at {}: {why}\n  hint: build it with scripts/build-init", path.display()));
+    let bytes = fs::read(path).map_err(|e| {
+        BuildError::Init(format!("cannot read kios-init at {}: {e}", path.display()))
+    })?;
+    let bad = |why: &str| {
+        BuildError::Init(format!(
+            "kios-init at {}: {why}\n  hint: build it with scripts/build-init",
+            path.display()
+        ))
+    };
     if bytes.len() < 64 || &bytes[0..4] != b"\x7fELF" || bytes[4] != 2 {
         return Err(bad("not a 64-bit ELF executable"));
     }
@@ -287,7 +308,9 @@ pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildE
         e.mtime = epoch;
         tree.insert(TreePath::parse(path)?, e)?;
     }
-    let init_len = fs::metadata(&p.init).map_err(io_err("cannot read kios-init", &p.init))?.len();
+    let init_len = fs::metadata(&p.init)
+        .map_err(io_err("cannot read kios-init", &p.init))?
+        .len();
     let mut init = Entry::file(
         Content::Host {
             path: Arc::new(p.init.clone()),
@@ -300,7 +323,7 @@ pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildE
     tree.insert(TreePath::parse("init")?, init)?;
     let modules_list = p
         .modules
-        .add_to_tree(&mut tree, &p.kernel.version)
+        .add_to_tree(&mut tree)
         .map_err(|source| BuildError::Modules {
             version: p.kernel.version.clone(),
             source,
@@ -347,7 +370,8 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
     };
     {
         let f = File::create(&initrd_path).map_err(io_err("cannot write", &initrd_path))?;
-        let w = initramfs::write_initramfs(&tree, compression, BufWriter::new(f)).map_err(BuildError::Initramfs)?;
+        let w = initramfs::write_initramfs(&tree, compression, BufWriter::new(f))
+            .map_err(BuildError::Initramfs)?;
         let f = w.into_inner().map_err(|e| BuildError::Io {
             what: "cannot write",
             path: initrd_path.clone(),
@@ -355,8 +379,14 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         })?;
         f.sync_all().map_err(io_err("cannot write", &initrd_path))?;
     }
-    let initrd_len = fs::metadata(&initrd_path).map_err(io_err("cannot read", &initrd_path))?.len();
-    steps.say(&format!("initramfs: {} entries, {} bytes ({compression:?})", tree.len(), initrd_len));
+    let initrd_len = fs::metadata(&initrd_path)
+        .map_err(io_err("cannot read", &initrd_path))?
+        .len();
+    steps.say(&format!(
+        "initramfs: {} entries, {} bytes ({compression:?})",
+        tree.len(),
+        initrd_len
+    ));
 
     // unified kernel image
     let cmdline = p
@@ -367,7 +397,9 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         .map(|c| c.value.as_str())
         .collect::<Vec<_>>()
         .join(" ");
-    let vmlinuz_len = fs::metadata(&p.kernel.vmlinuz).map_err(io_err("cannot read", &p.kernel.vmlinuz))?.len();
+    let vmlinuz_len = fs::metadata(&p.kernel.vmlinuz)
+        .map_err(io_err("cannot read", &p.kernel.vmlinuz))?
+        .len();
     let parts = UkiParts {
         osrel: os_release(&p.profile).into_bytes(),
         cmdline: cmdline.clone().into_bytes(),
@@ -390,8 +422,12 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         boot::write_uki(&p.stub, &parts, &mut w).map_err(BuildError::Uki)?;
         w.flush().map_err(io_err("cannot write", &uki_path))?;
     }
-    let uki_len = fs::metadata(&uki_path).map_err(io_err("cannot read", &uki_path))?.len();
-    steps.say(&format!("unified kernel image: {uki_len} bytes, cmdline `{cmdline}`"));
+    let uki_len = fs::metadata(&uki_path)
+        .map_err(io_err("cannot read", &uki_path))?
+        .len();
+    steps.say(&format!(
+        "unified kernel image: {uki_len} bytes, cmdline `{cmdline}`"
+    ));
 
     // ESP tree
     let mut esp = Tree::new(epoch);
@@ -411,7 +447,10 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".partial")
@@ -425,13 +464,19 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
     };
     let tmp_path = tmp.path().to_path_buf();
     disk::write_disk(&spec, tmp.as_file_mut(), &tmp_path)?;
-    tmp.as_file().sync_all().map_err(io_err("cannot write", &tmp_path))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err("cannot write", &tmp_path))?;
     tmp.persist(output).map_err(|e| BuildError::Io {
         what: "cannot rename the finished image to",
         path: output.to_path_buf(),
         source: e.error,
     })?;
-    steps.say(&format!("wrote {} ({})", output.display(), p.profile.disk_size.value));
+    steps.say(&format!(
+        "wrote {} ({})",
+        output.display(),
+        p.profile.disk_size.value
+    ));
     Ok(Report {
         output: output.to_path_buf(),
         size: spec.size,

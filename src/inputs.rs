@@ -102,7 +102,8 @@ fn image_tree(input: &Input, what: &str, arch: Arch, work: &WorkDir) -> Result<T
                 reference: reference.clone(),
                 source,
             };
-            let image = oci::layout::open_layout(dir, tag.as_deref(), arch.as_str()).map_err(wrap)?;
+            let image =
+                oci::layout::open_layout(dir, tag.as_deref(), arch.as_str()).map_err(wrap)?;
             let spool = work.sub("spool")?;
             let mut tree = Tree::new(0);
             oci::layer::apply_layers(&image, &spool, &oci::layer::Limits::default(), &mut tree)
@@ -119,7 +120,11 @@ fn image_tree(input: &Input, what: &str, arch: Arch, work: &WorkDir) -> Result<T
 }
 
 fn unreachable_path<T>(input: &Input, what: &str) -> Result<T, InputError> {
-    Err(InputError::bad(input, what, "expected an image, found a path"))
+    Err(InputError::bad(
+        input,
+        what,
+        "expected an image, found a path",
+    ))
 }
 
 /// Finds the kernel: `boot/vmlinuz` and exactly one `lib/modules/<version>`.
@@ -139,7 +144,10 @@ pub fn kernel(input: &Input, arch: Arch, work: &WorkDir) -> Result<KernelFiles, 
         return Err(InputError::bad(
             input,
             "kernel",
-            format!("{} is not a folder holding boot/vmlinuz and lib/modules/<version>", root.display()),
+            format!(
+                "{} is not a folder holding boot/vmlinuz and lib/modules/<version>",
+                root.display()
+            ),
         ));
     }
     let vmlinuz = ["boot/vmlinuz", "boot/bzImage", "vmlinuz"]
@@ -147,12 +155,20 @@ pub fn kernel(input: &Input, arch: Arch, work: &WorkDir) -> Result<KernelFiles, 
         .map(|p| root.join(p))
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            InputError::bad(input, "kernel", format!("no boot/vmlinuz in {}", root.display()))
+            InputError::bad(
+                input,
+                "kernel",
+                format!("no boot/vmlinuz in {}", root.display()),
+            )
         })?;
     let mods = root.join("lib/modules");
     let mut versions: Vec<String> = fs::read_dir(&mods)
         .map_err(|_| {
-            InputError::bad(input, "kernel", format!("no lib/modules/<version> folder in {}", root.display()))
+            InputError::bad(
+                input,
+                "kernel",
+                format!("no lib/modules/<version> folder in {}", root.display()),
+            )
         })?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
@@ -172,7 +188,11 @@ pub fn kernel(input: &Input, arch: Arch, work: &WorkDir) -> Result<KernelFiles, 
             return Err(InputError::bad(
                 input,
                 "kernel",
-                format!("{} holds several kernel versions ({}); keep one", mods.display(), many.join(", ")),
+                format!(
+                    "{} holds several kernel versions ({}); keep one",
+                    mods.display(),
+                    many.join(", ")
+                ),
             ))
         }
     };
@@ -199,7 +219,11 @@ pub fn stub(input: &FileInput, arch: Arch, work: &WorkDir) -> Result<Vec<u8>, In
                 source,
             })?;
             if !meta.is_file() {
-                return Err(InputError::bad(src, "boot.stub", format!("{} is not a file", p.display())));
+                return Err(InputError::bad(
+                    src,
+                    "boot.stub",
+                    format!("{} is not a file", p.display()),
+                ));
             }
             Content::Host {
                 path: std::sync::Arc::new(p.clone()),
@@ -217,14 +241,21 @@ pub fn stub(input: &FileInput, arch: Arch, work: &WorkDir) -> Result<Vec<u8>, In
                     return Err(InputError::bad(
                         src,
                         "boot.stub",
-                        format!("the image has no regular file /{} (set `file:` to the stub's path)", path.as_str()),
+                        format!(
+                            "the image has no regular file /{} (set `file:` to the stub's path)",
+                            path.as_str()
+                        ),
                     ))
                 }
             }
         }
     };
     if content.len() > MAX_STUB {
-        return Err(InputError::bad(src, "boot.stub", format!("{} bytes is too large for a UEFI stub", content.len())));
+        return Err(InputError::bad(
+            src,
+            "boot.stub",
+            format!("{} bytes is too large for a UEFI stub", content.len()),
+        ));
     }
     content.read_all().map_err(|source| InputError::Io {
         path: PathBuf::from(src.value.to_string()),
@@ -237,7 +268,11 @@ pub fn system(input: &Input, arch: Arch, work: &WorkDir, mtime: u64) -> Result<T
     match &input.value {
         Source::Path(p) => {
             if !p.is_dir() {
-                return Err(InputError::bad(input, "system", format!("{} is not a folder", p.display())));
+                return Err(InputError::bad(
+                    input,
+                    "system",
+                    format!("{} is not a folder", p.display()),
+                ));
             }
             let mut tree = Tree::new(mtime);
             tree.add_host_dir(p, &TreePath::root())?;

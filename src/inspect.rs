@@ -133,7 +133,8 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     };
     let mut f = File::open(path).map_err(io_err)?;
     let size = f.seek(SeekFrom::End(0)).map_err(io_err)?;
-    let table = Table::read(&mut f).map_err(|e| bad(format!("{e} (is this a kios-build image in raw format?)")))?;
+    let table = Table::read(&mut f)
+        .map_err(|e| bad(format!("{e} (is this a kios-build image in raw format?)")))?;
     let partitions = table
         .partitions
         .iter()
@@ -167,12 +168,18 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         boot: None,
         initramfs: None,
     };
-    let Some(esp_part) = table.partitions.iter().find(|p| p.type_guid == disk::ESP_TYPE) else {
+    let Some(esp_part) = table
+        .partitions
+        .iter()
+        .find(|p| p.type_guid == disk::ESP_TYPE)
+    else {
         return Ok(out);
     };
     let mut esp = EspReader::open(BufReader::new(f), esp_part.offset())
         .map_err(|e| bad(format!("the ESP cannot be read: {e}")))?;
-    let files = esp.list().map_err(|e| bad(format!("the ESP cannot be listed: {e}")))?;
+    let files = esp
+        .list()
+        .map_err(|e| bad(format!("the ESP cannot be listed: {e}")))?;
     out.esp = Some(EspInfo {
         label: esp.label(),
         volume_id: format!("{:08X}", esp.volume_id()),
@@ -216,10 +223,12 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     };
     // The section's data is padded to FileAlignment; the virtual size is exact.
     let len = initrd.virtual_size.min(initrd.file_size);
-    uki.seek(SeekFrom::Start(initrd.file_offset)).map_err(io_err)?;
+    uki.seek(SeekFrom::Start(initrd.file_offset))
+        .map_err(io_err)?;
     let mut magic = [0u8; 4];
     uki.read_exact(&mut magic).map_err(io_err)?;
-    uki.seek(SeekFrom::Start(initrd.file_offset)).map_err(io_err)?;
+    uki.seek(SeekFrom::Start(initrd.file_offset))
+        .map_err(io_err)?;
     let compression = match magic {
         [0x1f, 0x8b, ..] => "gzip",
         [0x28, 0xb5, 0x2f, 0xfd] => "zstd",
@@ -232,7 +241,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     let mut modules = Vec::new();
     let mut init = None;
     for e in &entries {
-        let p = e.path.trim_start_matches("./").trim_start_matches('/');
+        let p = e.path.as_str();
         if p == "init" {
             init = Some(FileInfo {
                 path: "/init".into(),
@@ -273,7 +282,11 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
             uid: e.uid,
             gid: e.gid,
             size: e.size,
-            sha256: e.data.as_ref().filter(|_| kind == "file").map(|d| hex::encode(Sha256::digest(d))),
+            sha256: e
+                .data
+                .as_ref()
+                .filter(|_| kind == "file")
+                .map(|d| hex::encode(Sha256::digest(d))),
             content,
             target: e.link_target.clone(),
         });
@@ -300,7 +313,12 @@ fn parse_os_release(text: &str) -> BTreeMap<String, String> {
 pub fn render_text(i: &Inspection) -> String {
     let mut s = String::new();
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    s.push_str(&format!("image      {} ({}, {:.0} MiB)\n", i.image.path, i.image.format, mib(i.image.size)));
+    s.push_str(&format!(
+        "image      {} ({}, {:.0} MiB)\n",
+        i.image.path,
+        i.image.format,
+        mib(i.image.size)
+    ));
     s.push_str(&format!("disk guid  {}\n", i.image.disk_guid));
     s.push_str("partitions\n");
     for p in &i.partitions {
@@ -315,7 +333,11 @@ pub fn render_text(i: &Inspection) -> String {
         ));
     }
     if let Some(e) = &i.esp {
-        s.push_str(&format!("esp        label {} volume id {}\n", e.label.trim(), e.volume_id));
+        s.push_str(&format!(
+            "esp        label {} volume id {}\n",
+            e.label.trim(),
+            e.volume_id
+        ));
         for f in &e.files {
             s.push_str(&format!("  {:<28} {:>10} bytes\n", f.path, f.size));
         }
@@ -326,7 +348,11 @@ pub fn render_text(i: &Inspection) -> String {
         if let Some(n) = b.os_release.get("PRETTY_NAME") {
             s.push_str(&format!("os         {n}\n"));
         }
-        let secs: Vec<String> = b.sections.iter().map(|x| format!("{} {}", x.name, x.size)).collect();
+        let secs: Vec<String> = b
+            .sections
+            .iter()
+            .map(|x| format!("{} {}", x.name, x.size))
+            .collect();
         s.push_str(&format!("uki        {}\n", secs.join(", ")));
     }
     if let Some(r) = &i.initramfs {

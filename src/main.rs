@@ -1,7 +1,6 @@
 //! The `kios-build` command: parses arguments, calls the library, maps errors to
 //! exit codes (0 ok, 1 build failed, 2 bad usage or bad profile).
 
-use std::error::Error as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -113,7 +112,10 @@ fn main() -> ExitCode {
             match build::build(&profile, &output, &opts) {
                 Ok(report) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&report).unwrap_or_default()
+                        );
                     } else if !quiet {
                         eprintln!(
                             "built {} ({} MiB, kernel {}) in {:.1}s",

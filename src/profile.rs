@@ -333,7 +333,8 @@ impl LayerRef {
         if let Some((n, text)) = BUILTIN_BASES.iter().find(|(n, _)| *n == name) {
             return Ok(LayerRef::Builtin(n, text));
         }
-        let looks_like_path = name.contains('/') || name.ends_with(".yaml") || name.ends_with(".yml");
+        let looks_like_path =
+            name.contains('/') || name.ends_with(".yaml") || name.ends_with(".yml");
         if looks_like_path {
             let Some(dir) = &from.dir else {
                 return Err(ProfileError::at(
@@ -387,7 +388,9 @@ fn parse_raw(layer: &Layer) -> Result<RawProfile, ProfileError> {
         return Err(ProfileError::at(
             &layer.origin(1, 1),
             "the profile is empty",
-            Some(format!("start from examples/qemu.yaml; a profile begins with `apiVersion: {API_VERSION}`")),
+            Some(format!(
+                "start from examples/qemu.yaml; a profile begins with `apiVersion: {API_VERSION}`"
+            )),
         ));
     }
     serde_saphyr::from_str::<RawProfile>(&layer.text).map_err(|e| {
@@ -426,7 +429,9 @@ fn check_header(layer: &Layer, raw: &RawProfile) -> Result<(), ProfileError> {
             return Err(ProfileError::at(
                 &layer.origin(1, 1),
                 "missing field `apiVersion`",
-                Some(format!("begin the profile with `apiVersion: {API_VERSION}`")),
+                Some(format!(
+                    "begin the profile with `apiVersion: {API_VERSION}`"
+                )),
             ))
         }
     }
@@ -446,7 +451,11 @@ fn check_header(layer: &Layer, raw: &RawProfile) -> Result<(), ProfileError> {
 }
 
 /// Merges the layers (base first) into a checked profile.
-fn merge(file: &Path, layers: &[(Layer, RawProfile)], hash: [u8; 32]) -> Result<Profile, ProfileError> {
+fn merge(
+    file: &Path,
+    layers: &[(Layer, RawProfile)],
+    hash: [u8; 32],
+) -> Result<Profile, ProfileError> {
     let top = &layers[layers.len() - 1].0;
     let mut arch: Option<Sourced<String>> = None;
     let mut hostname = None;
@@ -476,7 +485,9 @@ fn merge(file: &Path, layers: &[(Layer, RawProfile)], hash: [u8; 32]) -> Result<
                     return Err(ProfileError::at(
                         &layer.at(m),
                         format!("`{}` is not a kernel module name", m.value),
-                        Some("write the module's name as modprobe knows it, e.g. virtio_blk".into()),
+                        Some(
+                            "write the module's name as modprobe knows it, e.g. virtio_blk".into(),
+                        ),
                     ));
                 }
                 if !modules.iter().any(|x| x.value == name) {
@@ -543,7 +554,11 @@ fn merge(file: &Path, layers: &[(Layer, RawProfile)], hash: [u8; 32]) -> Result<
         if let Some(d) = &raw.disk {
             if let Some(s) = &d.size {
                 let parsed: ByteSize = s.value.parse().map_err(|e: String| {
-                    ProfileError::at(&layer.at(s), e, Some("write a size such as 2GiB or 512MiB".into()))
+                    ProfileError::at(
+                        &layer.at(s),
+                        e,
+                        Some("write a size such as 2GiB or 512MiB".into()),
+                    )
                 })?;
                 size = Some(Sourced {
                     value: parsed,
@@ -587,8 +602,14 @@ fn merge(file: &Path, layers: &[(Layer, RawProfile)], hash: [u8; 32]) -> Result<
             Some(format!("add for example:\n{example}")),
         )
     };
-    let kernel_src = kernel_src.ok_or_else(|| missing("kernel", "kernel:\n    path: ./kernel   # holds boot/vmlinuz and lib/modules/<version>"))?;
-    let stub = stub.ok_or_else(|| missing("boot.stub", "boot:\n    stub: {path: ./linuxx64.efi.stub}"))?;
+    let kernel_src = kernel_src.ok_or_else(|| {
+        missing(
+            "kernel",
+            "kernel:\n    path: ./kernel   # holds boot/vmlinuz and lib/modules/<version>",
+        )
+    })?;
+    let stub =
+        stub.ok_or_else(|| missing("boot.stub", "boot:\n    stub: {path: ./linuxx64.efi.stub}"))?;
     let disk_size = size.ok_or_else(|| missing("disk.size", "disk:\n    size: 1GiB"))?;
     Ok(Profile {
         file: file.to_path_buf(),
@@ -625,7 +646,11 @@ fn input(
         )),
         (Some(p), None) => {
             let Some(dir) = &layer.dir else {
-                return Err(ProfileError::at(&layer.at(p), "a built-in base cannot name local paths", None));
+                return Err(ProfileError::at(
+                    &layer.at(p),
+                    "a built-in base cannot name local paths",
+                    None,
+                ));
             };
             let abs = dir.join(&p.value);
             if !abs.exists() {
@@ -647,7 +672,11 @@ fn input(
             let v = i.value.trim();
             if let Some(rest) = v.strip_prefix("oci:") {
                 let Some(dir) = &layer.dir else {
-                    return Err(ProfileError::at(&layer.at(i), "a built-in base cannot name local paths", None));
+                    return Err(ProfileError::at(
+                        &layer.at(i),
+                        "a built-in base cannot name local paths",
+                        None,
+                    ));
                 };
                 // oci:DIR[:TAG], as skopeo spells it; the tag is after the last ':'.
                 let (d, tag) = match rest.rsplit_once(':') {
@@ -658,7 +687,10 @@ fn input(
                 if !abs.join("index.json").is_file() {
                     return Err(ProfileError::at(
                         &layer.at(i),
-                        format!("`{field}.image`: {} is not an OCI image layout (no index.json)", abs.display()),
+                        format!(
+                            "`{field}.image`: {} is not an OCI image layout (no index.json)",
+                            abs.display()
+                        ),
                         Some("write oci:DIR:TAG with DIR relative to the profile's folder".into()),
                     ));
                 }
@@ -768,7 +800,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let text = format!("{}base: nope\n", minimal(d.path()));
         let e = err(d.path(), &text);
-        assert!(e.contains("p.yaml:10:7: unknown base profile `nope`"), "{e}");
+        assert!(
+            e.contains("p.yaml:10:7: unknown base profile `nope`"),
+            "{e}"
+        );
         assert!(e.contains("metal, qemu"), "{e}");
     }
 
@@ -787,9 +822,19 @@ mod tests {
             "apiVersion: kios.dev/v1alpha1\nkind: NodeProfile\nbase: ./base.yaml\nhostname: child\nkernel:\n  modules: [virtio-blk, vfat]\n  cmdline: [quiet]\ndisk:\n  size: 2GiB\n",
         );
         let prof = load(&p).unwrap();
-        let mods: Vec<_> = prof.kernel.modules.iter().map(|m| m.value.as_str()).collect();
+        let mods: Vec<_> = prof
+            .kernel
+            .modules
+            .iter()
+            .map(|m| m.value.as_str())
+            .collect();
         assert_eq!(mods, ["ext4", "virtio_blk", "vfat"]);
-        let cmd: Vec<_> = prof.kernel.cmdline.iter().map(|m| m.value.as_str()).collect();
+        let cmd: Vec<_> = prof
+            .kernel
+            .cmdline
+            .iter()
+            .map(|m| m.value.as_str())
+            .collect();
         assert_eq!(cmd, ["console=ttyS0", "quiet"]);
         assert_eq!(prof.hostname.unwrap().value, "child");
         assert_eq!(prof.disk_size.value.bytes(), 2 << 30);
@@ -811,8 +856,14 @@ mod tests {
     #[test]
     fn bad_hostname_and_header_are_rejected() {
         let d = tempfile::tempdir().unwrap();
-        let e = err(d.path(), &format!("{}hostname: bad_name\n", minimal(d.path())));
-        assert!(e.contains("p.yaml:10:11: `bad_name` is not a valid hostname"), "{e}");
+        let e = err(
+            d.path(),
+            &format!("{}hostname: bad_name\n", minimal(d.path())),
+        );
+        assert!(
+            e.contains("p.yaml:10:11: `bad_name` is not a valid hostname"),
+            "{e}"
+        );
         let e = err(d.path(), &minimal(d.path()).replace("v1alpha1", "v9"));
         assert!(e.contains("p.yaml:1:13: apiVersion"), "{e}");
     }

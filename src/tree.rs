@@ -199,8 +199,14 @@ pub enum Kind {
     Symlink(String),
     /// A hard link to another entry of the same tree (a regular file).
     Hardlink(TreePath),
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
 }
 
@@ -339,7 +345,11 @@ impl Tree {
     /// Removes everything strictly below `path`, keeping `path` itself.
     pub fn remove_below(&mut self, path: &TreePath) -> bool {
         let below: Vec<TreePath> = if path.is_root() {
-            self.entries.keys().filter(|p| !p.is_root()).cloned().collect()
+            self.entries
+                .keys()
+                .filter(|p| !p.is_root())
+                .cloned()
+                .collect()
         } else {
             // The children of `a` are exactly the keys in ["a/", "a0"): '0' is the
             // byte after '/', and "a-b" (which sorts between "a" and "a/b") is below
@@ -535,6 +545,8 @@ mod tests {
         let a = TreePath::parse("a").unwrap();
         assert!(TreePath::parse("a/b").unwrap().starts_with(&a));
         assert!(!TreePath::parse("ab").unwrap().starts_with(&a));
-        assert!(TreePath::parse("ab").unwrap().starts_with(&TreePath::root()));
+        assert!(TreePath::parse("ab")
+            .unwrap()
+            .starts_with(&TreePath::root()));
     }
 }

@@ -8,20 +8,36 @@ use std::time::Duration;
 #[test]
 fn the_image_boots_in_qemu_with_ovmf_to_kios_init_ready() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write_profile(dir.path(), "node.yaml", &profile_text("disk:\n  size: 256MiB\n"));
+    let p = write_profile(
+        dir.path(),
+        "node.yaml",
+        &profile_text("disk:\n  size: 256MiB\n"),
+    );
     let img = dir.path().join("boot.img");
     build(&p, &img, 1_700_000_000);
     let (ready, log) = boot(&img, "kios-init: ready", Duration::from_secs(400), false);
-    assert!(ready, "no `kios-init: ready` on the console; the log:\n{log}");
+    assert!(
+        ready,
+        "no `kios-init: ready` on the console; the log:\n{log}"
+    );
     // The command line the kernel got is the one embedded in the UKI.
     assert!(log.contains("console=ttyS0,115200"), "{log}");
     // The modules of the profile were loaded, dependencies first, without errors.
-    assert!(log.contains("kios-init: loaded module /lib/modules/"), "{log}");
+    assert!(
+        log.contains("kios-init: loaded module /lib/modules/"),
+        "{log}"
+    );
     let summary = log
         .lines()
         .find(|l| l.contains("kios-init: modules: "))
         .unwrap_or_else(|| panic!("no module summary:\n{log}"));
     assert!(summary.trim_end().ends_with(" 0 failed"), "{summary}");
-    assert!(log.contains("kios-init: hostname set to test-node"), "{log}");
-    assert!(log.contains("kios-init: mounted cgroup2 on /sys/fs/cgroup"), "{log}");
+    assert!(
+        log.contains("kios-init: hostname set to test-node"),
+        "{log}"
+    );
+    assert!(
+        log.contains("kios-init: mounted cgroup2 on /sys/fs/cgroup"),
+        "{log}"
+    );
 }

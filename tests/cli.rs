@@ -19,7 +19,11 @@ fn no_image_in(dir: &Path) {
 fn refused(profile: &str, expect: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let p = write_profile(dir.path(), "node.yaml", profile);
-    let o = run(kios_build().arg("build").arg(&p).arg("-o").arg(dir.path().join("out.img")));
+    let o = run(kios_build()
+        .arg("build")
+        .arg(&p)
+        .arg("-o")
+        .arg(dir.path().join("out.img")));
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     for e in expect {
@@ -65,7 +69,10 @@ fn validate_prints_one_ok_line() {
 
 #[test]
 fn unknown_field_is_refused_with_its_line() {
-    refused(&profile_text("disk:\n  sise: 1GiB\n"), &["node.yaml:12:3", "unknown field `sise`"]);
+    refused(
+        &profile_text("disk:\n  sise: 1GiB\n"),
+        &["node.yaml:12:3", "unknown field `sise`"],
+    );
 }
 
 #[test]
@@ -82,20 +89,31 @@ fn missing_file_is_refused_with_its_line() {
 #[test]
 fn unknown_base_is_refused_with_its_line() {
     let t = profile_text("").replace("base: qemu", "base: qemuu");
-    refused(&t, &["node.yaml:3:7", "unknown base profile `qemuu`", "metal, qemu"]);
+    refused(
+        &t,
+        &[
+            "node.yaml:3:7",
+            "unknown base profile `qemuu`",
+            "metal, qemu",
+        ],
+    );
 }
 
 #[test]
 fn module_the_kernel_lacks_is_refused_with_its_line() {
     refused(
-        &profile_text("initramfs:\n  compression: gzip\n").replace("kernel:\n", "kernel:\n  modules: [virtio_blkk]\n"),
+        &profile_text("initramfs:\n  compression: gzip\n")
+            .replace("kernel:\n", "kernel:\n  modules: [virtio_blkk]\n"),
         &["node.yaml:6:", "virtio_blkk", "virtio_blk"],
     );
 }
 
 #[test]
 fn unsupported_format_is_refused_with_its_line() {
-    refused(&profile_text("disk:\n  format: floppy\n"), &["node.yaml:12:", "unknown format `floppy`"]);
+    refused(
+        &profile_text("disk:\n  format: floppy\n"),
+        &["node.yaml:12:", "unknown format `floppy`"],
+    );
 }
 
 #[test]

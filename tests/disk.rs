@@ -20,16 +20,25 @@ fn image() -> &'static Built {
         let profile = write_profile(
             dir.path(),
             "node.yaml",
-            &profile_text("kernel:\n  cmdline: [kios.test=1]\ndisk:\n  size: 512MiB\n"),
+            &profile_text("disk:\n  size: 512MiB\n").replace("kernel:\n", "kernel:\n  cmdline: [kios.test=1]\n"),
         );
         let img = dir.path().join("node.img");
         build(&profile, &img, 1_700_000_000);
-        Built { _dir: dir, img, profile }
+        Built {
+            _dir: dir,
+            img,
+            profile,
+        }
     })
 }
 
 fn partition(i: &serde_json::Value, role: &str) -> (u64, u64) {
-    let p = i["partitions"].as_array().unwrap().iter().find(|p| p["role"] == role).unwrap_or_else(|| panic!("no {role} partition"));
+    let p = i["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} partition"));
     (p["offset"].as_u64().unwrap(), p["size"].as_u64().unwrap())
 }
 
@@ -68,7 +77,10 @@ fn the_esp_passes_fsck_vfat_and_is_fat32() {
     assert!(o.status.success(), "{}", text(&o));
     let o = run(Command::new("minfo").arg("-i").arg(&esp).arg("::"));
     let t = text(&o);
-    assert!(t.contains("FAT32") || t.contains("fat32") || t.contains("big FAT"), "{t}");
+    assert!(
+        t.contains("FAT32") || t.contains("fat32") || t.contains("big FAT"),
+        "{t}"
+    );
     let o = run(Command::new("mdir").arg("-i").arg(&esp).arg("::/EFI/BOOT"));
     assert!(text(&o).contains("BOOTX64"), "{}", text(&o));
 }
@@ -88,14 +100,19 @@ fn the_data_partition_is_a_clean_empty_ext4() {
     let o = run(Command::new("dumpe2fs").arg("-h").arg(&data));
     let t = text(&o);
     assert!(t.contains("KIOS_DATA"), "{t}");
-    assert!(t.contains(&format!("Block count:              {}", size / 4096)), "the filesystem fills its partition: {t}");
+    assert!(
+        t.contains(&format!("Block count:              {}", size / 4096)),
+        "the filesystem fills its partition: {t}"
+    );
 }
 
 #[test]
 fn qemu_img_reads_the_image_as_raw() {
     require_tool("qemu-img", "qemu-utils");
     let b = image();
-    let o = run(Command::new("qemu-img").args(["info", "--output=json"]).arg(&b.img));
+    let o = run(Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&b.img));
     assert!(o.status.success(), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["format"], "raw");
@@ -109,25 +126,58 @@ fn inspect_reports_what_the_profile_asked_for() {
     assert_eq!(i["schema"], "kios.dev/inspect/v1");
     let boot = &i["boot"];
     let cmdline = boot["cmdline"].as_str().unwrap();
-    assert!(cmdline.contains("console=ttyS0,115200") && cmdline.ends_with("kios.test=1"), "{cmdline}");
+    assert!(
+        cmdline.contains("console=ttyS0,115200") && cmdline.ends_with("kios.test=1"),
+        "{cmdline}"
+    );
     let kernel_dir = inputs().join("kernel/lib/modules");
-    let version = std::fs::read_dir(kernel_dir).unwrap().next().unwrap().unwrap().file_name();
+    let version = std::fs::read_dir(kernel_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
     assert_eq!(boot["kernel_version"], version.to_string_lossy().as_ref());
-    let names: Vec<&str> = boot["sections"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = boot["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     let tail = &names[names.len() - 5..];
-    assert_eq!(tail, [".osrel", ".cmdline", ".uname", ".initrd", ".linux"], "{names:?}");
+    assert_eq!(
+        tail,
+        [".osrel", ".cmdline", ".uname", ".initrd", ".linux"],
+        "{names:?}"
+    );
     let r = &i["initramfs"];
     assert_eq!(r["compression"], "gzip");
     let etc = r["etc"].as_array().unwrap();
-    let file = |p: &str| etc.iter().find(|e| e["path"] == p).unwrap_or_else(|| panic!("{p} missing: {etc:?}"));
+    let file = |p: &str| {
+        etc.iter()
+            .find(|e| e["path"] == p)
+            .unwrap_or_else(|| panic!("{p} missing: {etc:?}"))
+    };
     assert_eq!(file("/etc/hostname")["content"], "test-node\n");
-    assert!(file("/etc/os-release")["content"].as_str().unwrap().contains("ID=kios"));
+    assert!(file("/etc/os-release")["content"]
+        .as_str()
+        .unwrap()
+        .contains("ID=kios"));
     let modules = r["modules"].as_array().unwrap();
-    let has = |m: &str| modules.iter().any(|x| x.as_str().unwrap().ends_with(&format!("/{m}.ko")));
+    let has = |m: &str| {
+        modules
+            .iter()
+            .any(|x| x.as_str().unwrap().ends_with(&format!("/{m}.ko")))
+    };
     for m in ["virtio_blk", "ext4", "jbd2", "vfat", "overlay"] {
         assert!(has(m), "{m} not in /etc/kios/modules: {modules:?}");
     }
-    let pos = |m: &str| modules.iter().position(|x| x.as_str().unwrap().ends_with(&format!("/{m}.ko"))).unwrap();
+    let pos = |m: &str| {
+        modules
+            .iter()
+            .position(|x| x.as_str().unwrap().ends_with(&format!("/{m}.ko")))
+            .unwrap()
+    };
     assert!(pos("jbd2") < pos("ext4"), "dependencies load first");
     assert_eq!(file("/etc/kios/modules")["mode"], "0644");
     assert!(r["init"]["size"].as_u64().unwrap() > 0);
@@ -150,7 +200,11 @@ fn same_inputs_and_epoch_give_identical_bytes() {
 #[test]
 fn zstd_initramfs_is_written_when_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write_profile(dir.path(), "node.yaml", &profile_text("initramfs:\n  compression: zstd\ndisk:\n  size: 256MiB\n"));
+    let p = write_profile(
+        dir.path(),
+        "node.yaml",
+        &profile_text("initramfs:\n  compression: zstd\ndisk:\n  size: 256MiB\n"),
+    );
     let img = dir.path().join("z.img");
     build(&p, &img, 0);
     let i = inspect(&img);
@@ -161,11 +215,18 @@ fn zstd_initramfs_is_written_when_asked() {
 #[test]
 fn a_disk_too_small_is_refused_and_nothing_is_left() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write_profile(dir.path(), "node.yaml", &profile_text("disk:\n  size: 16MiB\n"));
+    let p = write_profile(
+        dir.path(),
+        "node.yaml",
+        &profile_text("disk:\n  size: 16MiB\n"),
+    );
     let img = dir.path().join("small.img");
     let o = run(kios_build().arg("build").arg(&p).arg("-o").arg(&img));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("too small"), "{}", text(&o));
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left.len(), 1, "only the profile remains: {left:?}");
 }

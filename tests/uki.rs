@@ -231,24 +231,3 @@ fn size_of_image(file: &Path) -> u64 {
         });
     u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
 }
-
-/// Runs `cmd`, failing the test with its output (and `hint`) when it cannot run or fails.
-fn run(cmd: &mut Command, hint: &str) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} ({e}): {hint}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{text}",
-        out.status
-    );
-    text
-}
-
-/// The proof that a UKI works: OVMF boots it from `EFI/BOOT/BOOTX64.EFI`, the kernel
-/// takes the embedded command line and runs the embedded initramfs' /init.

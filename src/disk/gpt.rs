@@ -91,7 +91,14 @@ const fn hexval(c: u8) -> u8 {
 
 fn text_of(raw: &[u8; 16]) -> String {
     let h = hex::encode_upper(raw);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 impl fmt::Display for Guid {
@@ -270,7 +277,9 @@ impl Table {
         r.seek(SeekFrom::Start(u64at(&h, 72) * SECTOR))?;
         r.read_exact(&mut entries)?;
         if crc32fast::hash(&entries) != u32at(&h, 88) {
-            return Err(GptError::Invalid("partition entry array CRC mismatch".into()));
+            return Err(GptError::Invalid(
+                "partition entry array CRC mismatch".into(),
+            ));
         }
         let mut disk_guid = [0u8; 16];
         disk_guid.copy_from_slice(&h[56..72]);

@@ -164,13 +164,19 @@ const MKE2FS_CONF: &str = "[defaults]
 fn make_ext4(image: &Path, part: &Partition, spec: &DiskSpec) -> Result<(), DiskError> {
     let conf = tempfile::NamedTempFile::new()?;
     std::fs::write(conf.path(), MKE2FS_CONF)?;
-    let uuid = Guid::derive(&spec.seed, "data:ext4-uuid").to_string().to_lowercase();
-    let seed = Guid::derive(&spec.seed, "data:ext4-hash-seed").to_string().to_lowercase();
+    let uuid = Guid::derive(&spec.seed, "data:ext4-uuid")
+        .to_string()
+        .to_lowercase();
+    let seed = Guid::derive(&spec.seed, "data:ext4-hash-seed")
+        .to_string()
+        .to_lowercase();
     let blocks = part.size() / 4096;
     let out = Command::new("mkfs.ext4")
         .env("MKE2FS_CONFIG", conf.path())
         .env("E2FSPROGS_FAKE_TIME", spec.mtime.max(1).to_string())
-        .args(["-F", "-q", "-t", "ext4", "-b", "4096", "-L", DATA_NAME, "-U", &uuid])
+        .args([
+            "-F", "-q", "-t", "ext4", "-b", "4096", "-L", DATA_NAME, "-U", &uuid,
+        ])
         .arg("-E")
         .arg(format!(
             "offset={},hash_seed={seed},root_owner=0:0,nodiscard,lazy_itable_init=0",

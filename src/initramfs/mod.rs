@@ -49,9 +49,9 @@ pub enum Compression {
 
 /// gzip level 9: the archive is written once and read at every boot.
 const GZIP_LEVEL: u32 = 9;
-/// zstd level 19, the level the kernel's own build uses for initramfs
-/// (scripts/Makefile.lib `cmd_zstd`).
-const ZSTD_LEVEL: i32 = 19;
+/// zstd level 12: close to level 19 in size on kernel modules and binaries, and
+/// several times faster (19 runs at about 1 MB/s on one core here).
+const ZSTD_LEVEL: i32 = 12;
 /// 2^23 = 8 MiB, level 19's own window for large inputs, set explicitly so that a
 /// newer libzstd cannot grow it. lib/decompress_unzstd.c rejects frames whose
 /// window exceeds `1 << ZSTD_WINDOWLOG_MAX` (128 MiB) and allocates the window at

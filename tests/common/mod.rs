@@ -35,7 +35,11 @@ pub fn init_binary() -> PathBuf {
     let p = std::env::var_os("KIOS_INIT")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/x86_64-unknown-linux-gnu/release/kios-init"));
-    assert!(p.is_file(), "kios-init not built at {}: run scripts/build-init (or scripts/test)", p.display());
+    assert!(
+        p.is_file(),
+        "kios-init not built at {}: run scripts/build-init (or scripts/test)",
+        p.display()
+    );
     p
 }
 
@@ -46,7 +50,10 @@ pub fn require_tool(tool: &str, package: &str) {
         .unwrap_or(false)
         || Path::new("/usr/sbin").join(tool).is_file()
         || Path::new("/sbin").join(tool).is_file();
-    assert!(found, "`{tool}` is required by this test: apt-get install {package} (scripts/install-deps does)");
+    assert!(
+        found,
+        "`{tool}` is required by this test: apt-get install {package} (scripts/install-deps does)"
+    );
 }
 
 /// `kios-build` with kios-init set.
@@ -140,19 +147,41 @@ pub fn sha256_file(p: &Path) -> String {
 pub fn boot(img: &Path, until: &str, timeout: Duration, writable: bool) -> (bool, String) {
     require_tool("qemu-system-x86_64", "qemu-system-x86");
     let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
-    assert!(code.is_file(), "OVMF firmware missing: apt-get install ovmf");
+    assert!(
+        code.is_file(),
+        "OVMF firmware missing: apt-get install ovmf"
+    );
     let dir = tempfile::tempdir().unwrap();
     let vars = dir.path().join("vars.fd");
     fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
     let log = dir.path().join("serial.log");
-    let fmt = if img.extension().map(|e| e == "qcow2").unwrap_or(false) { "qcow2" } else { "raw" };
+    let fmt = if img.extension().map(|e| e == "qcow2").unwrap_or(false) {
+        "qcow2"
+    } else {
+        "raw"
+    };
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-machine", "q35", "-m", "1024", "-smp", "1", "-nographic", "-no-reboot"])
+        .args([
+            "-machine",
+            "q35",
+            "-m",
+            "1024",
+            "-smp",
+            "1",
+            "-nographic",
+            "-no-reboot",
+        ])
         .args(["-monitor", "none", "-display", "none"])
         .arg("-drive")
-        .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()))
+        .arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            code.display()
+        ))
         .arg("-drive")
-        .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()))
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ))
         .arg("-drive")
         .arg(format!(
             "if=virtio,format={fmt},file={}{}",
@@ -169,7 +198,9 @@ pub fn boot(img: &Path, until: &str, timeout: Duration, writable: bool) -> (bool
     let start = Instant::now();
     let mut seen = false;
     loop {
-        let s = fs::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let s = fs::read(&log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         if s.contains(until) {
             seen = true;
             break;
@@ -184,6 +215,8 @@ pub fn boot(img: &Path, until: &str, timeout: Duration, writable: bool) -> (bool
     }
     let _ = child.kill();
     let _ = child.wait();
-    let s = fs::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let s = fs::read(&log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     (seen, s)
 }
