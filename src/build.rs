@@ -27,7 +27,7 @@ pub enum BuildError {
     #[error(transparent)]
     Profile(#[from] profile::ProfileError),
     #[error(transparent)]
-    Input(#[from] inputs::InputError),
+    Input(Box<inputs::InputError>),
     #[error("{origin}: kernel module `{name}` is not in kernel {version}{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
     ModuleNotFound {
         origin: String,
@@ -64,6 +64,12 @@ pub enum BuildError {
         #[source]
         source: io::Error,
     },
+}
+
+impl From<inputs::InputError> for BuildError {
+    fn from(e: inputs::InputError) -> Self {
+        BuildError::Input(Box::new(e))
+    }
 }
 
 impl BuildError {
@@ -143,6 +149,11 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
         kernel.version,
         kernel.vmlinuz.display()
     ));
+    if opts.verbose {
+        for line in kernel_warnings(&kernel, profile.arch) {
+            eprintln!("warning: {line}");
+        }
+    }
     let km = KernelModules::open(&kernel.root).map_err(|source| BuildError::Modules {
         version: kernel.version.clone(),
         source,
@@ -208,6 +219,32 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
         system,
         init,
     })
+}
+
+/// The kernel checked against `kernel-config/required.txt`: from its `boot/config`
+/// when the input has one, else from the image's embedded configuration. A kernel
+/// whose configuration cannot be read gets one line saying so; the build goes on.
+fn kernel_warnings(kernel: &KernelFiles, arch: crate::profile::Arch) -> Vec<String> {
+    let source = kernel.config.as_ref().unwrap_or(&kernel.vmlinuz);
+    match crate::kernel::load_config(source) {
+        Ok(config) => {
+            let report = crate::kernel::check(&config, arch);
+            if report.is_ok() {
+                Vec::new()
+            } else {
+                let mut v = vec![format!(
+                    "kernel {} lacks options kiOS needs (kernel-config/required.txt):",
+                    kernel.version
+                )];
+                v.extend(report.to_string().lines().map(|l| format!("  {l}")));
+                v
+            }
+        }
+        Err(e) => vec![format!(
+            "kernel {}: its configuration was not checked: {e}",
+            kernel.version
+        )],
+    }
 }
 
 /// Where kios-init is looked for: `$KIOS_INIT`, beside this executable, then the

@@ -40,7 +40,7 @@ pub enum InputError {
         what: String,
         reference: String,
         #[source]
-        source: oci::OciError,
+        source: Box<oci::OciError>,
     },
     #[error("cannot read {path}")]
     Io {
@@ -100,7 +100,7 @@ fn image_tree(input: &Input, what: &str, arch: Arch, work: &WorkDir) -> Result<T
                 origin: input.origin.to_string(),
                 what: what.to_string(),
                 reference: reference.clone(),
-                source,
+                source: Box::new(source),
             };
             let image =
                 oci::layout::open_layout(dir, tag.as_deref(), arch.as_str()).map_err(wrap)?;

@@ -12,6 +12,7 @@ pub mod disk;
 pub mod initramfs;
 pub mod inputs;
 pub mod inspect;
+pub mod kernel;
 pub mod oci;
 pub mod profile;
 pub mod tree;

@@ -52,6 +52,12 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         init: Option<PathBuf>,
     },
+    /// Check a kernel's configuration against what kiOS needs
+    /// (kernel-config/required.txt). Exit 0: nothing missing; 1: options missing.
+    Kernel {
+        #[command(subcommand)]
+        command: KernelCommand,
+    },
     /// Read a built image back: partitions, boot files, command line, kernel
     /// version, and the initramfs' /etc.
     Inspect {
@@ -60,6 +66,20 @@ enum Command {
         /// Print the stable JSON form (docs/inspect.md).
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KernelCommand {
+    /// Report the required options a kernel lacks.
+    Check {
+        /// A kernel .config (plain or gzip'd), or a kernel image with an embedded
+        /// configuration (CONFIG_IKCONFIG): bzImage, arm64 Image, vmlinux.
+        #[arg(value_name = "CONFIG_FILE|KERNEL_IMAGE")]
+        path: PathBuf,
+        /// The architecture to check for.
+        #[arg(long, default_value = "amd64", value_parser = ["amd64", "arm64"])]
+        arch: String,
     },
 }
 
@@ -153,6 +173,30 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {}", render(&e));
                     ExitCode::from(if e.is_input_error() { 2 } else { 1 })
+                }
+            }
+        }
+        Command::Kernel {
+            command: KernelCommand::Check { path, arch },
+        } => {
+            let arch = if arch == "arm64" {
+                kios_build::profile::Arch::Arm64
+            } else {
+                kios_build::profile::Arch::Amd64
+            };
+            match kios_build::kernel::load_config(&path) {
+                Ok(config) => {
+                    let report = kios_build::kernel::check(&config, arch);
+                    println!("{}", report.to_string().trim_end());
+                    if report.is_ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {}", render(&e));
+                    ExitCode::from(2)
                 }
             }
         }

@@ -20,7 +20,8 @@ fn image() -> &'static Built {
         let profile = write_profile(
             dir.path(),
             "node.yaml",
-            &profile_text("disk:\n  size: 512MiB\n").replace("kernel:\n", "kernel:\n  cmdline: [kios.test=1]\n"),
+            &profile_text("disk:\n  size: 512MiB\n")
+                .replace("kernel:\n", "kernel:\n  cmdline: [kios.test=1]\n"),
         );
         let img = dir.path().join("node.img");
         build(&profile, &img, 1_700_000_000);

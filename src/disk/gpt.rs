@@ -197,7 +197,7 @@ impl Table {
         h[0..8].copy_from_slice(b"EFI PART");
         h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
         h[12..16].copy_from_slice(&92u32.to_le_bytes());
-        h[24..32].copy_from_slice(&(my as u64).to_le_bytes());
+        h[24..32].copy_from_slice(&my.to_le_bytes());
         h[32..40].copy_from_slice(&alt.to_le_bytes());
         h[40..48].copy_from_slice(&self.first_usable().to_le_bytes());
         h[48..56].copy_from_slice(&self.last_usable().to_le_bytes());
