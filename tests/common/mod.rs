@@ -220,3 +220,81 @@ pub fn boot(img: &Path, until: &str, timeout: Duration, writable: bool) -> (bool
         .unwrap_or_default();
     (seen, s)
 }
+
+/// Writes an OCI image layout at `layout` with one image tagged `tag` for linux/amd64,
+/// whose layers are the given host folders, in order (GNU tar, gzip -n; owners and
+/// modes as they are on the host, mtimes 0). Returns the manifest digest.
+pub fn oci_layout(layout: &Path, tag: &str, layers: &[&Path]) -> String {
+    use sha2::{Digest, Sha256};
+    require_tool("tar", "tar");
+    require_tool("gzip", "gzip");
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, u64) {
+        let hex = hex::encode(Sha256::digest(bytes));
+        fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len() as u64)
+    };
+    let mut diff_ids = Vec::new();
+    let mut layer_descs = Vec::new();
+    for dir in layers {
+        let tar = run(Command::new("tar")
+            .args([
+                "--sort=name",
+                "--mtime=@0",
+                "--numeric-owner",
+                "--format=posix",
+                "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+                "-C",
+            ])
+            .arg(dir)
+            .args(["-cf", "-", "."]));
+        assert!(tar.status.success(), "tar: {}", text(&tar));
+        diff_ids.push(format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(&tar.stdout))
+        ));
+        let mut gz = Command::new("gzip")
+            .args(["-n", "-c"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = gz.stdin.take().unwrap();
+        let data = tar.stdout.clone();
+        let writer = std::thread::spawn(move || stdin.write_all(&data).unwrap());
+        let out = gz.wait_with_output().unwrap();
+        writer.join().unwrap();
+        let (d, s) = put(&out.stdout);
+        layer_descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s
+        }));
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    });
+    let (cd, cs) = put(serde_json::to_vec(&config).unwrap().as_slice());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": layer_descs
+    });
+    let (md, ms) = put(serde_json::to_vec(&manifest).unwrap().as_slice());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+                        "annotations": {"org.opencontainers.image.ref.name": tag}}]
+    });
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    md
+}
