@@ -55,6 +55,8 @@ pub enum BuildError {
     Uki(#[source] boot::BootError),
     #[error(transparent)]
     Disk(#[from] disk::DiskError),
+    #[error("cannot convert the disk")]
+    Format(#[source] crate::format::FormatError),
     #[error(transparent)]
     Tree(#[from] crate::tree::TreeError),
     #[error("{what}: {path}")]
@@ -101,6 +103,8 @@ pub struct Options {
     pub epoch: u64,
     /// Print a line per stage on stderr.
     pub verbose: bool,
+    /// The output format, overriding the profile's `disk.format`.
+    pub format: Option<crate::format::Format>,
 }
 
 /// Everything the profile names, found and checked.
@@ -266,11 +270,16 @@ pub fn find_init() -> Result<PathBuf, BuildError> {
             );
         }
     }
-    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
-        BuildError::Init(
-            "kios-init was not found beside kios-build\n  hint: build it with `scripts/build-init` (a static binary), or point --init or KIOS_INIT at it".into(),
-        )
-    })
+    // A `cargo build` of the workspace leaves a dynamically linked kios-init beside
+    // kios-build: skip it for the static one further down the list.
+    candidates
+        .into_iter()
+        .find(|p| p.is_file() && check_static_elf(p).is_ok())
+        .ok_or_else(|| {
+            BuildError::Init(
+                "no static kios-init was found beside kios-build\n  hint: build it with `scripts/build-init`, or point --init or KIOS_INIT at it".into(),
+            )
+        })
 }
 
 /// kios-init runs before any library exists: it must be a static x86_64 ELF.
@@ -378,6 +387,7 @@ pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildE
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
     pub output: PathBuf,
+    pub format: String,
     pub size: u64,
     pub kernel_version: String,
     pub cmdline: String,
@@ -501,10 +511,36 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
     };
     let tmp_path = tmp.path().to_path_buf();
     disk::write_disk(&spec, tmp.as_file_mut(), &tmp_path)?;
-    tmp.as_file()
+    let format = opts.format.unwrap_or(p.profile.format);
+    let finished = if format == crate::format::Format::Raw {
+        tmp
+    } else {
+        // Converted from the raw disk into a second temporary file; the raw one is
+        // removed when `tmp` drops.
+        let mut converted = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempfile_in(&out_dir)
+            .map_err(io_err("cannot create a file in", &out_dir))?;
+        let copts = crate::format::ConvertOptions {
+            qcow2_compress: false,
+            mtime: epoch,
+            seed: p.profile.hash,
+        };
+        let report = crate::format::convert(&tmp_path, format, converted.as_file_mut(), &copts)
+            .map_err(BuildError::Format)?;
+        for note in &report.notes {
+            steps.say(&format!("note: {note}"));
+        }
+        steps.say(&format!("converted to {format}"));
+        converted
+    };
+    let finished_path = finished.path().to_path_buf();
+    finished
+        .as_file()
         .sync_all()
-        .map_err(io_err("cannot write", &tmp_path))?;
-    tmp.persist(output).map_err(|e| BuildError::Io {
+        .map_err(io_err("cannot write", &finished_path))?;
+    finished.persist(output).map_err(|e| BuildError::Io {
         what: "cannot rename the finished image to",
         path: output.to_path_buf(),
         source: e.error,
@@ -516,6 +552,7 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
     ));
     Ok(Report {
         output: output.to_path_buf(),
+        format: format.to_string(),
         size: spec.size,
         kernel_version: p.kernel.version.clone(),
         cmdline,

@@ -133,6 +133,11 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     };
     let mut f = File::open(path).map_err(io_err)?;
     let size = f.seek(SeekFrom::End(0)).map_err(io_err)?;
+    if let Some(format) = not_raw(&mut f).map_err(io_err)? {
+        return Err(bad(format!(
+            "this is a {format} image; inspect reads raw images: build with --format raw, or convert it (qemu-img convert -O raw IMAGE disk.raw)"
+        )));
+    }
     let table = Table::read(&mut f)
         .map_err(|e| bad(format!("{e} (is this a kios-build image in raw format?)")))?;
     let partitions = table
@@ -300,6 +305,27 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         etc,
     });
     Ok(out)
+}
+
+/// The container format of a converted image, told by its magic bytes.
+fn not_raw(f: &mut File) -> io::Result<Option<&'static str>> {
+    let mut head = [0u8; 512];
+    f.seek(SeekFrom::Start(0))?;
+    let n = f.read(&mut head)?;
+    let head = &head[..n];
+    Ok(if head.starts_with(b"QFI\xfb") {
+        Some("qcow2")
+    } else if head.starts_with(b"KDMV") {
+        Some("VMDK")
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        Some("gzip-compressed (GCE tar.gz)")
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some("zstd-compressed")
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Some("xz-compressed")
+    } else {
+        None
+    })
 }
 
 fn parse_os_release(text: &str) -> BTreeMap<String, String> {

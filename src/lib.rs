@@ -9,6 +9,7 @@
 pub mod boot;
 pub mod build;
 pub mod disk;
+pub mod format;
 pub mod initramfs;
 pub mod inputs;
 pub mod inspect;

@@ -30,9 +30,10 @@ enum Command {
         /// renamed when complete.
         #[arg(short, long, value_name = "IMAGE")]
         output: PathBuf,
-        /// The output format (overrides the profile's disk.format).
-        #[arg(long, value_name = "FORMAT", value_parser = ["raw"])]
-        format: Option<String>,
+        /// The output format (overrides the profile's disk.format): raw, raw.zst,
+        /// raw.xz, qcow2, vhd, gce, vmdk.
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<kios_build::format::Format>,
         /// The kios-init binary to install as /init (default: $KIOS_INIT, or the
         /// one beside kios-build).
         #[arg(long, value_name = "PATH")]
@@ -119,7 +120,7 @@ fn main() -> ExitCode {
         Command::Build {
             profile,
             output,
-            format: _,
+            format,
             init,
             quiet,
             json,
@@ -128,6 +129,7 @@ fn main() -> ExitCode {
                 init,
                 epoch,
                 verbose: !quiet,
+                format,
             };
             match build::build(&profile, &output, &opts) {
                 Ok(report) => {
@@ -158,6 +160,7 @@ fn main() -> ExitCode {
                 init,
                 epoch,
                 verbose: false,
+                format: None,
             };
             match build::prepare(&profile, &opts) {
                 Ok(p) => {

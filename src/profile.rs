@@ -212,25 +212,7 @@ pub enum Compression {
     Zstd,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Raw,
-}
-
-impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "raw" => Ok(Format::Raw),
-            "qcow2" | "vhd" | "gce" | "vmdk" => Err(format!(
-                "format `{s}` is not available in this version: only `raw` is"
-            )),
-            _ => Err(format!(
-                "unknown format `{s}`: expected one of raw, qcow2, vhd, gce, vmdk"
-            )),
-        }
-    }
-}
+pub use crate::format::Format;
 
 /// A loaded, merged and checked node profile.
 #[derive(Clone, Debug)]
@@ -566,11 +548,9 @@ fn merge(
                 });
             }
             if let Some(f) = &d.format {
-                format = Some(
-                    f.value
-                        .parse::<Format>()
-                        .map_err(|e| ProfileError::at(&layer.at(f), e, None))?,
-                );
+                format = Some(f.value.parse::<Format>().map_err(|e| {
+                    ProfileError::at(&layer.at(f), e.to_string(), None)
+                })?);
             }
         }
     }

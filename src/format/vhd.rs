@@ -7,10 +7,12 @@
 //! whole number of MiB; a raw image that is not is padded and the report says so.
 //! The footer's CHS geometry cannot describe most sizes exactly (it rounds down);
 //! readers that trust the geometry rather than the current size see a slightly
-//! smaller disk. QEMU decides by the creator application field: for an unknown
-//! creator such as ours ("kios") it uses the geometry, so open a kiOS VHD in QEMU
-//! with `--image-opts driver=vpc,force_size_calc=current_size,file.filename=...`.
-//! Hyper-V and Azure use the current size.
+//! smaller disk. QEMU decides by the creator application field: it trusts the current
+//! size only for creators it knows (Hyper-V's "win ", its own "qem2", ...) and uses
+//! the geometry for any other, which would cut the backup GPT off a kiOS disk in a
+//! plain `qemu-img convert -f vpc`. So the footer names Hyper-V's creator, "win ",
+//! the tool whose images Azure is built around; every reader then sees the exact
+//! size. (`--image-opts driver=vpc,force_size_calc=current_size,...` also works.)
 //!
 //! Not here: dynamic or differencing VHDs, VHDX.
 
@@ -24,7 +26,7 @@ use crate::units::MIB;
 const FOOTER_LEN: usize = 512;
 /// Seconds from the Unix epoch to the VHD epoch, 2000-01-01 00:00:00 UTC.
 const VHD_EPOCH: u64 = 946_684_800;
-const CREATOR_APP: &[u8; 4] = b"kios";
+const CREATOR_APP: &[u8; 4] = b"win ";
 const CREATOR_HOST_OS_WINDOWS: &[u8; 4] = b"Wi2k";
 const DISK_TYPE_FIXED: u32 = 2;
 
@@ -170,16 +172,16 @@ mod tests {
         let stored = u32::from_be_bytes(f[64..68].try_into().unwrap());
         // Worked by hand: "conectix" = 99+111+110+101+99+116+105+120 = 861;
         // features 2; version 0x00010000 -> 1; data offset 8 x 0xff = 2040;
-        // "kios" = 107+105+111+115 = 438; creator version 0.1 -> 0x00000001 = 1;
+        // "win " = 119+105+110+32 = 366; creator version 0.1 -> 0x00000001 = 1;
         // "Wi2k" = 87+105+50+107 = 349; sizes 0x40000000 twice -> 0x40 + 0x40 = 128;
         // geometry 2080/16/63 = 0x0820,0x10,0x3f -> 8+32+16+63 = 119; disk type 2.
-        // Sum = 861+2+1+2040+438+1+349+128+119+2 = 3941; !3941 = 0xFFFFF09A.
+        // Sum = 861+2+1+2040+366+1+349+128+119+2 = 3869; !3869 = 0xFFFFF0E2.
         assert_eq!(
             creator_version(),
             1,
             "the hand-worked sum assumes version 0.1"
         );
-        assert_eq!(stored, 0xFFFF_F09A);
+        assert_eq!(stored, 0xFFFF_F0E2);
         let mut sum: u32 = f.iter().map(|&b| b as u32).sum();
         sum -= f[64..68].iter().map(|&b| b as u32).sum::<u32>();
         assert_eq!(stored, !sum);
