@@ -25,6 +25,9 @@ use crate::units::ByteSize;
 
 /// The built-in base profiles, by name.
 pub const BUILTIN_BASES: &[(&str, &str)] = &[
+    ("aws", include_str!("../profiles/aws.yaml")),
+    ("azure", include_str!("../profiles/azure.yaml")),
+    ("gcp", include_str!("../profiles/gcp.yaml")),
     ("metal", include_str!("../profiles/metal.yaml")),
     ("qemu", include_str!("../profiles/qemu.yaml")),
 ];
@@ -784,7 +787,7 @@ mod tests {
             e.contains("p.yaml:10:7: unknown base profile `nope`"),
             "{e}"
         );
-        assert!(e.contains("metal, qemu"), "{e}");
+        assert!(e.contains("aws, azure, gcp, metal, qemu"), "{e}");
     }
 
     #[test]

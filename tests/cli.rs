@@ -94,7 +94,7 @@ fn unknown_base_is_refused_with_its_line() {
         &[
             "node.yaml:3:7",
             "unknown base profile `qemuu`",
-            "metal, qemu",
+            "aws, azure, gcp, metal, qemu",
         ],
     );
 }

@@ -277,6 +277,12 @@ fn every_format_of_a_build_converts_back_to_the_raw_bytes() {
                 let x = run(Command::new("tar").arg("-xzf").arg(&out).arg("-C").arg(dir.path()));
                 assert!(x.status.success(), "{}", text(&x));
                 std::fs::rename(dir.path().join("disk.raw"), &back).unwrap();
+                // GCE wants whole GiB: the 512 MiB disk was padded with zeros.
+                let f = std::fs::OpenOptions::new().write(true).open(&back).unwrap();
+                assert_eq!(f.metadata().unwrap().len(), 1 << 30);
+                let tail = std::fs::read(&back).unwrap();
+                assert!(tail[512 << 20..].iter().all(|&b| b == 0), "the padding is zeros");
+                f.set_len(512 << 20).unwrap();
             }
         }
         assert_eq!(sha256_file(&back), raw_sha, "{format} converts back to the raw bytes");

@@ -232,11 +232,40 @@ fn qemu_reads_our_vhd_at_its_exact_size_without_options() {
 }
 
 #[test]
+fn gce_pads_a_disk_to_a_whole_gib_with_zeros() {
+    require_tool("tar", "tar");
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_image(dir.path(), "disk.raw", 64 * MIB);
+    let out = dir.path().join("disk.tar.gz");
+    let mut f = File::create(&out).unwrap();
+    let report = kios_build::format::convert(&raw, Format::Gce, &mut f, &opts()).unwrap();
+    assert!(report.notes.iter().any(|n| n.contains("whole number of GiB")), "{:?}", report.notes);
+    let x = run(Command::new("tar").arg("-xzf").arg(&out).arg("-C").arg(dir.path().join("x").tap_mkdir()));
+    assert!(x.status.success(), "{}", text(&x));
+    let got = fs::read(dir.path().join("x/disk.raw")).unwrap();
+    assert_eq!(got.len() as u64, 1024 * MIB);
+    let want = fs::read(&raw).unwrap();
+    assert_eq!(&got[..want.len()], &want[..]);
+    assert!(got[want.len()..].iter().all(|&b| b == 0), "the padding is zeros");
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+impl TapMkdir for std::path::PathBuf {
+    fn tap_mkdir(self) -> Self {
+        fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+#[test]
 fn gce_tarball_holds_exactly_disk_raw_with_the_raw_contents() {
     require_tool("tar", "tar");
     require_tool("gzip", "gzip");
     let dir = tempfile::tempdir().unwrap();
-    let raw = raw_image(dir.path(), "disk.raw", 64 * MIB);
+    // A whole GiB, as GCE wants (a smaller disk is padded: see the next test).
+    let raw = raw_image(dir.path(), "disk.raw", 1024 * MIB);
     let out = dir.path().join("disk.tar.gz");
     convert_to(&raw, Format::Gce, &opts(), &out);
     let o = run(Command::new("tar")
@@ -251,7 +280,7 @@ fn gce_tarball_holds_exactly_disk_raw_with_the_raw_contents() {
     // -rw-r--r-- 0/0 67108864 2023-11-14 22:13:20 disk.raw
     assert_eq!(
         (f[0], f[1], f[2], f[5]),
-        ("-rw-r--r--", "0/0", "67108864", "disk.raw"),
+        ("-rw-r--r--", "0/0", "1073741824", "disk.raw"),
         "{t}"
     );
     // tar prints the mtime in local time; the header field is checked below instead.

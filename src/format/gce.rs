@@ -8,6 +8,10 @@
 //! from the raw image. The gzip member (RFC 1952) has mtime 0, no file name and OS
 //! "unknown", so the output depends only on the disk and the mtime.
 //!
+//! GCE wants the disk a whole number of GiB: a disk that is not is padded with zeros
+//! in the archive (the partition table still describes the original size, which the
+//! data partition's resize grows past at first boot), and the report says so.
+//!
 //! Not here: GNU sparse entries (GCE does not require them; gzip shrinks the zeros),
 //! uploading to Cloud Storage.
 
@@ -19,6 +23,7 @@ use super::{ConvertReport, Format, FormatError};
 
 const ENTRY_NAME: &str = "disk.raw";
 const BLOCK: u64 = 512;
+const GIB: u64 = 1 << 30;
 
 pub(super) fn write(
     image: &mut RawImage,
@@ -29,7 +34,14 @@ pub(super) fn write(
         format: Format::Gce,
         source,
     };
-    let size = image.size();
+    let raw_size = image.size();
+    let size = raw_size.div_ceil(GIB) * GIB;
+    let mut notes = Vec::new();
+    if size != raw_size {
+        notes.push(format!(
+            "GCE needs a whole number of GiB: disk.raw padded from {raw_size} to {size} bytes"
+        ));
+    }
 
     let mut header = tar::Header::new_gnu();
     header.set_path(ENTRY_NAME).map_err(werr)?;
@@ -46,6 +58,12 @@ pub(super) fn write(
         .write(BufWriter::new(&mut *out), flate2::Compression::default());
     gz.write_all(header.as_bytes()).map_err(werr)?;
     image.copy_all(&mut gz, werr)?;
+    let mut left = size - raw_size;
+    while left > 0 {
+        let n = left.min(ZEROS.len() as u64);
+        gz.write_all(&ZEROS[..n as usize]).map_err(werr)?;
+        left -= n;
+    }
     // The entry's data is padded to a whole block, then the archive ends with two
     // zero blocks (POSIX ustar, "pax" rationale; GNU tar does the same).
     let pad = (BLOCK - size % BLOCK) % BLOCK;
@@ -56,6 +74,6 @@ pub(super) fn write(
         format: Format::Gce,
         virtual_size: size,
         bytes_written: 0,
-        notes: vec![],
+        notes,
     })
 }
