@@ -199,12 +199,12 @@ fn collect_nodes(tree: &Tree) -> Result<Vec<Node<'_>>, ErofsError> {
         }
     }
 
-    for i in 0..nodes.len() {
-        let parent = match nodes[i].path.parent() {
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let parent = match node.path.parent() {
             Some(p) => index[&p],
             None => i,
         };
-        let size = match &mut nodes[i].body {
+        node.size = match &mut node.body {
             Body::None => 0,
             Body::File(c) => c.len(),
             Body::Symlink(t) => t.len() as u64,
@@ -217,12 +217,12 @@ fn collect_nodes(tree: &Tree) -> Result<Vec<Node<'_>>, ErofsError> {
                     name: b"..",
                     node: parent,
                 });
+                // Byte order, as the kernel's lookup compares names.
                 children.sort_by(|a, b| a.name.cmp(b.name));
                 let lens: Vec<usize> = children.iter().map(|c| c.name.len()).collect();
                 format::dir_size(&lens)
             }
         };
-        nodes[i].size = size;
     }
     Ok(nodes)
 }
