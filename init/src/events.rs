@@ -148,11 +148,15 @@ impl Sources {
             .stdin(Stdio::null())
             .stdout(Stdio::from(write))
             .stderr(Stdio::from(write2));
-        // SAFETY: setsid(2) is async-signal-safe and touches no memory of ours. std
-        // resets the signal mask and SIGPIPE in the child.
+        // SAFETY: setsid(2), sigemptyset(3) and sigprocmask(2) are async-signal-safe
+        // and touch only the local set. PID 1 blocks the signals it reads through its
+        // signalfd; a child must not inherit that mask (TERM would stay pending).
         unsafe {
             cmd.pre_exec(|| {
                 libc::setsid();
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
                 Ok(())
             });
         }

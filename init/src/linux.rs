@@ -478,6 +478,21 @@ impl System for Linux {
         self.events.spawn(spawn)
     }
 
+    fn has_children(&mut self) -> bool {
+        // SAFETY: siginfo_t is plain data, written by waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid siginfo_t to write into.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        !(rc < 0 && Errno::last().0 == libc::ECHILD)
+    }
+
     fn signal(&mut self, pid: i32, signal: i32) -> Result<(), Errno> {
         // SAFETY: kill(2) has no memory effects.
         rc(unsafe { libc::kill(pid, signal) })

@@ -65,7 +65,10 @@ pub fn finish(sys: &mut dyn System, action: PowerAction) {
             continue;
         }
         match sys.umount(target, true) {
-            Ok(()) => lazy += 1,
+            Ok(()) => {
+                lazy += 1;
+                info(sys, &format!("{target} is busy; detached it lazily"));
+            }
             Err(e) => warn(sys, &format!("cannot unmount {target}: {e}")),
         }
     }

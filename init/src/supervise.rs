@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::kubelet::{self, Inputs, BOOTSTRAP_KUBECONFIG, CRIO, CRIO_SOCKET, KUBECONFIG, KUBELET};
 use crate::log::{info, warn, BootTime};
 use crate::shutdown;
-use crate::system::{ChildExit, Errno, Event, ExitStatus, PowerAction, Service, Spawn, System, WatchKind};
+use crate::system::{ChildExit, Event, ExitStatus, PowerAction, Service, Spawn, System, WatchKind};
 
 pub const SOCKET: &str = "/run/system.sock";
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(500);
@@ -124,13 +124,16 @@ impl Supervisor {
         } else {
             info(sys, &format!("listening on {SOCKET}"));
         }
-        for (dir, kind) in [("/run/crio", WatchKind::Created), ("/etc/kubernetes", WatchKind::Written)] {
+        if !sys.exists("/var/run") {
+            if let Err(e) = sys.symlink("../run", "/var/run") {
+                warn(sys, &format!("cannot link /var/run -> ../run: {e}"));
+            }
+        }
+        // Watched by the names the events are compared with.
+        for (dir, kind) in [("/var/run/crio", WatchKind::Created), ("/etc/kubernetes", WatchKind::Written)] {
             if let Err(e) = sys.mkdir_all(dir, 0o755).and_then(|()| sys.watch_dir(dir, kind)) {
                 warn(sys, &format!("cannot watch {dir}: {e}"));
             }
-        }
-        if !sys.exists("/var/run") {
-            let _ = sys.symlink("../run", "/var/run");
         }
         let now = sys.boot_time();
         self.socket_deadline = Some(now.plus(SOCKET_WAIT));
@@ -405,8 +408,9 @@ impl Supervisor {
                 }
                 Phase::KillingAll { action, kill_at, killed, .. } => {
                     let now = sys.boot_time();
-                    // kill(-1, 0) fails with ESRCH when no process but PID 1 is left.
-                    if sys.signal(-1, 0) == Err(Errno(libc::ESRCH)) {
+                    // Every process is a descendant of PID 1 (orphans are adopted), so
+                    // with no children left, no process is left.
+                    if !sys.has_children() {
                         self.finish(sys, action);
                         return;
                     }

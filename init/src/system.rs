@@ -316,6 +316,9 @@ pub trait System {
     fn watch_dir(&mut self, dir: &str, kind: WatchKind) -> Result<(), Errno>;
     /// Starts `spawn` in its own session with its output captured.
     fn spawn(&mut self, spawn: &Spawn) -> Result<i32, Errno>;
+    /// Whether PID 1 has any child left, exited or not (`waitid(P_ALL, .., WNOHANG |
+    /// WNOWAIT)` is not `ECHILD`); reaps nothing.
+    fn has_children(&mut self) -> bool;
     /// `kill(2)`; `pid` -1 is every process but PID 1.
     fn signal(&mut self, pid: i32, signal: i32) -> Result<(), Errno>;
     /// Waits up to `timeout` (forever with `None`) for events; reaps every child that
@@ -469,6 +472,10 @@ impl System for DryRun {
             spawn.log
         ));
         Err(Errno(libc::ENOSYS))
+    }
+
+    fn has_children(&mut self) -> bool {
+        false
     }
 
     fn signal(&mut self, pid: i32, signal: i32) -> Result<(), Errno> {

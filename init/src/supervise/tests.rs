@@ -48,7 +48,7 @@ fn crio_starts_first_and_the_kubelet_once_its_socket_appears() {
     assert_eq!(crio.args, ["--crio-flag"]);
     assert_eq!(crio.log, "/var/log/kios/crio.log");
     assert_eq!(rec.spawned()[1].log, "/var/log/kios/kubelet.log");
-    assert!(rec.calls.contains(&Call::WatchDir("/run/crio".into(), WatchKind::Created)));
+    assert!(rec.calls.contains(&Call::WatchDir("/var/run/crio".into(), WatchKind::Created)));
     assert!(rec.calls.contains(&Call::StartEvents(SOCKET.into())));
     assert!(rec.messages().iter().any(|m| m.starts_with("kubelet started (pid 101)")));
 }
@@ -185,7 +185,6 @@ fn shutdown_broadcasts_waits_for_continue_then_stops_in_order() {
             "kill 101 15",
             "kill 100 15",
             "kill -1 15",
-            "kill -1 0",
             "sync",
             "umount /var/lib/kios/data",
             "sync",
