@@ -113,52 +113,118 @@ fn first_boot_lays_out_the_data_partition_and_bootstrap_state_survives_a_reboot(
     // --kubeconfig, then shuts the node down (0x01, 0x02).
     let (exited, log) = boot_to_poweroff(&img, BOOT_TIMEOUT);
     assert!(exited, "QEMU did not power off; the log:\n{log}");
-    assert!(log.contains("kios-init: first boot: created the data partition layout"), "{log}");
-    assert!(log.contains("kios-init: no store partition; CRI-O starts without an additional image store"), "{log}");
-    assert!(log.contains("kios-init: CRI-O socket /var/run/crio/crio.sock is ready"), "{log}");
+    assert!(
+        log.contains("kios-init: first boot: created the data partition layout"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "kios-init: no store partition; CRI-O starts without an additional image store"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("kios-init: CRI-O socket /var/run/crio/crio.sock is ready"),
+        "{log}"
+    );
     let kubelets = standin_args(&log, "kubelet");
     assert!(kubelets.len() >= 2, "{log}");
     assert!(!kubelets[0].contains("--kubeconfig"), "{log}");
-    assert!(kubelets.last().is_some_and(|a| a.contains("--kubeconfig /etc/kubernetes/kubelet.conf")), "{log}");
+    assert!(
+        kubelets
+            .last()
+            .is_some_and(|a| a.contains("--kubeconfig /etc/kubernetes/kubelet.conf")),
+        "{log}"
+    );
     assert!(log.contains("STANDIN kubelet got broadcast 0x01"), "{log}");
-    assert!(log.contains("kios-init: 0x02: continuing the shutdown"), "{log}");
+    assert!(
+        log.contains("kios-init: 0x02: continuing the shutdown"),
+        "{log}"
+    );
     assert!(log.contains("kios-init: power off now"), "{log}");
 
     let data = data_partition(&img, dir.path());
     fsck_clean(&data);
     let root = debugfs(&data, "ls -p /");
     for d in ["containers", "kubelet", "log", "etc", ".kios-layout"] {
-        assert!(root.contains(&format!("/{d}/")), "no {d} on the data partition:\n{root}");
+        assert!(
+            root.contains(&format!("/{d}/")),
+            "no {d} on the data partition:\n{root}"
+        );
     }
-    assert!(debugfs(&data, "cat /etc/upper/kubernetes/kubelet.conf").contains("written by the kubelet test double"));
+    assert!(debugfs(&data, "cat /etc/upper/kubernetes/kubelet.conf")
+        .contains("written by the kubelet test double"));
     let kubelet_log = debugfs(&data, "cat /log/kios/kubelet.log");
-    assert!(kubelet_log.contains("STANDIN kubelet ARGS: --config /etc/kubernetes/config.yaml"), "{kubelet_log}");
-    assert!(debugfs(&data, "cat /log/kios/crio.log").contains("STANDIN crio ARGS: --listen /var/run/crio/crio.sock"));
+    assert!(
+        kubelet_log.contains("STANDIN kubelet ARGS: --config /etc/kubernetes/config.yaml"),
+        "{kubelet_log}"
+    );
+    assert!(debugfs(&data, "cat /log/kios/crio.log")
+        .contains("STANDIN crio ARGS: --listen /var/run/crio/crio.sock"));
 
     // Second boot: the file written through the /etc overlay is still there, so the
     // kubelet gets --kubeconfig from its first start.
     let (exited, log) = boot_to_poweroff(&img, BOOT_TIMEOUT);
-    assert!(exited, "QEMU did not power off on the second boot; the log:\n{log}");
+    assert!(
+        exited,
+        "QEMU did not power off on the second boot; the log:\n{log}"
+    );
     assert!(!log.contains("first boot:"), "{log}");
     let kubelets = standin_args(&log, "kubelet");
-    assert!(kubelets.first().is_some_and(|a| a.contains("--kubeconfig /etc/kubernetes/kubelet.conf")), "{log}");
+    assert!(
+        kubelets
+            .first()
+            .is_some_and(|a| a.contains("--kubeconfig /etc/kubernetes/kubelet.conf")),
+        "{log}"
+    );
     fsck_clean(&data_partition(&img, dir.path()));
 }
 
 #[test]
 fn crashing_kubelet_and_crio_are_restarted_with_backoff() {
     let dir = tempfile::tempdir().unwrap();
-    let img = image(dir.path(), "crash", &["kios.test.kubelet=crash", "kios.test.crio=crash"], &[]);
-    let (seen, log) = boot(&img, "kios-init: restarting kubelet in 4000 ms", BOOT_TIMEOUT, false);
-    assert!(seen, "the kubelet was not restarted 4 times; the log:\n{log}");
+    let img = image(
+        dir.path(),
+        "crash",
+        &["kios.test.kubelet=crash", "kios.test.crio=crash"],
+        &[],
+    );
+    let (seen, log) = boot(
+        &img,
+        "kios-init: restarting kubelet in 4000 ms",
+        BOOT_TIMEOUT,
+        false,
+    );
+    assert!(
+        seen,
+        "the kubelet was not restarted 4 times; the log:\n{log}"
+    );
     let lines = init_lines(&log);
     for n in [1, 2, 3] {
-        let want = format!("restarting kubelet in {} ms (failure {n} in a row)", 500 << (n - 1));
+        let want = format!(
+            "restarting kubelet in {} ms (failure {n} in a row)",
+            500 << (n - 1)
+        );
         assert!(lines.iter().any(|(_, m)| *m == want), "no `{want}`:\n{log}");
     }
-    assert!(lines.iter().any(|(_, m)| m == "restarting crio in 500 ms (failure 1 in a row)"), "{log}");
-    assert!(lines.iter().any(|(_, m)| m == "crio| STANDIN crio crashing"), "{log}");
-    assert!(lines.iter().any(|(_, m)| m.starts_with("kubelet| STANDIN kubelet ARGS:")), "{log}");
+    assert!(
+        lines
+            .iter()
+            .any(|(_, m)| m == "restarting crio in 500 ms (failure 1 in a row)"),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|(_, m)| m == "crio| STANDIN crio crashing"),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|(_, m)| m.starts_with("kubelet| STANDIN kubelet ARGS:")),
+        "{log}"
+    );
     // The gaps between kubelet starts grow with the backoff.
     let starts: Vec<f64> = lines
         .iter()
@@ -167,7 +233,10 @@ fn crashing_kubelet_and_crio_are_restarted_with_backoff() {
         .collect();
     assert!(starts.len() >= 4, "{log}");
     let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps[0] >= 500.0 && gaps[1] >= 1000.0 && gaps[2] >= 2000.0, "{gaps:?}");
+    assert!(
+        gaps[0] >= 500.0 && gaps[1] >= 1000.0 && gaps[2] >= 2000.0,
+        "{gaps:?}"
+    );
 }
 
 #[test]
@@ -175,7 +244,12 @@ fn store_partition_is_mounted_read_only_and_given_to_crio_as_an_image_store() {
     require_tool("mkfs.erofs", "erofs-utils");
     require_tool("sgdisk", "gdisk");
     let dir = tempfile::tempdir().unwrap();
-    let img = image(dir.path(), "store", &["kios.test.kubelet=shutdown"], &["erofs"]);
+    let img = image(
+        dir.path(),
+        "store",
+        &["kios.test.kubelet=shutdown"],
+        &["erofs"],
+    );
 
     // A tiny EROFS image as partition 3 at the end of a grown disk.
     let tree = dir.path().join("store-tree");
@@ -185,10 +259,19 @@ fn store_partition_is_mounted_read_only_and_given_to_crio_as_an_image_store() {
     let o = run(Command::new("mkfs.erofs").arg(&erofs).arg(&tree));
     assert!(o.status.success(), "{}", text(&o));
     let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
-    f.set_len(f.metadata().unwrap().len() + 8 * 1024 * 1024).unwrap();
+    f.set_len(f.metadata().unwrap().len() + 8 * 1024 * 1024)
+        .unwrap();
     drop(f);
     let o = run(Command::new("sgdisk")
-        .args(["-e", "-n", "3:0:0", "-t", &format!("3:{STORE_TYPE}"), "-c", "3:KIOS_STORE"])
+        .args([
+            "-e",
+            "-n",
+            "3:0:0",
+            "-t",
+            &format!("3:{STORE_TYPE}"),
+            "-c",
+            "3:KIOS_STORE",
+        ])
         .arg(&img));
     assert!(o.status.success(), "{}", text(&o));
     let (offset, size) = partition(&img, "KIOS_STORE");
@@ -203,12 +286,15 @@ fn store_partition_is_mounted_read_only_and_given_to_crio_as_an_image_store() {
     let (exited, log) = boot_to_poweroff(&img, BOOT_TIMEOUT);
     assert!(exited, "QEMU did not power off; the log:\n{log}");
     assert!(
-        log.contains("kios-init: mounted store partition /dev/vda3 on /var/lib/kios/store (read-only)"),
+        log.contains(
+            "kios-init: mounted store partition /dev/vda3 on /var/lib/kios/store (read-only)"
+        ),
         "{log}"
     );
     let crio = standin_args(&log, "crio");
     assert!(
-        crio.first().is_some_and(|a| a.contains("--storage-opt overlay.imagestore=/var/lib/kios/store")),
+        crio.first()
+            .is_some_and(|a| a.contains("--storage-opt overlay.imagestore=/var/lib/kios/store")),
         "{log}"
     );
     fsck_clean(&data_partition(&img, dir.path()));

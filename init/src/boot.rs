@@ -155,29 +155,53 @@ fn switch_root(sys: &mut dyn System) {
         flags: MountFlags::NONE,
         data: Some("mode=0755"),
     };
-    if let Err(e) = sys.mkdir_all(NEWROOT, 0o755).and_then(|()| sys.mount(&tmpfs)) {
+    if let Err(e) = sys
+        .mkdir_all(NEWROOT, 0o755)
+        .and_then(|()| sys.mount(&tmpfs))
+    {
         warn(sys, &format!("cannot mount a tmpfs on {NEWROOT}: {e}; staying on the initramfs (container runtimes cannot pivot_root)"));
         return;
     }
     match sys.move_root_entries(NEWROOT) {
         Ok(stats) => {
             let took = sys.boot_time().since(start);
-            info(sys, &format!(
-                "moved the initramfs to a tmpfs: {} entries, {} KiB in {} ms",
-                stats.entries, stats.bytes / 1024, took.as_millis()));
+            info(
+                sys,
+                &format!(
+                    "moved the initramfs to a tmpfs: {} entries, {} KiB in {} ms",
+                    stats.entries,
+                    stats.bytes / 1024,
+                    took.as_millis()
+                ),
+            );
             if stats.failed > 0 {
-                warn(sys, &format!("{} entries of the initramfs could not be moved", stats.failed));
+                warn(
+                    sys,
+                    &format!(
+                        "{} entries of the initramfs could not be moved",
+                        stats.failed
+                    ),
+                );
             }
         }
-        Err(e) => warn(sys, &format!("moving the initramfs to {NEWROOT} failed: {e}; switching root anyway")),
+        Err(e) => warn(
+            sys,
+            &format!("moving the initramfs to {NEWROOT} failed: {e}; switching root anyway"),
+        ),
     }
     if let Err(e) = sys.switch_root(NEWROOT) {
-        warn(sys, &format!("switching root to {NEWROOT} failed: {e}; staying on the initramfs"));
+        warn(
+            sys,
+            &format!("switching root to {NEWROOT} failed: {e}; staying on the initramfs"),
+        );
         return;
     }
     info(sys, "switched root; re-executing /init");
     let e = sys.reexec();
-    warn(sys, &format!("re-executing /init failed: {e}; going on in this process"));
+    warn(
+        sys,
+        &format!("re-executing /init failed: {e}; going on in this process"),
+    );
 }
 
 /// The kernel's switch for rate limiting userspace writes to `/dev/kmsg`.
@@ -427,24 +451,42 @@ mod tests {
         let rec = boot(Recorder::new().initramfs());
         let a = rec.actions();
         assert_eq!(a.first(), Some(&&Call::MkdirAll(NEWROOT.into(), 0o755)));
-        assert!(matches!(a.get(1), Some(Call::Mount { target, fstype, .. }) if target == NEWROOT && fstype.as_deref() == Some("tmpfs")));
+        assert!(
+            matches!(a.get(1), Some(Call::Mount { target, fstype, .. }) if target == NEWROOT && fstype.as_deref() == Some("tmpfs"))
+        );
         assert_eq!(a.get(2), Some(&&Call::MoveRootEntries(NEWROOT.into())));
         assert_eq!(a.get(3), Some(&&Call::SwitchRoot(NEWROOT.into())));
         assert_eq!(a.get(4), Some(&&Call::Reexec));
         assert!(matches!(a.get(5), Some(Call::MkdirAll(p, _)) if p == "/proc"));
-        assert!(rec.messages().contains(&"moved the initramfs to a tmpfs: 10 entries, 0 KiB in 1 ms"), "{:?}", rec.messages());
+        assert!(
+            rec.messages()
+                .contains(&"moved the initramfs to a tmpfs: 10 entries, 0 KiB in 1 ms"),
+            "{:?}",
+            rec.messages()
+        );
     }
 
     #[test]
     fn the_reexecuted_init_does_not_switch_again() {
-        let rec = boot(Recorder::new().initramfs().with_file("env:KIOS_INIT_STAGE", b"switched"));
-        assert!(!rec.calls.iter().any(|c| matches!(c, Call::MoveRootEntries(_))));
+        let rec = boot(
+            Recorder::new()
+                .initramfs()
+                .with_file("env:KIOS_INIT_STAGE", b"switched"),
+        );
+        assert!(!rec
+            .calls
+            .iter()
+            .any(|c| matches!(c, Call::MoveRootEntries(_))));
         assert!(rec.messages().contains(&"running from the tmpfs root"));
     }
 
     #[test]
     fn a_failed_tmpfs_mount_stays_on_the_initramfs_and_boots_on() {
-        let rec = boot(Recorder::new().initramfs().fail_mount(NEWROOT, libc::ENOMEM));
+        let rec = boot(
+            Recorder::new()
+                .initramfs()
+                .fail_mount(NEWROOT, libc::ENOMEM),
+        );
         assert!(!rec.calls.iter().any(|c| matches!(c, Call::SwitchRoot(_))));
         assert_eq!(rec.messages().last(), Some(&READY));
     }
@@ -765,7 +807,10 @@ mod tests {
         let last = lines.last().map(|l| l.console_text()).unwrap_or_default();
         // The recorder's clock advances 1.25 ms per reading, plus the 5 s spent
         // waiting for a data partition that never comes.
-        assert!(last.starts_with('[') && last.ends_with("ms] kios-init: ready"), "{last}");
+        assert!(
+            last.starts_with('[') && last.ends_with("ms] kios-init: ready"),
+            "{last}"
+        );
         assert!(lines.windows(2).all(|w| w[0].at < w[1].at));
         assert_eq!(
             lines.first().map(|l| l.message()),

@@ -232,13 +232,14 @@ impl Sources {
             return events;
         }
         let ready = |fd: &Option<OwnedFd>| {
-            fd.as_ref().is_some_and(|f| {
-                fds.iter()
-                    .any(|p| p.fd == f.as_raw_fd() && p.revents != 0)
-            })
+            fd.as_ref()
+                .is_some_and(|f| fds.iter().any(|p| p.fd == f.as_raw_fd() && p.revents != 0))
         };
-        let (sig_ready, ino_ready, listen_ready) =
-            (ready(&self.signalfd), ready(&self.inotify), ready(&self.listener));
+        let (sig_ready, ino_ready, listen_ready) = (
+            ready(&self.signalfd),
+            ready(&self.inotify),
+            ready(&self.listener),
+        );
         // Output first, so a crashed child's last lines are in its tail when reaped.
         for o in self.outputs.values_mut() {
             o.drain();
@@ -264,7 +265,13 @@ impl Sources {
             let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
             let size = std::mem::size_of::<libc::signalfd_siginfo>();
             // SAFETY: info is a valid buffer of `size` bytes.
-            let n = unsafe { libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+            let n = unsafe {
+                libc::read(
+                    fd.as_raw_fd(),
+                    (&mut info as *mut libc::signalfd_siginfo).cast(),
+                    size,
+                )
+            };
             if usize::try_from(n).ok() != Some(size) {
                 return;
             }
@@ -360,9 +367,7 @@ impl Sources {
 
     fn read_clients(&mut self, fds: &[libc::pollfd], events: &mut Vec<Event>) {
         self.clients.retain(|c| {
-            let ready = fds
-                .iter()
-                .any(|p| p.fd == c.as_raw_fd() && p.revents != 0);
+            let ready = fds.iter().any(|p| p.fd == c.as_raw_fd() && p.revents != 0);
             if !ready {
                 return true;
             }
@@ -404,7 +409,14 @@ fn listen(path: &str) -> Result<OwnedFd, Errno> {
     }
     let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
     // SAFETY: addr is a valid sockaddr_un of `len` bytes.
-    if unsafe { libc::bind(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) } != 0 {
+    if unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    } != 0
+    {
         return Err(Errno::last());
     }
     let _ = std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600));

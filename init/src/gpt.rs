@@ -131,7 +131,11 @@ pub mod tests {
 
     #[test]
     fn entries_are_numbered_from_one_and_empty_ones_skipped() {
-        let (h, e) = table(&["C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "", "97AAC693-D920-465A-94FE-EB59FC86DFAA"]);
+        let (h, e) = table(&[
+            "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+            "",
+            "97AAC693-D920-465A-94FE-EB59FC86DFAA",
+        ]);
         let header = parse_header(&h);
         assert_eq!(
             header,

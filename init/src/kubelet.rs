@@ -123,9 +123,7 @@ pub fn kubelet_args(inputs: &Inputs) -> (Vec<String>, Vec<String>) {
     if let Some(raw) = &inputs.hostname {
         match config::parse_hostname(raw) {
             Ok(h) => a.extend(["--hostname-override".into(), h.to_string()]),
-            Err(e) => problems.push(format!(
-                "{HOSTNAME_FILE}: {e}; --hostname-override not set"
-            )),
+            Err(e) => problems.push(format!("{HOSTNAME_FILE}: {e}; --hostname-override not set")),
         }
     }
     (a, problems)
@@ -178,7 +176,8 @@ fn check_label(line: &str) -> Result<(), String> {
         let label_ok = |l: &str| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && l.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         };
@@ -238,30 +237,53 @@ mod tests {
 
     #[test]
     fn kubeconfig_alone() {
-        let i = Inputs { kubeconfig: true, ..Default::default() };
+        let i = Inputs {
+            kubeconfig: true,
+            ..Default::default()
+        };
         assert_eq!(args(&i), ["--config", CONFIG, "--kubeconfig", KUBECONFIG]);
     }
 
     #[test]
     fn bootstrap_brings_the_kubeconfig_path_too() {
-        let i = Inputs { bootstrap: true, ..Default::default() };
+        let i = Inputs {
+            bootstrap: true,
+            ..Default::default()
+        };
         assert_eq!(
             args(&i),
-            ["--config", CONFIG, "--kubeconfig", KUBECONFIG, "--bootstrap-kubeconfig", BOOTSTRAP_KUBECONFIG]
+            [
+                "--config",
+                CONFIG,
+                "--kubeconfig",
+                KUBECONFIG,
+                "--bootstrap-kubeconfig",
+                BOOTSTRAP_KUBECONFIG
+            ]
         );
-        let both = Inputs { bootstrap: true, kubeconfig: true, ..Default::default() };
+        let both = Inputs {
+            bootstrap: true,
+            kubeconfig: true,
+            ..Default::default()
+        };
         assert_eq!(args(&both), args(&i));
     }
 
     #[test]
     fn credential_provider_flags_come_as_a_pair() {
-        let i = Inputs { credential_provider: true, ..Default::default() };
+        let i = Inputs {
+            credential_provider: true,
+            ..Default::default()
+        };
         assert_eq!(
             args(&i),
             [
-                "--config", CONFIG,
-                "--image-credential-provider-config", CREDENTIAL_CONFIG,
-                "--image-credential-provider-bin-dir", CREDENTIAL_BIN_DIR
+                "--config",
+                CONFIG,
+                "--image-credential-provider-config",
+                CREDENTIAL_CONFIG,
+                "--image-credential-provider-bin-dir",
+                CREDENTIAL_BIN_DIR
             ]
         );
     }
@@ -281,28 +303,42 @@ mod tests {
         assert_eq!(
             a,
             [
-                "--config", CONFIG,
-                "--kubeconfig", KUBECONFIG,
-                "--bootstrap-kubeconfig", BOOTSTRAP_KUBECONFIG,
-                "--image-credential-provider-config", CREDENTIAL_CONFIG,
-                "--image-credential-provider-bin-dir", CREDENTIAL_BIN_DIR,
-                "--node-labels", "a=b,example.com/role=worker",
-                "--node-ip", "10.0.0.5",
-                "--hostname-override", "node-1",
+                "--config",
+                CONFIG,
+                "--kubeconfig",
+                KUBECONFIG,
+                "--bootstrap-kubeconfig",
+                BOOTSTRAP_KUBECONFIG,
+                "--image-credential-provider-config",
+                CREDENTIAL_CONFIG,
+                "--image-credential-provider-bin-dir",
+                CREDENTIAL_BIN_DIR,
+                "--node-labels",
+                "a=b,example.com/role=worker",
+                "--node-ip",
+                "10.0.0.5",
+                "--hostname-override",
+                "node-1",
             ]
         );
     }
 
     #[test]
     fn hostname_with_trailing_newline_is_trimmed() {
-        let i = Inputs { hostname: Some(b"worker-7\n".to_vec()), ..Default::default() };
+        let i = Inputs {
+            hostname: Some(b"worker-7\n".to_vec()),
+            ..Default::default()
+        };
         assert_eq!(args(&i)[2..], ["--hostname-override", "worker-7"]);
     }
 
     #[test]
     fn empty_node_ip_is_omitted_without_a_problem() {
         for raw in [&b""[..], b"\n", b"  \r\n"] {
-            let i = Inputs { node_ip: Some(raw.to_vec()), ..Default::default() };
+            let i = Inputs {
+                node_ip: Some(raw.to_vec()),
+                ..Default::default()
+            };
             let (a, p) = kubelet_args(&i);
             assert_eq!(a, ["--config", CONFIG]);
             assert!(p.is_empty());
@@ -311,11 +347,20 @@ mod tests {
 
     #[test]
     fn invalid_node_ip_is_omitted_and_reported() {
-        let i = Inputs { node_ip: Some(b"10.0.0.300\n".to_vec()), ..Default::default() };
+        let i = Inputs {
+            node_ip: Some(b"10.0.0.300\n".to_vec()),
+            ..Default::default()
+        };
         let (a, p) = kubelet_args(&i);
         assert_eq!(a, ["--config", CONFIG]);
-        assert_eq!(p, ["/etc/kubernetes/node-ip: \"10.0.0.300\" is not an IP address; --node-ip not set"]);
-        assert_eq!(parse_node_ip(b" 10.0.0.1 , fd00::1\n"), Ok(Some("10.0.0.1,fd00::1".into())));
+        assert_eq!(
+            p,
+            ["/etc/kubernetes/node-ip: \"10.0.0.300\" is not an IP address; --node-ip not set"]
+        );
+        assert_eq!(
+            parse_node_ip(b" 10.0.0.1 , fd00::1\n"),
+            Ok(Some("10.0.0.1,fd00::1".into()))
+        );
     }
 
     #[test]
@@ -328,15 +373,21 @@ mod tests {
         let (ok, bad) = parse_labels(raw.as_bytes());
         assert_eq!(ok, ["good=yes", "kubernetes.io/role="]);
         assert_eq!(bad.len(), 5, "{bad:?}");
-        assert!(bad[0].starts_with("/etc/kubernetes/node-labels line 3: \"no-equals\": not key=value"));
+        assert!(
+            bad[0].starts_with("/etc/kubernetes/node-labels line 3: \"no-equals\": not key=value")
+        );
         assert!(bad[3].contains("line 7: 402 characters, longer than any valid label"));
     }
 
     #[test]
     fn crio_gets_the_store_as_an_additional_image_store() {
         let a = crio_args(Some("/var/lib/kios/store"));
-        assert!(a.windows(2).any(|w| w == ["--storage-opt", "overlay.imagestore=/var/lib/kios/store"]));
+        assert!(a
+            .windows(2)
+            .any(|w| w == ["--storage-opt", "overlay.imagestore=/var/lib/kios/store"]));
         assert!(!crio_args(None).iter().any(|x| x == "--storage-opt"));
-        assert!(crio_args(None).windows(2).any(|w| w == ["--listen", CRIO_SOCKET]));
+        assert!(crio_args(None)
+            .windows(2)
+            .any(|w| w == ["--listen", CRIO_SOCKET]));
     }
 }

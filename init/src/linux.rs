@@ -120,7 +120,6 @@ pub fn clock_boottime() -> BootTime {
     BootTime::from_nanos(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
-
 pub fn read_at(path: &str, offset: u64, len: usize) -> Result<Vec<u8>, Errno> {
     let mut f = File::open(path).map_err(|e| Errno::from_io(&e))?;
     f.seek(SeekFrom::Start(offset))
@@ -363,7 +362,6 @@ impl System for Linux {
         }
     }
 
-
     fn umount(&mut self, target: &str, lazy: bool) -> Result<(), Errno> {
         let t = c_string(target)?;
         let flags = if lazy { libc::MNT_DETACH } else { 0 };
@@ -525,4 +523,3 @@ impl System for Linux {
         std::thread::sleep(duration);
     }
 }
-

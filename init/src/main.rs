@@ -82,7 +82,10 @@ fn run_as_pid1() -> ! {
     let store = storage.store.then_some(storage::STORE_MOUNT);
     let mut sup = Supervisor::new(kubelet::crio_args(store));
     if catch_unwind(AssertUnwindSafe(|| sup.start(&mut sys))).is_err() {
-        log::warn(&mut sys, "starting the services panicked (a bug); supervising what runs");
+        log::warn(
+            &mut sys,
+            "starting the services panicked (a bug); supervising what runs",
+        );
     }
     // A panic in one round (there should be none) is logged and the loop goes on:
     // PID 1 must never exit.

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::log::{BootTime, LogLine};
 use crate::system::{
-    ChildExit, Errno, Event, ExitStatus, ModuleError, Mount, MountFlags, MoveStats,
-    PowerAction, Spawn, System, WatchKind,
+    ChildExit, Errno, Event, ExitStatus, ModuleError, Mount, MountFlags, MoveStats, PowerAction,
+    Spawn, System, WatchKind,
 };
 
 /// One answer of `next_events`, in script order.
@@ -116,8 +116,10 @@ impl Recorder {
 
     /// A directory that `list_dir` lists (and `exists` finds).
     pub fn with_dir(mut self, path: &str, names: &[&str]) -> Self {
-        self.dirs
-            .insert(path.to_owned(), names.iter().map(|n| (*n).to_owned()).collect());
+        self.dirs.insert(
+            path.to_owned(),
+            names.iter().map(|n| (*n).to_owned()).collect(),
+        );
         self
     }
 
@@ -144,7 +146,6 @@ impl Recorder {
             })
             .collect()
     }
-
 
     /// The messages logged, in order.
     pub fn messages(&self) -> Vec<&str> {
@@ -232,7 +233,9 @@ impl System for Recorder {
     }
 
     fn env(&mut self, name: &str) -> Option<String> {
-        self.files.get(&format!("env:{name}")).map(|v| String::from_utf8_lossy(v).into_owned())
+        self.files
+            .get(&format!("env:{name}"))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     fn root_is_initramfs(&mut self) -> bool {
@@ -241,7 +244,11 @@ impl System for Recorder {
 
     fn move_root_entries(&mut self, newroot: &str) -> Result<MoveStats, Errno> {
         self.record(Call::MoveRootEntries(newroot.to_owned()))?;
-        Ok(MoveStats { entries: 10, bytes: 1000, failed: 0 })
+        Ok(MoveStats {
+            entries: 10,
+            bytes: 1000,
+            failed: 0,
+        })
     }
 
     fn switch_root(&mut self, newroot: &str) -> Result<(), Errno> {
@@ -249,7 +256,9 @@ impl System for Recorder {
     }
 
     fn reexec(&mut self) -> Errno {
-        self.record(Call::Reexec).err().unwrap_or(Errno(libc::ENOSYS))
+        self.record(Call::Reexec)
+            .err()
+            .unwrap_or(Errno(libc::ENOSYS))
     }
 
     fn start_events(&mut self, socket: &str) -> Result<(), Errno> {
@@ -290,7 +299,10 @@ impl System for Recorder {
                 vec![Event::FileAppeared(path)]
             }
             Some(Step::Exit(pid, code)) => vec![Event::ChildExited {
-                exit: ChildExit { pid, status: ExitStatus::Exited(code) },
+                exit: ChildExit {
+                    pid,
+                    status: ExitStatus::Exited(code),
+                },
                 last_lines: vec![format!("STANDIN pid {pid} says bye")],
             }],
             Some(Step::Timeout) | None => {
@@ -311,7 +323,9 @@ impl System for Recorder {
     }
 
     fn power(&mut self, action: PowerAction) -> Errno {
-        self.record(Call::Power(action)).err().unwrap_or(Errno(libc::ENOSYS))
+        self.record(Call::Power(action))
+            .err()
+            .unwrap_or(Errno(libc::ENOSYS))
     }
 
     fn write_file(&mut self, path: &str, contents: &[u8]) -> Result<(), Errno> {

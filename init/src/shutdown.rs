@@ -25,7 +25,9 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|o| b[i] == b'\\' && o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|o| b[i] == b'\\' && o.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(o) => {
                 let v = o.iter().fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
@@ -72,7 +74,10 @@ pub fn finish(sys: &mut dyn System, action: PowerAction) {
             Err(e) => warn(sys, &format!("cannot unmount {target}: {e}")),
         }
     }
-    info(sys, &format!("unmounted {unmounted} filesystems, {lazy} lazily"));
+    info(
+        sys,
+        &format!("unmounted {unmounted} filesystems, {lazy} lazily"),
+    );
     sys.sync();
     info(sys, &format!("{action} now"));
     let e = sys.power(action);
@@ -127,10 +132,17 @@ mod tests {
     fn a_busy_mount_is_detached_lazily_as_a_last_resort() {
         let mut rec = Recorder::new()
             .with_file(MOUNTS, MOUNTS_TEXT)
-            .fail_when(|c| matches!(c, Call::Umount(t, false) if t == "/dev").then_some(Errno(libc::EBUSY)));
+            .fail_when(|c| {
+                matches!(c, Call::Umount(t, false) if t == "/dev").then_some(Errno(libc::EBUSY))
+            });
         finish(&mut rec, PowerAction::Reboot);
         assert!(rec.calls.contains(&Call::Umount("/dev".into(), true)));
-        assert!(rec.messages().contains(&"unmounted 5 filesystems, 1 lazily"));
-        assert_eq!(rec.calls.iter().rev().find(|c| matches!(c, Call::Power(_))), Some(&Call::Power(PowerAction::Reboot)));
+        assert!(rec
+            .messages()
+            .contains(&"unmounted 5 filesystems, 1 lazily"));
+        assert_eq!(
+            rec.calls.iter().rev().find(|c| matches!(c, Call::Power(_))),
+            Some(&Call::Power(PowerAction::Reboot))
+        );
     }
 }

@@ -69,8 +69,8 @@ pub struct Found {
 pub fn data_arg(cmdline: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(cmdline);
     text.split_ascii_whitespace()
-        .filter_map(|w| w.strip_prefix("kios.data="))
-        .last()
+        .rev()
+        .find_map(|w| w.strip_prefix("kios.data="))
         .filter(|v| v.starts_with("/dev/") && !v.contains(".."))
         .map(str::to_owned)
 }
@@ -154,7 +154,10 @@ pub fn find(sys: &mut dyn System) -> Found {
         let waited = sys.boot_time().since(start);
         if found.data.is_some() || waited >= DEVICE_WAIT {
             if waited >= DEVICE_POLL {
-                info(sys, &format!("waited {} ms for block devices", waited.as_millis()));
+                info(
+                    sys,
+                    &format!("waited {} ms for block devices", waited.as_millis()),
+                );
             }
             if found.data.is_none() {
                 match &named {
@@ -188,7 +191,10 @@ pub fn setup(sys: &mut dyn System) -> Storage {
         ),
     }
     if let Err(e) = sys.mkdir_all("/var/log/kios", 0o755) {
-        warn(sys, &format!("cannot create /var/log/kios: {e}; service logs are not kept"));
+        warn(
+            sys,
+            &format!("cannot create /var/log/kios: {e}; service logs are not kept"),
+        );
     }
     storage
 }
@@ -201,11 +207,17 @@ fn mount_data(sys: &mut dyn System, dev: &str) -> bool {
         flags: MountFlags::NOSUID.union(MountFlags::NODEV),
         data: None,
     };
-    if let Err(e) = sys.mkdir_all(DATA_MOUNT, 0o755).and_then(|()| sys.mount(&m)) {
+    if let Err(e) = sys
+        .mkdir_all(DATA_MOUNT, 0o755)
+        .and_then(|()| sys.mount(&m))
+    {
         warn(sys, &format!("mounting the data partition {dev} on {DATA_MOUNT} failed: {e}; state is kept in memory and lost at reboot"));
         return false;
     }
-    info(sys, &format!("mounted data partition {dev} on {DATA_MOUNT}"));
+    info(
+        sys,
+        &format!("mounted data partition {dev} on {DATA_MOUNT}"),
+    );
     let first_boot = !sys.exists(LAYOUT_MARKER);
     for dir in LAYOUT {
         if let Err(e) = sys.mkdir_all(&format!("{DATA_MOUNT}/{dir}"), 0o755) {
@@ -229,10 +241,14 @@ fn mount_data(sys: &mut dyn System, dev: &str) -> bool {
         };
         match sys.mkdir_all(target, 0o755).and_then(|()| sys.mount(&m)) {
             Ok(()) => info(sys, &format!("bound {source} on {target}")),
-            Err(e) => warn(sys, &format!("binding {source} on {target} failed: {e}; {target} stays in memory")),
+            Err(e) => warn(
+                sys,
+                &format!("binding {source} on {target} failed: {e}; {target} stays in memory"),
+            ),
         }
     }
-    let options = format!("lowerdir=/etc,upperdir={DATA_MOUNT}/etc/upper,workdir={DATA_MOUNT}/etc/work");
+    let options =
+        format!("lowerdir=/etc,upperdir={DATA_MOUNT}/etc/upper,workdir={DATA_MOUNT}/etc/work");
     let m = Mount {
         source: Some("overlay"),
         target: "/etc",
@@ -241,8 +257,14 @@ fn mount_data(sys: &mut dyn System, dev: &str) -> bool {
         data: Some(&options),
     };
     match sys.mount(&m) {
-        Ok(()) => info(sys, "mounted the /etc overlay (changes kept on the data partition)"),
-        Err(e) => warn(sys, &format!("mounting the /etc overlay failed: {e}; changes to /etc are lost at reboot")),
+        Ok(()) => info(
+            sys,
+            "mounted the /etc overlay (changes kept on the data partition)",
+        ),
+        Err(e) => warn(
+            sys,
+            &format!("mounting the /etc overlay failed: {e}; changes to /etc are lost at reboot"),
+        ),
     }
     true
 }
@@ -257,13 +279,23 @@ fn mount_store(sys: &mut dyn System, dev: &str) -> bool {
             .union(MountFlags::NODEV),
         data: None,
     };
-    match sys.mkdir_all(STORE_MOUNT, 0o755).and_then(|()| sys.mount(&m)) {
+    match sys
+        .mkdir_all(STORE_MOUNT, 0o755)
+        .and_then(|()| sys.mount(&m))
+    {
         Ok(()) => {
-            info(sys, &format!("mounted store partition {dev} on {STORE_MOUNT} (read-only)"));
+            info(
+                sys,
+                &format!("mounted store partition {dev} on {STORE_MOUNT} (read-only)"),
+            );
             true
         }
         Err(e) => {
-            let hint = if e == Errno(libc::ENODEV) { " (is the erofs module listed?)" } else { "" };
+            let hint = if e == Errno(libc::ENODEV) {
+                " (is the erofs module listed?)"
+            } else {
+                ""
+            };
             warn(sys, &format!("mounting the store partition {dev} failed: {e}{hint}; CRI-O starts without an additional image store"));
             false
         }
@@ -329,7 +361,13 @@ mod tests {
     fn data_store_binds_and_overlay_are_mounted_in_order() {
         let mut rec = disk(Recorder::new(), &[ESP, STORE_TYPE, DATA_TYPE]);
         let s = setup(&mut rec);
-        assert_eq!(s, Storage { data: true, store: true });
+        assert_eq!(
+            s,
+            Storage {
+                data: true,
+                store: true
+            }
+        );
         let m = mounts(&rec);
         let expect = [
             ("/dev/vda3", DATA_MOUNT),
@@ -342,12 +380,20 @@ mod tests {
         let got: Vec<(&str, &str)> = m.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         assert_eq!(got, expect);
         let store_flags = rec.calls.iter().find_map(|c| match c {
-            Call::Mount { target, flags, fstype, .. } if target == STORE_MOUNT => Some((*flags, fstype.clone())),
+            Call::Mount {
+                target,
+                flags,
+                fstype,
+                ..
+            } if target == STORE_MOUNT => Some((*flags, fstype.clone())),
             _ => None,
         });
         assert_eq!(
             store_flags,
-            Some((MountFlags(libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV), Some("erofs".into())))
+            Some((
+                MountFlags(libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV),
+                Some("erofs".into())
+            ))
         );
         let overlay = rec.calls.iter().find_map(|c| match c {
             Call::Mount { target, data, .. } if target == "/etc" => data.clone(),
@@ -360,9 +406,16 @@ mod tests {
     fn first_boot_creates_the_layout_and_the_marker() {
         let mut rec = disk(Recorder::new(), &[ESP, DATA_TYPE]);
         setup(&mut rec);
-        assert!(rec.calls.contains(&Call::MkdirAll("/var/lib/kios/data/etc/upper".into(), 0o755)));
-        assert!(rec.calls.contains(&Call::CreateFile(LAYOUT_MARKER.into(), b"1\n".to_vec())));
-        assert!(rec.messages().contains(&"first boot: created the data partition layout"));
+        assert!(rec.calls.contains(&Call::MkdirAll(
+            "/var/lib/kios/data/etc/upper".into(),
+            0o755
+        )));
+        assert!(rec
+            .calls
+            .contains(&Call::CreateFile(LAYOUT_MARKER.into(), b"1\n".to_vec())));
+        assert!(rec
+            .messages()
+            .contains(&"first boot: created the data partition layout"));
     }
 
     #[test]
@@ -377,8 +430,16 @@ mod tests {
     fn no_store_partition_degrades_with_a_clear_line() {
         let mut rec = disk(Recorder::new(), &[ESP, DATA_TYPE]);
         let s = setup(&mut rec);
-        assert_eq!(s, Storage { data: true, store: false });
-        assert!(rec.messages().contains(&"no store partition; CRI-O starts without an additional image store"));
+        assert_eq!(
+            s,
+            Storage {
+                data: true,
+                store: false
+            }
+        );
+        assert!(rec
+            .messages()
+            .contains(&"no store partition; CRI-O starts without an additional image store"));
     }
 
     #[test]
@@ -388,14 +449,29 @@ mod tests {
         assert_eq!(s, Storage::default());
         assert!(mounts(&rec).is_empty());
         let m = rec.messages();
-        assert!(m.iter().any(|l| l.starts_with("no data partition (GPT type 97AAC693-D920-465A-94FE-EB59FC86DFAA) after 5000 ms")), "{m:?}");
-        let slept: Duration = rec.calls.iter().filter_map(|c| match c { Call::Sleep(d) => Some(*d), _ => None }).sum();
+        assert!(
+            m.iter().any(|l| l.starts_with(
+                "no data partition (GPT type 97AAC693-D920-465A-94FE-EB59FC86DFAA) after 5000 ms"
+            )),
+            "{m:?}"
+        );
+        let slept: Duration = rec
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Sleep(d) => Some(*d),
+                _ => None,
+            })
+            .sum();
         assert!(slept <= DEVICE_WAIT + DEVICE_POLL, "{slept:?}");
     }
 
     #[test]
     fn kios_data_names_the_device() {
-        assert_eq!(data_arg(b"console=ttyS0 kios.data=/dev/sdb1 quiet\n"), Some("/dev/sdb1".into()));
+        assert_eq!(
+            data_arg(b"console=ttyS0 kios.data=/dev/sdb1 quiet\n"),
+            Some("/dev/sdb1".into())
+        );
         assert_eq!(data_arg(b"kios.data=sdb1"), None);
         assert_eq!(data_arg(b"kios.data=/dev/../etc"), None);
         let mut rec = disk(Recorder::new(), &[ESP, DATA_TYPE])
@@ -409,7 +485,9 @@ mod tests {
         let mut rec = disk(Recorder::new(), &[ESP, DATA_TYPE]).fail_mount(DATA_MOUNT, libc::EINVAL);
         let s = setup(&mut rec);
         assert!(!s.data);
-        assert!(rec.messages().iter().any(|m| m.starts_with("mounting the data partition /dev/vda2 on /var/lib/kios/data failed: EINVAL")));
+        assert!(rec.messages().iter().any(|m| m.starts_with(
+            "mounting the data partition /dev/vda2 on /var/lib/kios/data failed: EINVAL"
+        )));
         assert_eq!(mounts(&rec).len(), 1);
     }
 }

@@ -55,10 +55,20 @@ enum Run {
     Idle,
     /// Its program is missing: never started.
     Disabled,
-    Running { pid: i32, since: BootTime, args: Vec<String> },
+    Running {
+        pid: i32,
+        since: BootTime,
+        args: Vec<String>,
+    },
     /// Sent TERM; KILL at `kill_at`; start again on exit when `restart`.
-    Stopping { pid: i32, kill_at: BootTime, restart: bool },
-    Backoff { until: BootTime },
+    Stopping {
+        pid: i32,
+        kill_at: BootTime,
+        restart: bool,
+    },
+    Backoff {
+        until: BootTime,
+    },
 }
 
 struct Svc {
@@ -80,9 +90,20 @@ impl Svc {
 enum Phase {
     Up,
     /// Clients were told; waiting for `0x02` until `deadline`.
-    Requested { action: PowerAction, deadline: BootTime },
-    Stopping { action: PowerAction, which: Service },
-    KillingAll { action: PowerAction, kill_at: BootTime, killed: bool, check_at: BootTime },
+    Requested {
+        action: PowerAction,
+        deadline: BootTime,
+    },
+    Stopping {
+        action: PowerAction,
+        which: Service,
+    },
+    KillingAll {
+        action: PowerAction,
+        kill_at: BootTime,
+        killed: bool,
+        check_at: BootTime,
+    },
     /// `reboot(2)` failed; nothing more to do.
     Halted,
 }
@@ -98,7 +119,11 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(crio_args: Vec<String>) -> Self {
-        let svc = |program| Svc { program, run: Run::Idle, failures: 0 };
+        let svc = |program| Svc {
+            program,
+            run: Run::Idle,
+            failures: 0,
+        };
         Self {
             crio: svc(CRIO),
             kubelet: svc(KUBELET),
@@ -120,7 +145,10 @@ impl Supervisor {
     /// wait).
     pub fn start(&mut self, sys: &mut dyn System) {
         if let Err(e) = sys.start_events(SOCKET) {
-            warn(sys, &format!("cannot set up signals, inotify or {SOCKET}: {e}; supervising by polling"));
+            warn(
+                sys,
+                &format!("cannot set up signals, inotify or {SOCKET}: {e}; supervising by polling"),
+            );
         } else {
             info(sys, &format!("listening on {SOCKET}"));
         }
@@ -130,8 +158,14 @@ impl Supervisor {
             }
         }
         // Watched by the names the events are compared with.
-        for (dir, kind) in [("/var/run/crio", WatchKind::Created), ("/etc/kubernetes", WatchKind::Written)] {
-            if let Err(e) = sys.mkdir_all(dir, 0o755).and_then(|()| sys.watch_dir(dir, kind)) {
+        for (dir, kind) in [
+            ("/var/run/crio", WatchKind::Created),
+            ("/etc/kubernetes", WatchKind::Written),
+        ] {
+            if let Err(e) = sys
+                .mkdir_all(dir, 0o755)
+                .and_then(|()| sys.watch_dir(dir, kind))
+            {
                 warn(sys, &format!("cannot watch {dir}: {e}"));
             }
         }
@@ -168,7 +202,12 @@ impl Supervisor {
         }
         match self.phase {
             Phase::Requested { deadline, .. } => d.push(deadline),
-            Phase::KillingAll { kill_at, check_at, killed, .. } => {
+            Phase::KillingAll {
+                kill_at,
+                check_at,
+                killed,
+                ..
+            } => {
                 d.push(check_at);
                 if !killed {
                     d.push(kill_at);
@@ -184,8 +223,12 @@ impl Supervisor {
             Event::ChildExited { exit, last_lines } => self.child_exited(sys, exit, &last_lines),
             Event::FileAppeared(path) => self.file_appeared(sys, &path),
             Event::Command(byte) => self.command(sys, byte),
-            Event::Signal(libc::SIGTERM) => self.request_shutdown(sys, PowerAction::PowerOff, "SIGTERM"),
-            Event::Signal(libc::SIGINT) => self.request_shutdown(sys, PowerAction::Reboot, "SIGINT (ctrl-alt-del)"),
+            Event::Signal(libc::SIGTERM) => {
+                self.request_shutdown(sys, PowerAction::PowerOff, "SIGTERM")
+            }
+            Event::Signal(libc::SIGINT) => {
+                self.request_shutdown(sys, PowerAction::Reboot, "SIGINT (ctrl-alt-del)")
+            }
             Event::Signal(libc::SIGUSR1) => self.restart(sys, Service::Kubelet, "SIGUSR1"),
             Event::Signal(other) => info(sys, &format!("signal {other} ignored")),
         }
@@ -193,8 +236,12 @@ impl Supervisor {
 
     fn command(&mut self, sys: &mut dyn System, byte: u8) {
         match byte {
-            CMD_SHUTDOWN => self.request_shutdown(sys, PowerAction::PowerOff, "0x01 on the system socket"),
-            CMD_REBOOT => self.request_shutdown(sys, PowerAction::Reboot, "0x05 on the system socket"),
+            CMD_SHUTDOWN => {
+                self.request_shutdown(sys, PowerAction::PowerOff, "0x01 on the system socket")
+            }
+            CMD_REBOOT => {
+                self.request_shutdown(sys, PowerAction::Reboot, "0x05 on the system socket")
+            }
             CMD_CONTINUE => match self.phase {
                 Phase::Requested { action, .. } => {
                     info(sys, "0x02: continuing the shutdown");
@@ -204,7 +251,10 @@ impl Supervisor {
             },
             CMD_RESTART_KUBELET => self.restart(sys, Service::Kubelet, "0x03 on the system socket"),
             CMD_RESTART_CRIO => self.restart(sys, Service::Crio, "0x04 on the system socket"),
-            other => warn(sys, &format!("unknown command byte {other:#04x} on {SOCKET}; ignored")),
+            other => warn(
+                sys,
+                &format!("unknown command byte {other:#04x} on {SOCKET}; ignored"),
+            ),
         }
     }
 
@@ -215,7 +265,10 @@ impl Supervisor {
         let program = self.svc(s).program;
         if !sys.exists(program) {
             self.svc(s).run = Run::Disabled;
-            warn(sys, &format!("{s}: {program} is missing; {s} is not started"));
+            warn(
+                sys,
+                &format!("{s}: {program} is missing; {s} is not started"),
+            );
             if s == Service::Crio {
                 self.socket_ready = true;
                 info(sys, "the kubelet starts without waiting for CRI-O");
@@ -241,15 +294,26 @@ impl Supervisor {
         match sys.spawn(&spawn) {
             Ok(pid) => {
                 let since = sys.boot_time();
-                info(sys, &format!("{s} started (pid {pid}): {program} {}", args.join(" ")));
+                info(
+                    sys,
+                    &format!("{s} started (pid {pid}): {program} {}", args.join(" ")),
+                );
                 self.svc(s).run = Run::Running { pid, since, args };
             }
             Err(e) => {
                 let svc = self.svc(s);
                 svc.failures = svc.failures.saturating_add(1);
                 let delay = backoff(svc.failures);
-                self.svc(s).run = Run::Backoff { until: sys.boot_time().plus(delay) };
-                warn(sys, &format!("starting {s} failed: {e}; trying again in {} ms", delay.as_millis()));
+                self.svc(s).run = Run::Backoff {
+                    until: sys.boot_time().plus(delay),
+                };
+                warn(
+                    sys,
+                    &format!(
+                        "starting {s} failed: {e}; trying again in {} ms",
+                        delay.as_millis()
+                    ),
+                );
             }
         }
     }
@@ -261,7 +325,10 @@ impl Supervisor {
     }
 
     fn child_exited(&mut self, sys: &mut dyn System, exit: ChildExit, last_lines: &[String]) {
-        let Some(s) = Service::ALL.into_iter().find(|s| self.svc(*s).pid() == Some(exit.pid)) else {
+        let Some(s) = Service::ALL
+            .into_iter()
+            .find(|s| self.svc(*s).pid() == Some(exit.pid))
+        else {
             info(sys, &format!("reaped pid {}: {}", exit.pid, exit.status));
             return;
         };
@@ -269,14 +336,25 @@ impl Supervisor {
         let run = std::mem::replace(&mut self.svc(s).run, Run::Idle);
         match run {
             Run::Stopping { restart, .. } => {
-                info(sys, &format!("{s} stopped (pid {}, {})", exit.pid, exit.status));
+                info(
+                    sys,
+                    &format!("{s} stopped (pid {}, {})", exit.pid, exit.status),
+                );
                 if restart {
                     self.start_service(sys, s);
                 }
             }
             Run::Running { since, .. } => {
                 let ran = now.since(since);
-                warn(sys, &format!("{s} (pid {}) {} after {} ms", exit.pid, exit.status, ran.as_millis()));
+                warn(
+                    sys,
+                    &format!(
+                        "{s} (pid {}) {} after {} ms",
+                        exit.pid,
+                        exit.status,
+                        ran.as_millis()
+                    ),
+                );
                 if exit.status != ExitStatus::Exited(0) && !last_lines.is_empty() {
                     warn(sys, &format!("last lines of {s}:"));
                     for line in last_lines {
@@ -291,8 +369,16 @@ impl Supervisor {
                     svc.failures = svc.failures.saturating_add(1);
                     let delay = backoff(svc.failures);
                     let failures = svc.failures;
-                    svc.run = Run::Backoff { until: now.plus(delay) };
-                    info(sys, &format!("restarting {s} in {} ms (failure {failures} in a row)", delay.as_millis()));
+                    svc.run = Run::Backoff {
+                        until: now.plus(delay),
+                    };
+                    info(
+                        sys,
+                        &format!(
+                            "restarting {s} in {} ms (failure {failures} in a row)",
+                            delay.as_millis()
+                        ),
+                    );
                 }
             }
             other => self.svc(s).run = other,
@@ -319,7 +405,10 @@ impl Supervisor {
         if &new_args != args {
             self.restart(sys, Service::Kubelet, &format!("{path} appeared"));
         } else {
-            info(sys, &format!("{path} written; the kubelet's flags are unchanged"));
+            info(
+                sys,
+                &format!("{path} written; the kubelet's flags are unchanged"),
+            );
         }
     }
 
@@ -336,7 +425,11 @@ impl Supervisor {
                 let _ = sys.signal(pid, libc::SIGTERM);
                 let svc = self.svc(s);
                 svc.failures = 0;
-                svc.run = Run::Stopping { pid, kill_at: now.plus(STOP_GRACE), restart: true };
+                svc.run = Run::Stopping {
+                    pid,
+                    kill_at: now.plus(STOP_GRACE),
+                    restart: true,
+                };
             }
             Run::Backoff { .. } => {
                 info(sys, &format!("{why}: starting {s} now"));
@@ -344,9 +437,10 @@ impl Supervisor {
                 self.start_service(sys, s);
             }
             Run::Stopping { .. } => info(sys, &format!("{why}: {s} is already stopping")),
-            Run::Idle if s == Service::Kubelet && !self.socket_ready => {
-                info(sys, &format!("{why}: the kubelet still waits for CRI-O's socket"))
-            }
+            Run::Idle if s == Service::Kubelet && !self.socket_ready => info(
+                sys,
+                &format!("{why}: the kubelet still waits for CRI-O's socket"),
+            ),
             Run::Idle => self.start_service(sys, s),
             Run::Disabled => warn(sys, &format!("{why}: {s} is not installed")),
         }
@@ -369,7 +463,10 @@ impl Supervisor {
                 self.svc(s).run = Run::Idle;
             }
         }
-        self.phase = Phase::Stopping { action, which: Service::Kubelet };
+        self.phase = Phase::Stopping {
+            action,
+            which: Service::Kubelet,
+        };
         self.stop(sys, Service::Kubelet);
         self.advance_shutdown(sys);
     }
@@ -379,7 +476,11 @@ impl Supervisor {
             info(sys, &format!("stopping {s} (TERM to pid {pid})"));
             let _ = sys.signal(pid, libc::SIGTERM);
             let kill_at = sys.boot_time().plus(STOP_GRACE);
-            self.svc(s).run = Run::Stopping { pid, kill_at, restart: false };
+            self.svc(s).run = Run::Stopping {
+                pid,
+                kill_at,
+                restart: false,
+            };
         }
     }
 
@@ -392,7 +493,10 @@ impl Supervisor {
                         return;
                     }
                     if which == Service::Kubelet {
-                        self.phase = Phase::Stopping { action, which: Service::Crio };
+                        self.phase = Phase::Stopping {
+                            action,
+                            which: Service::Crio,
+                        };
                         self.stop(sys, Service::Crio);
                     } else {
                         info(sys, "stopping every other process (TERM)");
@@ -406,7 +510,12 @@ impl Supervisor {
                         };
                     }
                 }
-                Phase::KillingAll { action, kill_at, killed, .. } => {
+                Phase::KillingAll {
+                    action,
+                    kill_at,
+                    killed,
+                    ..
+                } => {
                     let now = sys.boot_time();
                     // Every process is a descendant of PID 1 (orphans are adopted), so
                     // with no children left, no process is left.
@@ -415,14 +524,33 @@ impl Supervisor {
                         return;
                     }
                     if !killed && now >= kill_at {
-                        warn(sys, &format!("processes still running after {} s; sending KILL", KILL_ALL_GRACE.as_secs()));
+                        warn(
+                            sys,
+                            &format!(
+                                "processes still running after {} s; sending KILL",
+                                KILL_ALL_GRACE.as_secs()
+                            ),
+                        );
                         let _ = sys.signal(-1, libc::SIGKILL);
-                        self.phase = Phase::KillingAll { action, kill_at, killed: true, check_at: now.plus(KILL_ALL_POLL) };
+                        self.phase = Phase::KillingAll {
+                            action,
+                            kill_at,
+                            killed: true,
+                            check_at: now.plus(KILL_ALL_POLL),
+                        };
                     } else if killed && now >= kill_at.plus(KILL_ALL_GRACE) {
-                        warn(sys, "processes survive KILL (blocked in the kernel); going on");
+                        warn(
+                            sys,
+                            "processes survive KILL (blocked in the kernel); going on",
+                        );
                         self.finish(sys, action);
                     } else {
-                        self.phase = Phase::KillingAll { action, kill_at, killed, check_at: now.plus(KILL_ALL_POLL) };
+                        self.phase = Phase::KillingAll {
+                            action,
+                            kill_at,
+                            killed,
+                            check_at: now.plus(KILL_ALL_POLL),
+                        };
                     }
                     return;
                 }
@@ -450,7 +578,13 @@ impl Supervisor {
                     self.start_service(sys, s);
                 }
                 Run::Stopping { pid, kill_at, .. } if now >= kill_at => {
-                    warn(sys, &format!("{s} (pid {pid}) did not stop within {} s; sending KILL", STOP_GRACE.as_secs()));
+                    warn(
+                        sys,
+                        &format!(
+                            "{s} (pid {pid}) did not stop within {} s; sending KILL",
+                            STOP_GRACE.as_secs()
+                        ),
+                    );
                     let _ = sys.signal(pid, libc::SIGKILL);
                     if let Run::Stopping { kill_at, .. } = &mut self.svc(s).run {
                         *kill_at = now.plus(STOP_GRACE);
@@ -463,14 +597,26 @@ impl Supervisor {
             if let Some(d) = self.socket_deadline {
                 if now >= d {
                     self.socket_ready = true;
-                    warn(sys, &format!("no CRI-O socket after {} s; starting the kubelet anyway", SOCKET_WAIT.as_secs()));
+                    warn(
+                        sys,
+                        &format!(
+                            "no CRI-O socket after {} s; starting the kubelet anyway",
+                            SOCKET_WAIT.as_secs()
+                        ),
+                    );
                     self.maybe_start_kubelet(sys);
                 }
             }
         }
         match self.phase {
             Phase::Requested { action, deadline } if now >= deadline => {
-                warn(sys, &format!("no 0x02 within {} s; continuing the shutdown", SOFT_SHUTDOWN_GRACE.as_secs()));
+                warn(
+                    sys,
+                    &format!(
+                        "no 0x02 within {} s; continuing the shutdown",
+                        SOFT_SHUTDOWN_GRACE.as_secs()
+                    ),
+                );
                 self.begin_stopping(sys, action);
             }
             Phase::KillingAll { check_at, .. } if now >= check_at => self.advance_shutdown(sys),

@@ -13,8 +13,8 @@ pub fn mode(name: &str, default: &str) -> String {
     let key = format!("kios.test.{name}=");
     cmdline
         .split_ascii_whitespace()
-        .filter_map(|w| w.strip_prefix(key.as_str()))
-        .last()
+        .rev()
+        .find_map(|w| w.strip_prefix(key.as_str()))
         .unwrap_or(default)
         .to_owned()
 }
