@@ -297,6 +297,7 @@ pub fn oci_layout(layout: &Path, tag: &str, layers: &[&Path]) -> String {
     )
     .unwrap();
     md
+}
 
 /// Boots `img` itself (writable) in QEMU until the guest powers off or `timeout`
 /// passes. Returns whether QEMU exited by itself, and the serial log.
