@@ -14,6 +14,7 @@ pub mod inputs;
 pub mod inspect;
 pub mod kernel;
 pub mod oci;
+pub mod pods;
 pub mod profile;
 pub mod tree;
 pub mod units;
