@@ -244,10 +244,8 @@ pub fn add_to_tree(g: &Generated, tree: &mut crate::tree::Tree) -> Result<(), cr
 
 /// YAML as kubectl would write it: plain scalars, no folded long strings.
 pub(crate) fn to_yaml<T: serde::Serialize>(value: &T, what: &str) -> Result<String, PodsError> {
-    let options = serde_saphyr::SerializerOptions {
-        prefer_block_scalars: false,
-        ..Default::default()
-    };
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.prefer_block_scalars = false;
     serde_saphyr::to_string_with_options(value, options).map_err(|e| PodsError::Serialize {
         what: what.to_string(),
         message: e.to_string(),
