@@ -462,3 +462,213 @@ proptest! {
         }
     }
 }
+
+// ---- the real consumer: podman kube play ----
+
+/// An OCI layout `DIR:busybox` whose one layer holds the static busybox of the
+/// offline inputs as /bin/busybox (tar, gzip and JSON written here).
+fn busybox_layout(dir: &Path) -> PathBuf {
+    use sha2::Digest as _;
+    let root = dir.join("root/bin");
+    fs::create_dir_all(&root).unwrap();
+    fs::copy(common::inputs().join("system/bin/busybox"), root.join("busybox")).unwrap();
+    let tar = dir.join("layer.tar");
+    let ok = Command::new("tar")
+        .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C"])
+        .arg(dir.join("root"))
+        .arg("-cf")
+        .arg(&tar)
+        .arg("bin")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let tar_bytes = fs::read(&tar).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar_bytes).unwrap();
+    let gz = gz.finish().unwrap();
+    let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+    let layout = dir.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| {
+        let h = sha(b);
+        fs::write(blobs.join(&h), b).unwrap();
+        (format!("sha256:{h}"), b.len())
+    };
+    let (layer, layer_len) = put(&gz);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": ["/bin/busybox"], "Cmd": ["sleep", "2147483647"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha(&tar_bytes))]}
+    });
+    let (cfg, cfg_len) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": cfg_len},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_len}]
+    });
+    let (man, man_len) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": man, "size": man_len,
+                       "annotations": {"org.opencontainers.image.ref.name": "busybox"}}]
+    });
+    fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    layout
+}
+
+struct Podman {
+    conf: PathBuf,
+    root: PathBuf,
+    runroot: PathBuf,
+}
+
+impl Podman {
+    fn new(dir: &Path) -> Podman {
+        common::require_tool("podman", "podman runc");
+        common::require_tool("runc", "runc");
+        let conf = dir.join("containers.conf");
+        fs::write(
+            &conf,
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n# The pod's infra (pause) container from the store too, as on a node\n# (the image's command sleeps).\ninfra_image = \"localhost/kios/busybox:latest\"\n",
+        )
+        .unwrap();
+        Podman {
+            conf,
+            root: dir.join("storage"),
+            runroot: dir.join("run"),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> (bool, String) {
+        let o = Command::new("podman")
+            .env("CONTAINERS_CONF", &self.conf)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--runroot")
+            .arg(&self.runroot)
+            .args(["--storage-driver", "overlay"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            format!(
+                "podman {args:?}:\n{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+}
+
+#[test]
+fn podman_runs_each_generated_pod_from_the_store_with_exactly_its_capabilities() {
+    // podman names an image pulled from oci:DIR after DIR: keep it lower-case.
+    let d = tempfile::Builder::new()
+        .prefix(&format!("kios-pods-{}", std::process::id()))
+        .rand_bytes(0)
+        .tempdir()
+        .unwrap();
+    let layout = busybox_layout(d.path());
+    let podman = Podman::new(d.path());
+    // Load the image into the store from the layout (no registry), and give it the
+    // name the resolver writes in the manifests.
+    let (ok, t) = podman.run(&["pull", &format!("oci:{}:busybox", layout.display())]);
+    assert!(ok, "{t}");
+    // `pull` prints the image id last.
+    let id = t
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no image id in {t}"))
+        .to_string();
+    let (ok, t) = podman.run(&["tag", &id, "localhost/kios/busybox:latest"]);
+    assert!(ok, "{t}");
+    let work = d.path().join("hostdir");
+    fs::create_dir_all(&work).unwrap();
+    let show = "[/bin/busybox, sh, -c, 'grep CapEff /proc/self/status; touch /probe 2>/dev/null && echo rootfs-writable; sleep 300']";
+    let extra = format!(
+        "daemons:
+  - name: netcfg
+    image: oci:{l}:busybox
+    command: {show}
+    capabilities: [NET_ADMIN, NET_RAW]
+    hostNetwork: true
+    oneshot: true
+  - name: clock
+    image: oci:{l}:busybox
+    command: {show}
+    capabilities: [SYS_TIME]
+    hostNetwork: true
+  - name: nothing
+    image: oci:{l}:busybox
+    command: {show}
+    hostPaths: [{{path: {w}, readOnly: false}}]
+  - name: several
+    image: oci:{l}:busybox
+    command: {show}
+    capabilities: [CHOWN, KILL, SETUID, NET_BIND_SERVICE]
+allow: {{hostPaths: [{w}]}}
+",
+        l = layout.display(),
+        w = work.display()
+    );
+    let p = profile_in(d.path(), &extra);
+    let prof = profile::load(&p).unwrap();
+    // A container cannot get more than this process may give (some sandboxes drop
+    // e.g. SYS_RESOURCE from the bounding set): then the test would prove nothing.
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    for daemon in &prof.node.daemons {
+        let want = caps::mask(daemon.capabilities.iter().map(|c| c.value.as_str()));
+        assert_eq!(want & bounding, want, "{}: the test runs without some of its capabilities", daemon.name.value);
+    }
+    let resolver = pods::local_layout_resolver(&prof.node, prof.arch).unwrap();
+    let g = pods::generate(&prof.node, &resolver).unwrap();
+    assert_eq!(g.pods.len(), 4);
+    for daemon in &prof.node.daemons {
+        let name = &daemon.name.value;
+        let f = file(&g, &format!("etc/kubernetes/manifests/{name}.yaml"));
+        let text = String::from_utf8(f.content.clone()).unwrap();
+        assert!(text.contains("image: localhost/kios/busybox@sha256:"), "{text}");
+        let manifest = d.path().join(format!("{name}.yaml"));
+        fs::write(&manifest, &text).unwrap();
+        let mut args = vec!["kube", "play"];
+        if !daemon.host_network {
+            // Pods without host network get none: the default bridge would change
+            // the host's iptables.
+            args.push("--network=none");
+        }
+        let m = manifest.display().to_string();
+        args.push(&m);
+        let (ok, t) = podman.run(&args);
+        assert!(ok, "{name}: {t}");
+        let container = format!("{name}-{name}");
+        let mut logs = String::new();
+        for _ in 0..100 {
+            let (_, t) = podman.run(&["logs", &container]);
+            logs = t;
+            if logs.contains("CapEff") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let (_, _) = podman.run(&["kube", "down", &m]);
+        let line = logs
+            .lines()
+            .find(|l| l.starts_with("CapEff:"))
+            .unwrap_or_else(|| panic!("{name}: no CapEff in\n{logs}"));
+        let got = u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).unwrap();
+        let want = caps::mask(daemon.capabilities.iter().map(|c| c.value.as_str()));
+        assert_eq!(got, want, "{name}: CapEff {got:#x}, declared {want:#x}");
+        assert!(!logs.contains("rootfs-writable"), "{name}: the root filesystem is writable");
+    }
+}
