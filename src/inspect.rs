@@ -329,17 +329,13 @@ fn static_pod(path: &str, data: &[u8]) -> StaticPodInfo {
     let parsed = std::str::from_utf8(data)
         .map_err(|e| e.to_string())
         .and_then(|t| {
-            serde_saphyr::from_str::<k8s_openapi::api::core::v1::Pod>(t).map_err(|e| {
-                e.to_string().lines().next().unwrap_or("").to_string()
-            })
+            serde_saphyr::from_str::<k8s_openapi::api::core::v1::Pod>(t)
+                .map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())
         });
     match parsed {
         Ok(pod) => {
-            let oneshot = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.restart_policy.as_deref())
-                == Some("OnFailure");
+            let oneshot =
+                pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure");
             StaticPodInfo {
                 file: format!("/{path}"),
                 summary: Some(crate::pods::summarize(&pod, "manifest", oneshot)),
@@ -445,8 +441,16 @@ pub fn render_text(i: &Inspection) -> String {
                     x.name,
                     x.images.join(", "),
                     if x.oneshot { " (one-shot)" } else { "" },
-                    if x.capabilities.is_empty() { "none".into() } else { x.capabilities.join(", ") },
-                    if access.is_empty() { "none".into() } else { access.join(", ") },
+                    if x.capabilities.is_empty() {
+                        "none".into()
+                    } else {
+                        x.capabilities.join(", ")
+                    },
+                    if access.is_empty() {
+                        "none".into()
+                    } else {
+                        access.join(", ")
+                    },
                 ));
             }
             None => s.push_str(&format!(

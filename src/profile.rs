@@ -815,7 +815,11 @@ fn merge_node(layers: &[(Layer, RawProfile)]) -> Result<NodeSpec, ProfileError> 
     for (layer, raw) in layers {
         if let Some(v) = raw.kubernetes.as_ref().and_then(|k| k.version.as_ref()) {
             let parsed = node::KubeVersion::parse(&v.value).map_err(|e| {
-                ProfileError::at(&layer.at(v), e, Some("write for example `version: \"1.34\"`".into()))
+                ProfileError::at(
+                    &layer.at(v),
+                    e,
+                    Some("write for example `version: \"1.34\"`".into()),
+                )
             })?;
             spec.kubernetes = Sourced {
                 value: parsed,
@@ -891,7 +895,8 @@ fn merge_kubelet(
             }
             None => value.clone(),
         };
-        out.config.insert(key.value.clone(), (layer.at(key), merged));
+        out.config
+            .insert(key.value.clone(), (layer.at(key), merged));
     }
     for (key, value) in k.labels.iter().flatten() {
         out.labels.insert(key.value.clone(), layer.sourced(value));
@@ -901,9 +906,17 @@ fn merge_kubelet(
     }
     for (raw, slot, field) in [
         (&k.kubeconfig, &mut out.kubeconfig, "kubelet.kubeconfig"),
-        (&k.bootstrap_kubeconfig, &mut out.bootstrap_kubeconfig, "kubelet.bootstrapKubeconfig"),
+        (
+            &k.bootstrap_kubeconfig,
+            &mut out.bootstrap_kubeconfig,
+            "kubelet.bootstrapKubeconfig",
+        ),
         (&k.cluster_ca, &mut out.cluster_ca, "kubelet.clusterCA"),
-        (&k.credential_provider, &mut out.credential_provider, "kubelet.credentialProvider"),
+        (
+            &k.credential_provider,
+            &mut out.credential_provider,
+            "kubelet.credentialProvider",
+        ),
     ] {
         let Some(r) = raw else { continue };
         *slot = Some(match (&r.file, &r.env) {
@@ -913,7 +926,8 @@ fn merge_kubelet(
             },
             (None, Some(e)) => {
                 let name = e.value.trim();
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
                     return Err(ProfileError::at(
                         &layer.at(e),
                         format!("`{field}.env`: `{name}` is not an environment variable name"),
@@ -965,7 +979,10 @@ fn merge_daemon(
         return Err(ProfileError::at(
             &layer.at(&d.name),
             format!("`{name}` is not a valid daemon name"),
-            Some("use lower-case letters, digits and '-', at most 63 characters (it names the pod)".into()),
+            Some(
+                "use lower-case letters, digits and '-', at most 63 characters (it names the pod)"
+                    .into(),
+            ),
         ));
     }
     let idx = match daemons.iter().position(|x| x.name.value == name) {
@@ -1058,7 +1075,9 @@ fn extra_file(layer: &Layer, f: &RawFile) -> Result<node::ExtraFile, ProfileErro
     let path = f.path.value.trim();
     let normal = path.starts_with("/etc/")
         && !path.ends_with('/')
-        && path[1..].split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        && path[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
     if !normal {
         return Err(ProfileError::at(
             &layer.at(&f.path),

@@ -112,7 +112,10 @@ fn base_profiles_generate_the_golden_manifests() {
             .collect();
         on_disk.sort();
         names.sort();
-        assert_eq!(on_disk, names, "{base}: golden files without a generated file");
+        assert_eq!(
+            on_disk, names,
+            "{base}: golden files without a generated file"
+        );
     }
 }
 
@@ -130,7 +133,10 @@ fn base_daemons_without_an_image_are_not_run() {
     assert_eq!(g.skipped, ["ntp", "resize"]);
     // A daemon the profile itself declares must have an image.
     let e = generate(d.path(), "daemons: [{name: mine, args: [x]}]\n", &IMAGES).unwrap_err();
-    assert!(e.contains("node.yaml:6:18: daemon `mine` has no image"), "{e}");
+    assert!(
+        e.contains("node.yaml:6:18: daemon `mine` has no image"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -184,7 +190,9 @@ fn every_manifest_passes_kubernetes_validate_for_each_supported_version() {
         .unwrap();
         let mut files = Vec::new();
         for f in g.files.iter().filter(|f| f.path.contains("/manifests/")) {
-            let p = out.path().join(format!("{minor}-{}", f.path.replace('/', "_")));
+            let p = out
+                .path()
+                .join(format!("{minor}-{}", f.path.replace('/', "_")));
             fs::write(&p, &f.content).unwrap();
             files.push(p);
         }
@@ -256,14 +264,31 @@ fn kubelet_configuration_is_merged_typed_and_has_no_schema_in_kubernetes_validat
 fn kubelet_config_errors_name_the_profile_line() {
     let d = tempfile::tempdir().unwrap();
     let e = generate(d.path(), "kubelet:\n  config: {maxPodz: 5}\n", &[]).unwrap_err();
-    assert!(e.contains("node.yaml:7:12: `maxPodz` is not a KubeletConfiguration"), "{e}");
+    assert!(
+        e.contains("node.yaml:7:12: `maxPodz` is not a KubeletConfiguration"),
+        "{e}"
+    );
     assert!(e.contains("did you mean `maxPods`"), "{e}");
-    let e = generate(d.path(), "kubelet:\n  config:\n    staticPodPath: /x\n", &[]).unwrap_err();
-    assert!(e.contains("node.yaml:8:5: kubelet.config.staticPodPath is set by kiOS"), "{e}");
+    let e = generate(
+        d.path(),
+        "kubelet:\n  config:\n    staticPodPath: /x\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("node.yaml:8:5: kubelet.config.staticPodPath is set by kiOS"),
+        "{e}"
+    );
     let e = generate(d.path(), "kubelet:\n  config:\n    maxPods: many\n", &[]).unwrap_err();
-    assert!(e.contains("node.yaml:8:5: kubelet.config.maxPods has the wrong type"), "{e}");
+    assert!(
+        e.contains("node.yaml:8:5: kubelet.config.maxPods has the wrong type"),
+        "{e}"
+    );
     let e = generate(d.path(), "kubernetes: {version: \"1.29\"}\n", &[]).unwrap_err();
-    assert!(e.contains("node.yaml:6:23: Kubernetes 1.29 is not supported"), "{e}");
+    assert!(
+        e.contains("node.yaml:6:23: Kubernetes 1.29 is not supported"),
+        "{e}"
+    );
 }
 
 // ---- lint: one profile per rule, and its message ----
@@ -284,7 +309,10 @@ const D: &str = "daemons:\n  - name: x\n    image: example.com/x:1\n";
 #[test]
 fn lint_privileged_is_an_error_unless_allowed_then_a_warning() {
     let e = lint_err(&format!("{D}    privileged: true\n"), &["example.com/x:1"]);
-    assert!(e.contains("node.yaml:9:17: error: pod `x` asks for privileged: true"), "{e}");
+    assert!(
+        e.contains("node.yaml:9:17: error: pod `x` asks for privileged: true"),
+        "{e}"
+    );
     assert!(e.contains("allow: {privileged: [x]}"), "{e}");
     let d = tempfile::tempdir().unwrap();
     let g = generate(
@@ -293,17 +321,36 @@ fn lint_privileged_is_an_error_unless_allowed_then_a_warning() {
         &["example.com/x:1"],
     )
     .unwrap();
-    let w = g.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("\n");
-    assert!(w.contains("node.yaml:9:17: warning: pod `x` runs privileged (allowed by allow.privileged at"), "{w}");
+    let w = g
+        .warnings
+        .iter()
+        .map(|w| w.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        w.contains(
+            "node.yaml:9:17: warning: pod `x` runs privileged (allowed by allow.privileged at"
+        ),
+        "{w}"
+    );
     // A pods: file is held to the same rule.
     let e = lint_err("pods: [pods/relay.yaml]\n", &["example.com/relay:1"]);
-    assert!(e.contains("node.yaml:6:8: error: pod `relay` asks for privileged: true"), "{e}");
+    assert!(
+        e.contains("node.yaml:6:8: error: pod `relay` asks for privileged: true"),
+        "{e}"
+    );
 }
 
 #[test]
 fn lint_sys_admin_is_an_error_unless_allowed() {
-    let e = lint_err(&format!("{D}    capabilities: [NET_RAW, SYS_ADMIN]\n"), &["example.com/x:1"]);
-    assert!(e.contains("node.yaml:9:29: error: pod `x` asks for SYS_ADMIN"), "{e}");
+    let e = lint_err(
+        &format!("{D}    capabilities: [NET_RAW, SYS_ADMIN]\n"),
+        &["example.com/x:1"],
+    );
+    assert!(
+        e.contains("node.yaml:9:29: error: pod `x` asks for SYS_ADMIN"),
+        "{e}"
+    );
     let d = tempfile::tempdir().unwrap();
     let g = generate(
         d.path(),
@@ -311,7 +358,9 @@ fn lint_sys_admin_is_an_error_unless_allowed() {
         &["example.com/x:1"],
     )
     .unwrap();
-    assert!(g.warnings[0].to_string().contains("warning: pod `x` gets SYS_ADMIN"));
+    assert!(g.warnings[0]
+        .to_string()
+        .contains("warning: pod `x` gets SYS_ADMIN"));
 }
 
 #[test]
@@ -320,20 +369,35 @@ fn lint_duplicate_pod_names() {
         &format!("{D}  - name: x\n    image: example.com/x:1\n"),
         &["example.com/x:1"],
     );
-    assert!(e.contains("node.yaml:9:11: duplicate pod name `x`: already used at"), "{e}");
+    assert!(
+        e.contains("node.yaml:9:11: duplicate pod name `x`: already used at"),
+        "{e}"
+    );
     let e = lint_err(
         "daemons: [{name: relay, image: example.com/x:1}]\npods: [pods/relay.yaml]\nallow: {privileged: [relay]}\n",
         &["example.com/x:1", "example.com/relay:1"],
     );
-    assert!(e.contains("node.yaml:7:8: error: duplicate pod name `relay`: already used at"), "{e}");
+    assert!(
+        e.contains("node.yaml:7:8: error: duplicate pod name `relay`: already used at"),
+        "{e}"
+    );
 }
 
 #[test]
 fn lint_image_not_pre_seeded() {
     let e = lint_err(D, &[]);
-    assert!(e.contains("node.yaml:8:12: error: image example.com/x:1 of pod `x` is not pre-seeded"), "{e}");
-    let e = lint_err("pods: [pods/relay.yaml]\nallow: {privileged: [relay]}\n", &[]);
-    assert!(e.contains("error: image example.com/relay:1 of pod `relay` is not pre-seeded"), "{e}");
+    assert!(
+        e.contains("node.yaml:8:12: error: image example.com/x:1 of pod `x` is not pre-seeded"),
+        "{e}"
+    );
+    let e = lint_err(
+        "pods: [pods/relay.yaml]\nallow: {privileged: [relay]}\n",
+        &[],
+    );
+    assert!(
+        e.contains("error: image example.com/relay:1 of pod `relay` is not pre-seeded"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -348,14 +412,23 @@ fn lint_host_path_outside_the_allowed_list() {
         &["example.com/x:1"],
     )
     .unwrap();
-    let e = lint_err(&format!("{D}    devices: [/etc/../root/disk]\n"), &["example.com/x:1"]);
+    let e = lint_err(
+        &format!("{D}    devices: [/etc/../root/disk]\n"),
+        &["example.com/x:1"],
+    );
     assert!(e.contains("outside the allowed host paths"), "{e}");
 }
 
 #[test]
 fn lint_capability_that_does_not_exist() {
-    let e = lint_err(&format!("{D}    capabilities: [NET_ADMN]\n"), &["example.com/x:1"]);
-    assert!(e.contains("node.yaml:9:20: error: `NET_ADMN` is not a Linux capability"), "{e}");
+    let e = lint_err(
+        &format!("{D}    capabilities: [NET_ADMN]\n"),
+        &["example.com/x:1"],
+    );
+    assert!(
+        e.contains("node.yaml:9:20: error: `NET_ADMN` is not a Linux capability"),
+        "{e}"
+    );
     assert!(e.contains("did you mean NET_ADMIN?"), "{e}");
 }
 
@@ -402,7 +475,13 @@ fn secrets_are_written_0600_and_never_shown() {
     seen += &common::text(&o);
     let p = secret_profile(d.path(), "");
     let img = d.path().join("node.img");
-    let o = common::run(common::kios_build().arg("build").arg(&p).arg("-o").arg(&img));
+    let o = common::run(
+        common::kios_build()
+            .arg("build")
+            .arg(&p)
+            .arg("-o")
+            .arg(&img),
+    );
     assert!(o.status.success(), "{}", common::text(&o));
     seen += &common::text(&o);
     for json in [true, false] {
@@ -471,10 +550,21 @@ fn busybox_layout(dir: &Path) -> PathBuf {
     use sha2::Digest as _;
     let root = dir.join("root/bin");
     fs::create_dir_all(&root).unwrap();
-    fs::copy(common::inputs().join("system/bin/busybox"), root.join("busybox")).unwrap();
+    fs::copy(
+        common::inputs().join("system/bin/busybox"),
+        root.join("busybox"),
+    )
+    .unwrap();
     let tar = dir.join("layer.tar");
     let ok = Command::new("tar")
-        .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C"])
+        .args([
+            "--sort=name",
+            "--mtime=@0",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "-C",
+        ])
         .arg(dir.join("root"))
         .arg("-cf")
         .arg(&tar)
@@ -516,7 +606,11 @@ fn busybox_layout(dir: &Path) -> PathBuf {
                        "annotations": {"org.opencontainers.image.ref.name": "busybox"}}]
     });
     fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     layout
 }
 
@@ -629,7 +723,12 @@ allow: {{hostPaths: [{w}]}}
         .unwrap();
     for daemon in &prof.node.daemons {
         let want = caps::mask(daemon.capabilities.iter().map(|c| c.value.as_str()));
-        assert_eq!(want & bounding, want, "{}: the test runs without some of its capabilities", daemon.name.value);
+        assert_eq!(
+            want & bounding,
+            want,
+            "{}: the test runs without some of its capabilities",
+            daemon.name.value
+        );
     }
     let resolver = pods::local_layout_resolver(&prof.node, prof.arch).unwrap();
     let g = pods::generate(&prof.node, &resolver).unwrap();
@@ -638,7 +737,10 @@ allow: {{hostPaths: [{w}]}}
         let name = &daemon.name.value;
         let f = file(&g, &format!("etc/kubernetes/manifests/{name}.yaml"));
         let text = String::from_utf8(f.content.clone()).unwrap();
-        assert!(text.contains("image: localhost/kios/busybox@sha256:"), "{text}");
+        assert!(
+            text.contains("image: localhost/kios/busybox@sha256:"),
+            "{text}"
+        );
         let manifest = d.path().join(format!("{name}.yaml"));
         fs::write(&manifest, &text).unwrap();
         let mut args = vec!["kube", "play"];
@@ -669,6 +771,9 @@ allow: {{hostPaths: [{w}]}}
         let got = u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).unwrap();
         let want = caps::mask(daemon.capabilities.iter().map(|c| c.value.as_str()));
         assert_eq!(got, want, "{name}: CapEff {got:#x}, declared {want:#x}");
-        assert!(!logs.contains("rootfs-writable"), "{name}: the root filesystem is writable");
+        assert!(
+            !logs.contains("rootfs-writable"),
+            "{name}: the root filesystem is writable"
+        );
     }
 }

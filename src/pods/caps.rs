@@ -48,7 +48,10 @@ pub const CAPABILITIES: [&str; 41] = [
 
 /// The number of capability `name` (no `CAP_` prefix, upper case).
 pub fn number(name: &str) -> Option<u32> {
-    CAPABILITIES.iter().position(|c| *c == name).map(|n| n as u32)
+    CAPABILITIES
+        .iter()
+        .position(|c| *c == name)
+        .map(|n| n as u32)
 }
 
 /// The bit mask of a set of capabilities, as `/proc/PID/status` shows `CapEff`.

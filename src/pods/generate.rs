@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::spec::{Daemon, ExtraContent, NodeSpec};
-use super::{GeneratedFile, Generated, ImageResolver, PodSummary, PodsError};
+use super::{Generated, GeneratedFile, ImageResolver, PodSummary, PodsError};
 use crate::profile::Origin;
 
 /// The namespace static pods are mirrored into.
@@ -245,11 +245,7 @@ pub fn manifest_yaml(pod: &Pod) -> Result<String, PodsError> {
 }
 
 /// Writes the manifests and the pod summaries.
-pub(crate) fn write(
-    spec: &NodeSpec,
-    units: &[Unit],
-    out: &mut Generated,
-) -> Result<(), PodsError> {
+pub(crate) fn write(spec: &NodeSpec, units: &[Unit], out: &mut Generated) -> Result<(), PodsError> {
     for u in units {
         let (content, from, oneshot) = match &u.source {
             UnitSource::Daemon(i) => (

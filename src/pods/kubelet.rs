@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::spec::{deep_merge, NodeSpec, SecretSource};
-use super::{GeneratedFile, Generated, PodsError};
+use super::{Generated, GeneratedFile, PodsError};
 use crate::profile::{Origin, Sourced};
 
 pub const STATIC_POD_PATH: &str = "/etc/kubernetes/manifests";
@@ -32,46 +32,141 @@ pub const CRIO_DROPIN: &str = "etc/crio/crio.conf.d/10-kios-pause.conf";
 /// Top-level fields of KubeletConfiguration v1beta1 (k8s.io/kubelet/config/v1beta1,
 /// types.go, up to 1.37). A name not here is refused at its profile line.
 pub const FIELDS: &[&str] = &[
-    "enableServer", "staticPodPath", "podLogsDir", "syncFrequency", "fileCheckFrequency",
-    "httpCheckFrequency", "staticPodURL", "staticPodURLHeader", "address", "port",
-    "readOnlyPort", "tlsCertFile", "tlsPrivateKeyFile", "tlsCipherSuites",
-    "tlsCurvePreferences", "tlsMinVersion", "rotateCertificates", "serverTLSBootstrap",
-    "authentication", "authorization", "registryPullQPS", "registryBurst",
-    "imagePullCredentialsVerificationPolicy", "preloadedImagesVerificationAllowlist",
-    "eventRecordQPS", "eventBurst", "enableDebuggingHandlers", "enableContentionProfiling",
-    "healthzPort", "healthzBindAddress", "oomScoreAdj", "clusterDomain", "clusterDNS",
-    "streamingConnectionIdleTimeout", "nodeStatusUpdateFrequency",
-    "nodeStatusReportFrequency", "nodeLeaseDurationSeconds", "imageMinimumGCAge",
-    "imageMaximumGCAge", "imageGCHighThresholdPercent", "imageGCLowThresholdPercent",
-    "volumeStatsAggPeriod", "kubeletCgroups", "systemCgroups", "cgroupRoot",
-    "cgroupsPerQOS", "cgroupDriver", "cpuManagerPolicy", "singleProcessOOMKill",
-    "cpuManagerPolicyOptions", "cpuManagerReconcilePeriod", "draManagerReconcilePeriod",
-    "memoryManagerPolicy", "topologyManagerPolicy", "topologyManagerScope",
-    "topologyManagerPolicyOptions", "qosReserved", "runtimeRequestTimeout", "hairpinMode",
-    "maxPods", "podCIDR", "podPidsLimit", "resolvConf", "runOnce", "cpuCFSQuota",
-    "cpuCFSQuotaPeriod", "nodeStatusMaxImages", "maxOpenFiles", "contentType",
-    "kubeAPIQPS", "kubeAPIBurst", "serializeImagePulls", "maxParallelImagePulls",
-    "evictionHard", "evictionSoft", "evictionSoftGracePeriod",
-    "evictionPressureTransitionPeriod", "evictionMaxPodGracePeriod",
-    "evictionMinimumReclaim", "mergeDefaultEvictionSettings", "podsPerCore",
-    "enableControllerAttachDetach", "protectKernelDefaults", "makeIPTablesUtilChains",
-    "iptablesMasqueradeBit", "iptablesDropBit", "featureGates", "failSwapOn", "memorySwap",
-    "containerLogMaxSize", "containerLogMaxFiles", "containerLogMaxWorkers",
-    "containerLogMonitorInterval", "configMapAndSecretChangeDetectionStrategy",
-    "systemReserved", "kubeReserved", "reservedSystemCPUs", "showHiddenMetricsForVersion",
-    "systemReservedCgroup", "kubeReservedCgroup", "enforceNodeAllocatable",
-    "allowedUnsafeSysctls", "volumePluginDir", "providerID", "kernelMemcgNotification",
-    "logging", "enableSystemLogHandler", "enableSystemLogQuery", "shutdownGracePeriod",
-    "shutdownGracePeriodCriticalPods", "shutdownGracePeriodByPodPriority",
-    "crashLoopBackOff", "reservedMemory", "enableProfilingHandler",
-    "enableDebugFlagsHandler", "seccompDefault", "memoryThrottlingFactor",
-    "memoryReservationPolicy", "registerWithTaints", "registerNode", "tracing",
-    "localStorageCapacityIsolation", "containerRuntimeEndpoint", "imageServiceEndpoint",
-    "failCgroupV1", "userNamespaces",
+    "enableServer",
+    "staticPodPath",
+    "podLogsDir",
+    "syncFrequency",
+    "fileCheckFrequency",
+    "httpCheckFrequency",
+    "staticPodURL",
+    "staticPodURLHeader",
+    "address",
+    "port",
+    "readOnlyPort",
+    "tlsCertFile",
+    "tlsPrivateKeyFile",
+    "tlsCipherSuites",
+    "tlsCurvePreferences",
+    "tlsMinVersion",
+    "rotateCertificates",
+    "serverTLSBootstrap",
+    "authentication",
+    "authorization",
+    "registryPullQPS",
+    "registryBurst",
+    "imagePullCredentialsVerificationPolicy",
+    "preloadedImagesVerificationAllowlist",
+    "eventRecordQPS",
+    "eventBurst",
+    "enableDebuggingHandlers",
+    "enableContentionProfiling",
+    "healthzPort",
+    "healthzBindAddress",
+    "oomScoreAdj",
+    "clusterDomain",
+    "clusterDNS",
+    "streamingConnectionIdleTimeout",
+    "nodeStatusUpdateFrequency",
+    "nodeStatusReportFrequency",
+    "nodeLeaseDurationSeconds",
+    "imageMinimumGCAge",
+    "imageMaximumGCAge",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
+    "volumeStatsAggPeriod",
+    "kubeletCgroups",
+    "systemCgroups",
+    "cgroupRoot",
+    "cgroupsPerQOS",
+    "cgroupDriver",
+    "cpuManagerPolicy",
+    "singleProcessOOMKill",
+    "cpuManagerPolicyOptions",
+    "cpuManagerReconcilePeriod",
+    "draManagerReconcilePeriod",
+    "memoryManagerPolicy",
+    "topologyManagerPolicy",
+    "topologyManagerScope",
+    "topologyManagerPolicyOptions",
+    "qosReserved",
+    "runtimeRequestTimeout",
+    "hairpinMode",
+    "maxPods",
+    "podCIDR",
+    "podPidsLimit",
+    "resolvConf",
+    "runOnce",
+    "cpuCFSQuota",
+    "cpuCFSQuotaPeriod",
+    "nodeStatusMaxImages",
+    "maxOpenFiles",
+    "contentType",
+    "kubeAPIQPS",
+    "kubeAPIBurst",
+    "serializeImagePulls",
+    "maxParallelImagePulls",
+    "evictionHard",
+    "evictionSoft",
+    "evictionSoftGracePeriod",
+    "evictionPressureTransitionPeriod",
+    "evictionMaxPodGracePeriod",
+    "evictionMinimumReclaim",
+    "mergeDefaultEvictionSettings",
+    "podsPerCore",
+    "enableControllerAttachDetach",
+    "protectKernelDefaults",
+    "makeIPTablesUtilChains",
+    "iptablesMasqueradeBit",
+    "iptablesDropBit",
+    "featureGates",
+    "failSwapOn",
+    "memorySwap",
+    "containerLogMaxSize",
+    "containerLogMaxFiles",
+    "containerLogMaxWorkers",
+    "containerLogMonitorInterval",
+    "configMapAndSecretChangeDetectionStrategy",
+    "systemReserved",
+    "kubeReserved",
+    "reservedSystemCPUs",
+    "showHiddenMetricsForVersion",
+    "systemReservedCgroup",
+    "kubeReservedCgroup",
+    "enforceNodeAllocatable",
+    "allowedUnsafeSysctls",
+    "volumePluginDir",
+    "providerID",
+    "kernelMemcgNotification",
+    "logging",
+    "enableSystemLogHandler",
+    "enableSystemLogQuery",
+    "shutdownGracePeriod",
+    "shutdownGracePeriodCriticalPods",
+    "shutdownGracePeriodByPodPriority",
+    "crashLoopBackOff",
+    "reservedMemory",
+    "enableProfilingHandler",
+    "enableDebugFlagsHandler",
+    "seccompDefault",
+    "memoryThrottlingFactor",
+    "memoryReservationPolicy",
+    "registerWithTaints",
+    "registerNode",
+    "tracing",
+    "localStorageCapacityIsolation",
+    "containerRuntimeEndpoint",
+    "imageServiceEndpoint",
+    "failCgroupV1",
+    "userNamespaces",
 ];
 
 /// Fields kiOS depends on: init, CRI-O and the static pods assume these values.
-const FIXED: &[&str] = &["apiVersion", "kind", "staticPodPath", "containerRuntimeEndpoint"];
+const FIXED: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "staticPodPath",
+    "containerRuntimeEndpoint",
+];
 
 /// Checks a top-level key of the profile's `kubelet.config`: `Err((message, hint))`.
 pub fn check_config_key(key: &str) -> Result<(), (String, Option<String>)> {
@@ -88,7 +183,12 @@ pub fn check_config_key(key: &str) -> Result<(), (String, Option<String>)> {
     }
     let close = FIELDS
         .iter()
-        .map(|f| (super::caps::distance(&f.to_ascii_lowercase(), &key.to_ascii_lowercase()), f))
+        .map(|f| {
+            (
+                super::caps::distance(&f.to_ascii_lowercase(), &key.to_ascii_lowercase()),
+                f,
+            )
+        })
         .filter(|(d, _)| *d <= 2)
         .min()
         .map(|(_, f)| f)
@@ -234,7 +334,8 @@ fn check_label(key: &str, value: &str) -> Result<(), String> {
             && p.split('.').all(|l| {
                 !l.is_empty()
                     && l.len() <= 63
-                    && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             });
         if !dns_ok {
             return Err(format!("label prefix `{p}` is not a DNS subdomain"));
@@ -305,7 +406,12 @@ pub(crate) fn write(spec: &NodeSpec, out: &mut Generated) -> Result<(), PodsErro
             secret,
         })
     };
-    push(CONFIG, 0o644, configuration(spec, false)?.into_bytes(), false);
+    push(
+        CONFIG,
+        0o644,
+        configuration(spec, false)?.into_bytes(),
+        false,
+    );
     push(
         CONFIG_STANDALONE,
         0o644,
@@ -319,7 +425,12 @@ pub(crate) fn write(spec: &NodeSpec, out: &mut Generated) -> Result<(), PodsErro
             check_label(key, &v.value).map_err(|e| at_origin(&v.origin, e))?;
             pairs.push(format!("{key}={}", v.value));
         }
-        push(NODE_LABELS, 0o644, format!("{}\n", pairs.join(",")).into_bytes(), false);
+        push(
+            NODE_LABELS,
+            0o644,
+            format!("{}\n", pairs.join(",")).into_bytes(),
+            false,
+        );
     }
     if let Some(ip) = &k.node_ip {
         for part in ip.value.split(',') {
@@ -331,12 +442,27 @@ pub(crate) fn write(spec: &NodeSpec, out: &mut Generated) -> Result<(), PodsErro
                 )
             })?;
         }
-        push(NODE_IP, 0o644, format!("{}\n", ip.value.trim()).into_bytes(), false);
+        push(
+            NODE_IP,
+            0o644,
+            format!("{}\n", ip.value.trim()).into_bytes(),
+            false,
+        );
     }
     for (src, path, mode, what) in [
         (&k.kubeconfig, KUBECONFIG, 0o600, "kubeconfig"),
-        (&k.bootstrap_kubeconfig, BOOTSTRAP_KUBECONFIG, 0o600, "bootstrap kubeconfig"),
-        (&k.credential_provider, CREDENTIAL_PROVIDER, 0o600, "credential provider configuration"),
+        (
+            &k.bootstrap_kubeconfig,
+            BOOTSTRAP_KUBECONFIG,
+            0o600,
+            "bootstrap kubeconfig",
+        ),
+        (
+            &k.credential_provider,
+            CREDENTIAL_PROVIDER,
+            0o600,
+            "credential provider configuration",
+        ),
         (&k.cluster_ca, CLUSTER_CA, 0o644, "cluster CA"),
     ] {
         if let Some(s) = src {
@@ -375,7 +501,14 @@ mod tests {
     #[test]
     fn config_keys_are_checked() {
         assert!(check_config_key("maxPods").is_ok());
-        assert!(check_config_key("maxpods").unwrap_err().1.unwrap().contains("maxPods"));
-        assert!(check_config_key("staticPodPath").unwrap_err().0.contains("set by kiOS"));
+        assert!(check_config_key("maxpods")
+            .unwrap_err()
+            .1
+            .unwrap()
+            .contains("maxPods"));
+        assert!(check_config_key("staticPodPath")
+            .unwrap_err()
+            .0
+            .contains("set by kiOS"));
     }
 }

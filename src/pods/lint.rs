@@ -84,7 +84,10 @@ fn asks(spec: &NodeSpec, u: &Unit) -> Asks {
     match &u.source {
         UnitSource::Daemon(i) => {
             let d = &spec.daemons[*i];
-            let image = d.image.as_ref().map(|i| (i.value.to_string(), i.origin.clone()));
+            let image = d
+                .image
+                .as_ref()
+                .map(|i| (i.value.to_string(), i.origin.clone()));
             Asks {
                 privileged: d
                     .privileged
@@ -101,7 +104,11 @@ fn asks(spec: &NodeSpec, u: &Unit) -> Asks {
                     .host_paths
                     .iter()
                     .map(|h| (h.path.value.clone(), h.path.origin.clone()))
-                    .chain(d.devices.iter().map(|x| (x.value.clone(), x.origin.clone())))
+                    .chain(
+                        d.devices
+                            .iter()
+                            .map(|x| (x.value.clone(), x.origin.clone())),
+                    )
                     .collect(),
                 images: image.into_iter().collect(),
                 host_pid_ipc: false,
@@ -162,7 +169,9 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
         .chain(spec.allow.host_paths.iter().map(|s| s.value.clone()))
         .collect();
     let allows = |list: &[crate::profile::Sourced<String>], name: &str| {
-        list.iter().find(|x| x.value == name).map(|x| x.origin.clone())
+        list.iter()
+            .find(|x| x.value == name)
+            .map(|x| x.origin.clone())
     };
     for (i, u) in units.iter().enumerate() {
         if let Some(first) = units[..i].iter().find(|o| o.name == u.name) {
@@ -208,11 +217,7 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
                     Some(c) => format!("did you mean {c}? Capabilities are written without CAP_, e.g. NET_ADMIN"),
                     None => "write a Linux capability without CAP_, e.g. NET_ADMIN (see capabilities(7))".into(),
                 };
-                f.error(
-                    at,
-                    format!("`{cap}` is not a Linux capability"),
-                    Some(hint),
-                );
+                f.error(at, format!("`{cap}` is not a Linux capability"), Some(hint));
             } else if cap == "SYS_ADMIN" {
                 match allows(&spec.allow.sys_admin, &u.name) {
                     Some(by) => f.warning(
@@ -235,15 +240,14 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
         }
         for (path, at) in &a.host_paths {
             if !path.starts_with('/') {
-                f.error(
-                    at,
-                    format!("host path `{path}` is not absolute"),
-                    None,
-                );
+                f.error(at, format!("host path `{path}` is not absolute"), None);
             } else if path.split('/').any(|c| c == "..") || !path_allowed(path, &allowed_paths) {
                 f.error(
                     at,
-                    format!("host path {path} of pod `{}` is outside the allowed host paths", u.name),
+                    format!(
+                        "host path {path} of pod `{}` is outside the allowed host paths",
+                        u.name
+                    ),
                     Some(format!(
                         "allowed: {}; add it to `allow: {{hostPaths: [...]}}` if the pod needs it",
                         allowed_paths.join(", ")

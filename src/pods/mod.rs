@@ -81,7 +81,10 @@ impl fmt::Debug for GeneratedFile {
         d.field("path", &self.path)
             .field("mode", &format_args!("{:04o}", self.mode));
         if self.secret {
-            d.field("content", &format_args!("<secret, {} bytes>", self.content.len()));
+            d.field(
+                "content",
+                &format_args!("<secret, {} bytes>", self.content.len()),
+            );
         } else {
             d.field("content", &String::from_utf8_lossy(&self.content));
         }
@@ -191,8 +194,10 @@ pub fn local_layout_resolver(
         let crate::profile::Source::OciLayout { dir, tag } = &img.value else {
             continue;
         };
-        let layout = crate::oci::layout::open_layout(dir, tag.as_deref(), arch.as_str())
-            .map_err(|e| PodsError::at(&img.origin, format!("daemon `{}`: {e}", d.name.value), None))?;
+        let layout =
+            crate::oci::layout::open_layout(dir, tag.as_deref(), arch.as_str()).map_err(|e| {
+                PodsError::at(&img.origin, format!("daemon `{}`: {e}", d.name.value), None)
+            })?;
         let name = tag
             .clone()
             .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -213,14 +218,24 @@ fn sanitize_repo(s: &str) -> String {
     let out: String = s
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    out.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+    out.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
 }
 
 /// Adds the generated files to a filesystem tree (the initramfs), making their
 /// folders (0755) as needed.
-pub fn add_to_tree(g: &Generated, tree: &mut crate::tree::Tree) -> Result<(), crate::tree::TreeError> {
+pub fn add_to_tree(
+    g: &Generated,
+    tree: &mut crate::tree::Tree,
+) -> Result<(), crate::tree::TreeError> {
     for f in &g.files {
         let path = crate::tree::TreePath::parse(&f.path)?;
         if let Some(parent) = path.parent() {

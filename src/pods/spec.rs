@@ -31,7 +31,10 @@ impl KubeVersion {
         let mut parts = s.split('.');
         let major = parts.next().and_then(|p| p.parse::<u32>().ok());
         let minor = parts.next().and_then(|p| p.parse::<u32>().ok());
-        let patch_ok = parts.next().map(|p| p.parse::<u32>().is_ok()).unwrap_or(true);
+        let patch_ok = parts
+            .next()
+            .map(|p| p.parse::<u32>().is_ok())
+            .unwrap_or(true);
         let supported = || {
             format!(
                 "1.{} to 1.{}",
