@@ -65,10 +65,11 @@ pub fn mask<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
 
 /// The known name closest to `name`, for a "did you mean" hint.
 pub fn closest(name: &str) -> Option<&'static str> {
-    let upper = name.trim_start_matches("CAP_").to_ascii_uppercase();
+    let upper = name.to_ascii_uppercase();
+    let upper = upper.trim_start_matches("CAP_");
     CAPABILITIES
         .iter()
-        .map(|c| (distance(&upper, c), *c))
+        .map(|c| (distance(upper, c), *c))
         .filter(|(d, _)| *d <= 3)
         .min()
         .map(|(_, c)| c)
