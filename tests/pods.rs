@@ -473,7 +473,16 @@ fn secrets_are_written_0600_and_never_shown() {
     let o = common::run(common::kios_build().arg("validate").arg(&bad));
     assert!(!o.status.success());
     seen += &common::text(&o);
-    let p = secret_profile(d.path(), "");
+    // The good build also runs the base's dhcp daemon from a local layout, so that
+    // inspect has a static pod to list.
+    let layout = busybox_layout(d.path());
+    let p = secret_profile(
+        d.path(),
+        &format!(
+            "daemons: [{{name: dhcp, image: \"oci:{}:busybox\"}}]\n",
+            layout.display()
+        ),
+    );
     let img = d.path().join("node.img");
     let o = common::run(
         common::kios_build()
@@ -504,6 +513,19 @@ fn secrets_are_written_0600_and_never_shown() {
         .unwrap();
     assert_eq!(kc["mode"], "0600");
     assert!(kc["content"].is_null());
+    let pods = v["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(pods[0]["name"], "dhcp");
+    assert_eq!(
+        pods[0]["capabilities"],
+        serde_json::json!(["NET_ADMIN", "NET_RAW"])
+    );
+    assert_eq!(pods[0]["host_network"], true);
+    assert!(pods[0]["images"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("localhost/kios/busybox@sha256:"));
+    assert!(seen.contains("static pods"), "{seen}");
 }
 
 // ---- property: no container gets a capability it did not declare ----
