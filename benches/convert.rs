@@ -10,7 +10,10 @@ use std::time::Instant;
 use kios_build::format::{convert, ConvertOptions, Format};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let [raw, format, out, rest @ ..] = args.as_slice() else {
         eprintln!("usage: convert <raw> <format> <out> [--compress]");
         return ExitCode::from(2);
@@ -33,7 +36,12 @@ fn main() -> ExitCode {
         .and_then(|mut f| convert(raw.as_ref(), format, &mut f, &opts).map_err(|e| e.to_string()));
     match result {
         Ok(r) => {
-            println!("{format}: {} bytes in {:.2?} {:?}", r.bytes_written, start.elapsed(), r.notes);
+            println!(
+                "{format}: {} bytes in {:.2?} {:?}",
+                r.bytes_written,
+                start.elapsed(),
+                r.notes
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

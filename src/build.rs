@@ -54,6 +54,8 @@ pub enum BuildError {
     #[error("cannot write the unified kernel image")]
     Uki(#[source] boot::BootError),
     #[error(transparent)]
+    Pods(#[from] crate::pods::PodsError),
+    #[error(transparent)]
     Disk(#[from] disk::DiskError),
     #[error("cannot convert the disk")]
     Format(#[source] crate::format::FormatError),
@@ -84,6 +86,7 @@ impl BuildError {
                 | BuildError::ModuleNotFound { .. }
                 | BuildError::Init(_)
                 | BuildError::Stub { .. }
+                | BuildError::Pods(_)
         )
     }
 }
@@ -117,6 +120,8 @@ pub struct Prepared {
     pub stub: Vec<u8>,
     pub system: Option<Tree>,
     pub init: PathBuf,
+    /// Static pods, kubelet configuration and extra /etc files.
+    pub pods: crate::pods::Generated,
 }
 
 struct Steps {
@@ -213,6 +218,18 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
         None => find_init()?,
     };
     check_static_elf(&init)?;
+    let resolver = crate::pods::local_layout_resolver(&profile.node, profile.arch)?;
+    let pods = crate::pods::generate(&profile.node, &resolver)?;
+    steps.say(&format!(
+        "{} static pods ({} base daemons without an image not run)",
+        pods.pods.len(),
+        pods.skipped.len()
+    ));
+    if opts.verbose {
+        for w in &pods.warnings {
+            eprintln!("{w}");
+        }
+    }
     Ok(Prepared {
         profile,
         work,
@@ -222,6 +239,7 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
         stub,
         system,
         init,
+        pods,
     })
 }
 
@@ -379,6 +397,7 @@ pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildE
     if let Some(h) = &p.profile.hostname {
         tree.add_file("etc/hostname", format!("{}\n", h.value), 0o644)?;
     }
+    crate::pods::add_to_tree(&p.pods, &mut tree)?;
     tree.clamp_mtimes(epoch);
     Ok((tree, modules_list))
 }

@@ -46,6 +46,17 @@ pub struct Inspection {
     pub esp: Option<EspInfo>,
     pub boot: Option<BootInfo>,
     pub initramfs: Option<InitramfsInfo>,
+    /// The static pods of /etc/kubernetes/manifests.
+    pub pods: Vec<StaticPodInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StaticPodInfo {
+    pub file: String,
+    /// Name, images, added capabilities (and `privileged`), host network, host paths.
+    #[serde(flatten)]
+    pub summary: Option<crate::pods::PodSummary>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,7 +128,7 @@ pub struct EtcFile {
     pub gid: u32,
     pub size: u64,
     pub sha256: Option<String>,
-    /// The text, for small UTF-8 files.
+    /// The text, for small UTF-8 files; never for files only their owner may read.
     pub content: Option<String>,
     pub target: Option<String>,
 }
@@ -172,6 +183,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         esp: None,
         boot: None,
         initramfs: None,
+        pods: Vec::new(),
     };
     let Some(esp_part) = table
         .partitions
@@ -243,6 +255,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     let entries = initramfs::read_initramfs((&mut uki).take(len), SHOW_CONTENT_MAX)
         .map_err(|e| bad(format!("the initramfs in {uki_path} cannot be read: {e}")))?;
     let mut etc = Vec::new();
+    let mut pods = Vec::new();
     let mut modules = Vec::new();
     let mut init = None;
     for e in &entries {
@@ -275,11 +288,18 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
             0o010000 => "fifo",
             _ => "unknown",
         };
+        // Files only root may read (kubeconfigs, credentials) are never shown.
+        let secret = e.mode & 0o077 == 0;
         let content = e
             .data
             .as_ref()
-            .filter(|_| kind == "file")
+            .filter(|_| kind == "file" && !secret)
             .and_then(|d| String::from_utf8(d.clone()).ok());
+        if kind == "file" && p.starts_with("etc/kubernetes/manifests/") && p.ends_with(".yaml") {
+            if let Some(d) = &e.data {
+                pods.push(static_pod(p, d));
+            }
+        }
         etc.push(EtcFile {
             path: format!("/{p}"),
             kind,
@@ -304,6 +324,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         modules,
         etc,
     });
+    out.pods = pods;
     Ok(out)
 }
 
@@ -326,6 +347,33 @@ fn not_raw(f: &mut File) -> io::Result<Option<&'static str>> {
     } else {
         None
     })
+}
+
+/// A static pod manifest of the image, summarised; a file that is not a Pod is
+/// listed with its error.
+fn static_pod(path: &str, data: &[u8]) -> StaticPodInfo {
+    let parsed = std::str::from_utf8(data)
+        .map_err(|e| e.to_string())
+        .and_then(|t| {
+            serde_saphyr::from_str::<k8s_openapi::api::core::v1::Pod>(t)
+                .map_err(|e| e.to_string().lines().next().unwrap_or("").to_string())
+        });
+    match parsed {
+        Ok(pod) => {
+            let oneshot =
+                pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure");
+            StaticPodInfo {
+                file: format!("/{path}"),
+                summary: Some(crate::pods::summarize(&pod, "manifest", oneshot)),
+                error: None,
+            }
+        }
+        Err(e) => StaticPodInfo {
+            file: format!("/{path}"),
+            summary: None,
+            error: Some(e),
+        },
+    }
 }
 
 fn parse_os_release(text: &str) -> BTreeMap<String, String> {
@@ -401,6 +449,41 @@ pub fn render_text(i: &Inspection) -> String {
                 "  {} {:<6} {}:{} {:>7}  {}{}\n",
                 e.mode, e.kind, e.uid, e.gid, e.size, e.path, extra
             ));
+        }
+    }
+    if !i.pods.is_empty() {
+        s.push_str("static pods\n");
+    }
+    for p in &i.pods {
+        match &p.summary {
+            Some(x) => {
+                let mut access = Vec::new();
+                if x.host_network {
+                    access.push("host network".to_string());
+                }
+                access.extend(x.host_paths.iter().cloned());
+                s.push_str(&format!(
+                    "  {:<10} {}{}\n    capabilities: {}\n    host: {}\n",
+                    x.name,
+                    x.images.join(", "),
+                    if x.oneshot { " (one-shot)" } else { "" },
+                    if x.capabilities.is_empty() {
+                        "none".into()
+                    } else {
+                        x.capabilities.join(", ")
+                    },
+                    if access.is_empty() {
+                        "none".into()
+                    } else {
+                        access.join(", ")
+                    },
+                ));
+            }
+            None => s.push_str(&format!(
+                "  {}: not a pod: {}\n",
+                p.file,
+                p.error.as_deref().unwrap_or("")
+            )),
         }
     }
     s

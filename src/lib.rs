@@ -15,6 +15,7 @@ pub mod inputs;
 pub mod inspect;
 pub mod kernel;
 pub mod oci;
+pub mod pods;
 pub mod profile;
 pub mod store;
 pub mod tree;

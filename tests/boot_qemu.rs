@@ -45,11 +45,18 @@ fn the_image_boots_in_qemu_with_ovmf_to_kios_init_ready() {
 #[test]
 fn the_qcow2_image_boots_too() {
     let dir = tempfile::tempdir().unwrap();
-    let p = write_profile(dir.path(), "node.yaml", &profile_text("disk:\n  size: 256MiB\n  format: qcow2\n"));
+    let p = write_profile(
+        dir.path(),
+        "node.yaml",
+        &profile_text("disk:\n  size: 256MiB\n  format: qcow2\n"),
+    );
     let img = dir.path().join("boot.qcow2");
     build(&p, &img, 1_700_000_000);
     let head = std::fs::read(&img).unwrap();
     assert!(head.starts_with(b"QFI\xfb"), "a qcow2 file");
     let (ready, log) = boot(&img, "kios-init: ready", Duration::from_secs(400), false);
-    assert!(ready, "no `kios-init: ready` on the console; the log:\n{log}");
+    assert!(
+        ready,
+        "no `kios-init: ready` on the console; the log:\n{log}"
+    );
 }

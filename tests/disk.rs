@@ -243,7 +243,14 @@ fn every_format_of_a_build_converts_back_to_the_raw_bytes() {
     let b = image();
     let raw_sha = sha256_file(&b.img);
     let dir = tempfile::tempdir().unwrap();
-    for (format, qemu_format) in [("qcow2", Some("qcow2")), ("vhd", Some("vpc")), ("vmdk", Some("vmdk")), ("raw.zst", None), ("raw.xz", None), ("gce", None)] {
+    for (format, qemu_format) in [
+        ("qcow2", Some("qcow2")),
+        ("vhd", Some("vpc")),
+        ("vmdk", Some("vmdk")),
+        ("raw.zst", None),
+        ("raw.xz", None),
+        ("gce", None),
+    ] {
         let out = dir.path().join(format!("node.{format}"));
         let o = run(kios_build()
             .arg("build")
@@ -256,36 +263,65 @@ fn every_format_of_a_build_converts_back_to_the_raw_bytes() {
         let back = dir.path().join(format!("back-{format}.raw"));
         match (format, qemu_format) {
             (_, Some(q)) => {
-                let info = run(Command::new("qemu-img").args(["info", "--output=json", "-f", q]).arg(&out));
+                let info = run(Command::new("qemu-img")
+                    .args(["info", "--output=json", "-f", q])
+                    .arg(&out));
                 let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap_or_default();
-                assert_eq!(v["virtual-size"].as_u64(), Some(512 << 20), "{format}: {}", text(&info));
+                assert_eq!(
+                    v["virtual-size"].as_u64(),
+                    Some(512 << 20),
+                    "{format}: {}",
+                    text(&info)
+                );
                 if q != "vpc" {
                     let c = run(Command::new("qemu-img").args(["check", "-f", q]).arg(&out));
                     assert!(c.status.success(), "{format}: {}", text(&c));
                 }
-                let c = run(Command::new("qemu-img").args(["convert", "-f", q, "-O", "raw"]).arg(&out).arg(&back));
+                let c = run(Command::new("qemu-img")
+                    .args(["convert", "-f", q, "-O", "raw"])
+                    .arg(&out)
+                    .arg(&back));
                 assert!(c.status.success(), "{format}: {}", text(&c));
             }
             ("raw.zst", None) | ("raw.xz", None) => {
                 let tool = if format == "raw.zst" { "zstd" } else { "xz" };
-                let o = run(Command::new(tool).arg("-dc").arg(&out).stdout(std::fs::File::create(&back).unwrap()));
+                let o = run(Command::new(tool)
+                    .arg("-dc")
+                    .arg(&out)
+                    .stdout(std::fs::File::create(&back).unwrap()));
                 assert!(o.status.success(), "{format}: {}", text(&o));
             }
             _ => {
                 let list = run(Command::new("tar").arg("-tzf").arg(&out));
-                assert_eq!(String::from_utf8_lossy(&list.stdout), "disk.raw\n", "{}", text(&list));
-                let x = run(Command::new("tar").arg("-xzf").arg(&out).arg("-C").arg(dir.path()));
+                assert_eq!(
+                    String::from_utf8_lossy(&list.stdout),
+                    "disk.raw\n",
+                    "{}",
+                    text(&list)
+                );
+                let x = run(Command::new("tar")
+                    .arg("-xzf")
+                    .arg(&out)
+                    .arg("-C")
+                    .arg(dir.path()));
                 assert!(x.status.success(), "{}", text(&x));
                 std::fs::rename(dir.path().join("disk.raw"), &back).unwrap();
                 // GCE wants whole GiB: the 512 MiB disk was padded with zeros.
                 let f = std::fs::OpenOptions::new().write(true).open(&back).unwrap();
                 assert_eq!(f.metadata().unwrap().len(), 1 << 30);
                 let tail = std::fs::read(&back).unwrap();
-                assert!(tail[512 << 20..].iter().all(|&b| b == 0), "the padding is zeros");
+                assert!(
+                    tail[512 << 20..].iter().all(|&b| b == 0),
+                    "the padding is zeros"
+                );
                 f.set_len(512 << 20).unwrap();
             }
         }
-        assert_eq!(sha256_file(&back), raw_sha, "{format} converts back to the raw bytes");
+        assert_eq!(
+            sha256_file(&back),
+            raw_sha,
+            "{format} converts back to the raw bytes"
+        );
         std::fs::remove_file(&back).unwrap();
     }
 }

@@ -239,14 +239,28 @@ fn gce_pads_a_disk_to_a_whole_gib_with_zeros() {
     let out = dir.path().join("disk.tar.gz");
     let mut f = File::create(&out).unwrap();
     let report = kios_build::format::convert(&raw, Format::Gce, &mut f, &opts()).unwrap();
-    assert!(report.notes.iter().any(|n| n.contains("whole number of GiB")), "{:?}", report.notes);
-    let x = run(Command::new("tar").arg("-xzf").arg(&out).arg("-C").arg(dir.path().join("x").tap_mkdir()));
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("whole number of GiB")),
+        "{:?}",
+        report.notes
+    );
+    let x = run(Command::new("tar")
+        .arg("-xzf")
+        .arg(&out)
+        .arg("-C")
+        .arg(dir.path().join("x").tap_mkdir()));
     assert!(x.status.success(), "{}", text(&x));
     let got = fs::read(dir.path().join("x/disk.raw")).unwrap();
     assert_eq!(got.len() as u64, 1024 * MIB);
     let want = fs::read(&raw).unwrap();
     assert_eq!(&got[..want.len()], &want[..]);
-    assert!(got[want.len()..].iter().all(|&b| b == 0), "the padding is zeros");
+    assert!(
+        got[want.len()..].iter().all(|&b| b == 0),
+        "the padding is zeros"
+    );
 }
 
 trait TapMkdir {

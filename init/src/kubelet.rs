@@ -9,7 +9,8 @@
 //!
 //! | flag | when |
 //! |---|---|
-//! | `--config /etc/kubernetes/config.yaml` | always |
+//! | `--config /etc/kubernetes/config.yaml` | a kubeconfig is expected, or there is no standalone configuration |
+//! | `--config /etc/kubernetes/config-standalone.yaml` | standalone (no kubeconfig) and the file exists |
 //! | `--kubeconfig /etc/kubernetes/kubelet.conf` | `kubelet.conf` or `bootstrap-kubelet.conf` exists |
 //! | `--bootstrap-kubeconfig /etc/kubernetes/bootstrap-kubelet.conf` | it exists |
 //! | `--image-credential-provider-config ... --image-credential-provider-bin-dir ...` | `credential-provider.yaml` exists |
@@ -25,6 +26,9 @@ use crate::system::System;
 pub const KUBELET: &str = "/usr/bin/kubelet";
 pub const CRIO: &str = "/usr/bin/crio";
 pub const CONFIG: &str = "/etc/kubernetes/config.yaml";
+/// The kubelet configuration for standalone mode (webhook authentication off), which
+/// kios-build writes beside `config.yaml` (docs/boot-flow.md).
+pub const CONFIG_STANDALONE: &str = "/etc/kubernetes/config-standalone.yaml";
 pub const KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
 pub const BOOTSTRAP_KUBECONFIG: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
 pub const CREDENTIAL_CONFIG: &str = "/etc/kubernetes/credential-provider.yaml";
@@ -68,6 +72,7 @@ pub struct Inputs {
     pub kubeconfig: bool,
     pub bootstrap: bool,
     pub credential_provider: bool,
+    pub standalone_config: bool,
     pub node_labels: Option<Vec<u8>>,
     pub node_ip: Option<Vec<u8>>,
     pub hostname: Option<Vec<u8>>,
@@ -79,6 +84,7 @@ impl Inputs {
             kubeconfig: sys.exists(KUBECONFIG),
             bootstrap: sys.exists(BOOTSTRAP_KUBECONFIG),
             credential_provider: sys.exists(CREDENTIAL_CONFIG),
+            standalone_config: sys.exists(CONFIG_STANDALONE),
             node_labels: sys.read_file(NODE_LABELS).ok(),
             node_ip: sys.read_file(NODE_IP).ok(),
             hostname: sys.read_file(HOSTNAME_FILE).ok(),
@@ -88,7 +94,13 @@ impl Inputs {
 
 /// The kubelet's flags and the problems met on the way.
 pub fn kubelet_args(inputs: &Inputs) -> (Vec<String>, Vec<String>) {
-    let mut a: Vec<String> = vec!["--config".into(), CONFIG.into()];
+    let standalone = !(inputs.kubeconfig || inputs.bootstrap);
+    let config = if standalone && inputs.standalone_config {
+        CONFIG_STANDALONE
+    } else {
+        CONFIG
+    };
+    let mut a: Vec<String> = vec!["--config".into(), config.into()];
     let mut problems = Vec::new();
     if inputs.kubeconfig || inputs.bootstrap {
         // The kubelet requires --kubeconfig with --bootstrap-kubeconfig: it is where
@@ -236,6 +248,21 @@ mod tests {
     }
 
     #[test]
+    fn standalone_takes_the_standalone_config_when_there_is_one() {
+        let i = Inputs {
+            standalone_config: true,
+            ..Default::default()
+        };
+        assert_eq!(args(&i), ["--config", CONFIG_STANDALONE]);
+        let joined = Inputs {
+            standalone_config: true,
+            kubeconfig: true,
+            ..Default::default()
+        };
+        assert_eq!(args(&joined)[..2], ["--config", CONFIG]);
+    }
+
+    #[test]
     fn kubeconfig_alone() {
         let i = Inputs {
             kubeconfig: true,
@@ -294,6 +321,7 @@ mod tests {
             kubeconfig: true,
             bootstrap: true,
             credential_provider: true,
+            standalone_config: true,
             node_labels: Some(b"a=b\nexample.com/role=worker\n".to_vec()),
             node_ip: Some(b"10.0.0.5\n".to_vec()),
             hostname: Some(b"node-1\n".to_vec()),

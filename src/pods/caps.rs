@@ -1,0 +1,106 @@
+//! Linux capability names and numbers (linux/include/uapi/linux/capability.h), as
+//! Kubernetes spells them: without the `CAP_` prefix.
+
+/// Every capability of Linux 6.x, by number.
+pub const CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The number of capability `name` (no `CAP_` prefix, upper case).
+pub fn number(name: &str) -> Option<u32> {
+    CAPABILITIES
+        .iter()
+        .position(|c| *c == name)
+        .map(|n| n as u32)
+}
+
+/// The bit mask of a set of capabilities, as `/proc/PID/status` shows `CapEff`.
+/// Unknown names are ignored.
+pub fn mask<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
+    names
+        .into_iter()
+        .filter_map(number)
+        .fold(0, |m, n| m | (1u64 << n))
+}
+
+/// The known name closest to `name`, for a "did you mean" hint.
+pub fn closest(name: &str) -> Option<&'static str> {
+    let upper = name.to_ascii_uppercase();
+    let upper = upper.trim_start_matches("CAP_");
+    CAPABILITIES
+        .iter()
+        .map(|c| (distance(upper, c), *c))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+pub(crate) fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_masks_match_the_kernel() {
+        assert_eq!(number("NET_ADMIN"), Some(12));
+        assert_eq!(number("SYS_TIME"), Some(25));
+        assert_eq!(number("CHECKPOINT_RESTORE"), Some(40));
+        assert_eq!(mask(["NET_ADMIN", "NET_RAW"]), 0x3000);
+        assert_eq!(closest("NET_ADMN"), Some("NET_ADMIN"));
+        assert_eq!(closest("cap_sys_time"), Some("SYS_TIME"));
+    }
+}

@@ -1,0 +1,268 @@
+//! The `pods` stage: a profile's [`NodeSpec`] -> the files of the node's
+//! `/etc/kubernetes` (static pod manifests, kubelet configuration, node labels and IP,
+//! kubeconfigs), the CRI-O pause image drop-in, and the profile's extra `/etc` files.
+//!
+//! Static pods are built as typed Kubernetes objects (`k8s-openapi`, compiled for
+//! 1.33: every field written exists in every supported version) and least privilege
+//! first: every capability dropped but the declared ones, a read-only root
+//! filesystem, no privilege escalation, no host PID or IPC, host network and host
+//! paths only where declared, images by digest with `imagePullPolicy: IfNotPresent`.
+//! [`lint`] checks every pod (daemons and the `pods:` files) before anything is
+//! generated; its errors carry the profile line. Image references are pinned by an
+//! [`ImageResolver`] the caller gives: the build passes what it can resolve (local
+//! OCI layouts today, the pre-seeded store later).
+//!
+//! This stage does not fetch images, write the store or decide how init starts the
+//! kubelet: `docs/boot-flow.md` ("Bootstrap pod contract") is the contract with init.
+//! Secrets (kubeconfigs, credential provider configuration) are read here, written
+//! with mode 0600, and never put in a message: [`GeneratedFile`]'s `Debug` hides them.
+
+pub mod caps;
+mod generate;
+pub mod kubelet;
+pub mod lint;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::profile::Origin;
+pub use generate::{daemon_pod, manifest_yaml, summarize};
+pub use lint::{Finding, Severity};
+pub use spec::NodeSpec;
+
+/// An image pinned to its manifest digest: `repository@sha256:<hex>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinnedImage {
+    pub reference_with_digest: String,
+}
+
+/// Pins the image references a profile writes, and says which images the node will
+/// have without pulling (the pre-seeded store).
+pub trait ImageResolver {
+    /// `reference` is the image as the profile wrote it, with local layouts spelled
+    /// `oci:/abs/dir[:tag]` ([`crate::profile::Source`]'s `Display`). `None` when the
+    /// image is not pre-seeded.
+    fn resolve(&self, reference: &str) -> Option<PinnedImage>;
+}
+
+/// A resolver from a fixed map, reference -> pinned image.
+#[derive(Clone, Debug, Default)]
+pub struct MapResolver(pub BTreeMap<String, PinnedImage>);
+
+impl ImageResolver for MapResolver {
+    fn resolve(&self, reference: &str) -> Option<PinnedImage> {
+        if let Some(p) = self.0.get(reference) {
+            return Some(p.clone());
+        }
+        // An image already written by a digest the resolver knows is pinned as is.
+        self.0
+            .values()
+            .find(|p| p.reference_with_digest == reference)
+            .cloned()
+    }
+}
+
+/// A file the stage makes, for the node's filesystem.
+#[derive(Clone)]
+pub struct GeneratedFile {
+    /// Relative to `/`, e.g. `etc/kubernetes/manifests/dhcp.yaml`.
+    pub path: String,
+    pub mode: u32,
+    pub content: Vec<u8>,
+    /// True for files whose content must never be shown (kubeconfigs...).
+    pub secret: bool,
+}
+
+impl fmt::Debug for GeneratedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("GeneratedFile");
+        d.field("path", &self.path)
+            .field("mode", &format_args!("{:04o}", self.mode));
+        if self.secret {
+            d.field(
+                "content",
+                &format_args!("<secret, {} bytes>", self.content.len()),
+            );
+        } else {
+            d.field("content", &String::from_utf8_lossy(&self.content));
+        }
+        d.finish()
+    }
+}
+
+/// One static pod, for reports.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PodSummary {
+    pub name: String,
+    /// `daemon` or `file` (a `pods:` file); `manifest` when read back by inspect.
+    pub from: &'static str,
+    pub images: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub host_network: bool,
+    pub host_paths: Vec<String>,
+    pub oneshot: bool,
+}
+
+/// What the stage made.
+#[derive(Clone, Debug, Default)]
+pub struct Generated {
+    pub files: Vec<GeneratedFile>,
+    pub pods: Vec<PodSummary>,
+    /// Lint warnings (explicitly allowed privileges), to show the user.
+    pub warnings: Vec<Finding>,
+    /// Daemons of a built-in base left without an image, so not run.
+    pub skipped: Vec<String>,
+    /// Every image the node needs without pulling, pinned where possible: the pods'
+    /// images and the pause image. For the store stage.
+    pub images: Vec<String>,
+}
+
+/// An error of the `pods` stage.
+#[derive(Debug, thiserror::Error)]
+pub enum PodsError {
+    #[error("{}", render_findings(.0))]
+    Lint(Vec<Finding>),
+    #[error("{origin}: {message}{}", .hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
+    Invalid {
+        origin: Origin,
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("{origin}: cannot read {path}")]
+    Read {
+        origin: Origin,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the {what}: {message}")]
+    Serialize { what: String, message: String },
+}
+
+impl PodsError {
+    pub(crate) fn at(origin: &Origin, message: impl Into<String>, hint: Option<&str>) -> Self {
+        PodsError::Invalid {
+            origin: origin.clone(),
+            message: message.into(),
+            hint: hint.map(str::to_string),
+        }
+    }
+}
+
+fn render_findings(f: &[Finding]) -> String {
+    let errors = f.iter().filter(|x| x.severity == Severity::Error).count();
+    let mut s = format!(
+        "the static pods break {errors} rule{}:",
+        if errors == 1 { "" } else { "s" }
+    );
+    for x in f {
+        s.push_str(&format!("\n{x}"));
+    }
+    s
+}
+
+/// Checks the profile's pods and generates every file of this stage.
+pub fn generate(spec: &NodeSpec, resolver: &dyn ImageResolver) -> Result<Generated, PodsError> {
+    let pods = generate::collect(spec, resolver)?;
+    let findings = lint::lint(spec, &pods, resolver);
+    if findings.iter().any(|f| f.severity == Severity::Error) {
+        return Err(PodsError::Lint(findings));
+    }
+    let mut out = Generated {
+        warnings: findings,
+        ..Generated::default()
+    };
+    generate::write(spec, &pods, &mut out)?;
+    kubelet::write(spec, &mut out)?;
+    generate::extra_files(spec, &mut out)?;
+    Ok(out)
+}
+
+/// The resolver a build has before the image store exists: every daemon image given
+/// as a local OCI layout (`oci:DIR[:TAG]`) is pinned to its manifest digest, named
+/// `localhost/kios/<TAG or DIR's name>@sha256:...`. Registry references stay
+/// unresolved (the lint reports them as not pre-seeded).
+pub fn local_layout_resolver(
+    spec: &NodeSpec,
+    arch: crate::profile::Arch,
+) -> Result<MapResolver, PodsError> {
+    let mut map = BTreeMap::new();
+    for d in &spec.daemons {
+        let Some(img) = &d.image else { continue };
+        let crate::profile::Source::OciLayout { dir, tag } = &img.value else {
+            continue;
+        };
+        let layout =
+            crate::oci::layout::open_layout(dir, tag.as_deref(), arch.as_str()).map_err(|e| {
+                PodsError::at(&img.origin, format!("daemon `{}`: {e}", d.name.value), None)
+            })?;
+        let name = tag
+            .clone()
+            .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| d.name.value.clone());
+        let repo = format!("localhost/kios/{}", sanitize_repo(&name));
+        map.insert(
+            img.value.to_string(),
+            PinnedImage {
+                reference_with_digest: format!("{repo}@{}", layout.manifest_digest),
+            },
+        );
+    }
+    Ok(MapResolver(map))
+}
+
+/// A repository path component: lower-case letters, digits and separators.
+fn sanitize_repo(s: &str) -> String {
+    let out: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    out.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// Adds the generated files to a filesystem tree (the initramfs), making their
+/// folders (0755) as needed.
+pub fn add_to_tree(
+    g: &Generated,
+    tree: &mut crate::tree::Tree,
+) -> Result<(), crate::tree::TreeError> {
+    for f in &g.files {
+        let path = crate::tree::TreePath::parse(&f.path)?;
+        if let Some(parent) = path.parent() {
+            let mut dirs = Vec::new();
+            let mut cur = Some(parent);
+            while let Some(d) = cur {
+                if d.is_root() || tree.get(&d).is_some() {
+                    break;
+                }
+                cur = d.parent();
+                dirs.push(d);
+            }
+            for d in dirs.into_iter().rev() {
+                tree.mkdir_p(&d, 0o755)?;
+            }
+        }
+        tree.add_file(&f.path, f.content.clone(), f.mode)?;
+    }
+    Ok(())
+}
+
+/// YAML as kubectl would write it: plain scalars, no folded long strings.
+pub(crate) fn to_yaml<T: serde::Serialize>(value: &T, what: &str) -> Result<String, PodsError> {
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.prefer_block_scalars = false;
+    serde_saphyr::to_string_with_options(value, options).map_err(|e| PodsError::Serialize {
+        what: what.to_string(),
+        message: e.to_string(),
+    })
+}
