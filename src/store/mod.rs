@@ -1,0 +1,3 @@
+//! The pre-seeded image store written into the store partition.
+
+pub mod cstorage;
