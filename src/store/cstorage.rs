@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::oci::{self, Compression, Digest, LayerBlob, LayoutImage, Limits, OciError};
+use crate::oci::{Compression, Digest, LayerBlob, LayoutImage, Limits, OciError};
 use crate::tree::{Entry, Kind, Tree, TreeError, TreePath};
 use records::{ImageRecord, LayerRecord};
 
@@ -442,7 +442,7 @@ impl Writer<'_> {
         spool_dir: &Path,
     ) -> Result<(), StoreError> {
         let (layer_tree, whiteouts) =
-            oci::read_layer_tree(reference, index, blob, spool_dir, &self.opts.limits)?;
+            diff::layer_tree(reference, index, blob, spool_dir, &self.opts.limits)?;
         let tar = layer_tar_path(blob, spool_dir);
         let layer_err = |why: String| StoreError::Layer {
             reference: reference.to_string(),
@@ -590,7 +590,7 @@ impl Writer<'_> {
     }
 }
 
-/// Where [`oci::read_layer_tree`] left the layer's uncompressed tar: the blob
+/// Where [`crate::oci::read_layer`] left the layer's uncompressed tar: the blob
 /// itself when it is not compressed, else the spool file it names after the
 /// diff_id (`oci/layer.rs` `verify_and_spool`). The tar-split scan re-hashes it
 /// against the diff_id, so a change of that convention is caught, not missed.

@@ -19,12 +19,56 @@
 //!   and only the whiteout conversion above may write them.
 //!
 //! Everything else (kinds, modes, owners, mtimes, link targets, hard links,
-//! devices) is the layer tree's own, unchanged.
+//! devices) is the layer tree's own, with one rule from `createTarFile`: a hard
+//! link member chowns, chmods, stamps and sets xattrs on the inode it links to, so
+//! the inode ends with the metadata of the last member naming it ([`layer_tree`]).
 
 use std::collections::HashMap;
+use std::path::Path;
 
-use crate::oci::Whiteout;
+use crate::oci::layer::{LayerChanges, LayerCx};
+use crate::oci::{self, LayerBlob, Limits, OciError, Whiteout};
 use crate::tree::{Entry, Kind, Tree, TreePath};
+
+/// One layer's own entries as a tree, whiteouts not applied, like
+/// [`oci::read_layer_tree`], except that each hard link member's metadata is
+/// applied to the file it links to, in archive order (see the module doc).
+pub(super) fn layer_tree(
+    reference: &str,
+    index: usize,
+    blob: &LayerBlob,
+    spool_dir: &Path,
+    limits: &Limits,
+) -> Result<(Tree, Vec<Whiteout>), OciError> {
+    let changes = oci::read_layer(reference, index, blob, spool_dir, limits)?;
+    let cx = LayerCx::new(reference, index, &blob.digest);
+    let mut tree = Tree::new(0);
+    oci::merge::apply(&cx, &mut tree, &changes, false)?;
+    fold_link_metadata(&mut tree, &changes);
+    Ok((tree, changes.whiteouts))
+}
+
+fn fold_link_metadata(tree: &mut Tree, changes: &LayerChanges) {
+    for (_, entry) in &changes.entries {
+        let Kind::Hardlink(target) = &entry.kind else {
+            continue;
+        };
+        let file = match tree.get(target).map(|e| &e.kind) {
+            Some(Kind::Hardlink(t)) => t.clone(),
+            _ => target.clone(),
+        };
+        if let Some(f) = tree.get_mut(&file) {
+            if matches!(f.kind, Kind::File(_)) {
+                f.uid = entry.uid;
+                f.gid = entry.gid;
+                f.mode = entry.mode;
+                f.mtime = entry.mtime;
+                f.xattrs
+                    .extend(entry.xattrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+    }
+}
 
 /// The xattr overlayfs reads for an opaque directory when mounted by root.
 pub(super) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";

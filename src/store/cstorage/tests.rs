@@ -90,7 +90,7 @@ fn image(dir: &Path, tars: &[Vec<u8>], created: &str) -> LayoutImage {
     m["annotations"] = json!({"org.opencontainers.image.ref.name": "t"});
     let index = json!({"schemaVersion": 2, "manifests": [m]});
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    oci::open_layout(dir, Some("t"), "amd64").unwrap()
+    crate::oci::open_layout(dir, Some("t"), "amd64").unwrap()
 }
 
 fn base_tar() -> Vec<u8> {
@@ -221,7 +221,7 @@ fn two_images_share_their_base_layer_and_tar_split_rebuilds_each_tar() {
     );
     let b = image(
         &tmp.path().join("b"),
-        &[base.clone()],
+        std::slice::from_ref(&base),
         "2024-01-02T03:04:05.500Z",
     );
     let spool = tmp.path().join("spool");
