@@ -6,7 +6,7 @@
 //! pulled by podman into a fresh store, and copied back from the registry into an
 //! OCI layout, from which kios-build writes its store. The store is a `Tree`;
 //! [`materialise`] writes it on the host as root, as the store filesystem would
-//! present it. Then:
+//! present it. Then (one test, run in order):
 //! - `ours_matches_what_podman_pulls`: images.json, layers.json, big data,
 //!   tar-split records and every diff tree agree with podman's;
 //! - `podman_and_skopeo_read_ours`: podman lists the image with the registry's
@@ -25,7 +25,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use kios_build::oci::{open_layout, Digest};
@@ -238,6 +237,13 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = self.registry.kill();
         let _ = self.registry.wait();
+        // The overlay driver bind-mounts its home on itself in each root it opens.
+        for root in ["podman", "ours-rw", "fresh"] {
+            let _ = Command::new("umount")
+                .arg(self.dir.join(root).join("overlay"))
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -249,9 +255,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
+fn fixture() -> Fixture {
+    {
         require_tools();
         let tmp = tempfile::Builder::new()
             .prefix("kios-store-")
@@ -282,7 +287,7 @@ fn fixture() -> &'static Fixture {
              [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
         )
         .unwrap();
-        let mut f = Fixture {
+        let f = Fixture {
             reference: format!("127.0.0.1:{port}/{NAME}"),
             pulled: dir.join("pulled"),
             podman_root: dir.join("podman"),
@@ -320,7 +325,12 @@ fn fixture() -> &'static Fixture {
             &format!("docker://{}", f.reference),
             &format!("oci:{}:1", f.pulled.display()),
         ]));
-        sh(podman(&f, &f.podman_root).args(["pull", "--quiet", "--tls-verify=false", &f.reference]));
+        sh(podman(&f, &f.podman_root).args([
+            "pull",
+            "--quiet",
+            "--tls-verify=false",
+            &f.reference,
+        ]));
 
         let image = open_layout(&f.pulled, Some("1"), "amd64").unwrap();
         let spool = f.dir.join("spool");
@@ -333,9 +343,8 @@ fn fixture() -> &'static Fixture {
         materialise(&tree, &f.ours);
         materialise(&tree, &f.ours_rw);
         materialise(&tree, &f.ours_ro);
-        f.registry.try_wait().unwrap();
         f
-    })
+    }
 }
 
 /// podman with its own root and runroot under the fixture, runc and low ulimits.
@@ -570,9 +579,16 @@ const PODMAN_RUN_STATE: &[&str] = &[
     "overlay/.has-mount-program", // driver probe cache of the writable root
 ];
 
+/// One test, so that the registry, mounts and directories it sets up are torn
+/// down when it ends.
 #[test]
-fn ours_matches_what_podman_pulls() {
+fn ours_matches_what_podman_pulls_and_podman_and_skopeo_read_it() {
     let f = fixture();
+    ours_matches_what_podman_pulls(&f);
+    podman_and_skopeo_read_ours(&f);
+}
+
+fn ours_matches_what_podman_pulls(f: &Fixture) {
     let (p, o) = (&f.podman_root, &f.ours);
 
     // images.json: identical records (podman's "created" is the config's).
@@ -660,9 +676,7 @@ impl Drop for Unmount {
     }
 }
 
-#[test]
-fn podman_and_skopeo_read_ours() {
-    let f = fixture();
+fn podman_and_skopeo_read_ours(f: &Fixture) {
     let served = open_layout(&f.pulled, Some("1"), "amd64").unwrap();
 
     // podman with ours as its root lists the image with the registry's digest.
