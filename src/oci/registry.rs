@@ -490,7 +490,10 @@ async fn fetch_all(
 
     // Manifests first (small, a few per image), then every missing blob at once.
     let mut resolved = BTreeMap::new();
-    let mut blobs: BTreeMap<Digest, (ImageRef, Descriptor)> = BTreeMap::new();
+    // Configs before layers: with every JSON document cached, each image is opened
+    // (platform, media types, diff_id count checked) before a layer is fetched.
+    let mut configs: BTreeMap<Digest, (ImageRef, Descriptor)> = BTreeMap::new();
+    let mut layers: BTreeMap<Digest, (ImageRef, Descriptor)> = BTreeMap::new();
     for (i, r) in todo {
         let (digest, top) = s.resolve(r).await?;
         let top_bytes = cache.read_verified(&digest).unwrap_or_default();
@@ -498,7 +501,6 @@ async fn fetch_all(
             Need::Blobs(b) => b,
             Need::Manifest(m) => {
                 s.manifest(&r.reference, &m).await?;
-                let top_bytes = cache.read_verified(&digest).unwrap_or_default();
                 match needs(cache, &r.reference, &top, &top_bytes, arch)? {
                     Need::Blobs(b) => b,
                     Need::Manifest(m) => {
@@ -514,26 +516,22 @@ async fn fetch_all(
                 }
             }
         };
-        for b in wanted {
+        for (n, b) in wanted.into_iter().enumerate() {
             let d = parse_digest(&r.reference.to_string(), b.digest().as_ref())?;
             if cache.get(&d, Some(b.size())).is_none() {
-                blobs.entry(d).or_insert_with(|| (r.reference.clone(), b));
+                let set = if n == 0 { &mut configs } else { &mut layers };
+                set.entry(d).or_insert_with(|| (r.reference.clone(), b));
             }
         }
         resolved.insert(*i, (digest, top));
     }
-    let jobs = opts.jobs.max(1);
-    let results: Vec<Result<(), RegistryError>> = futures_util::stream::iter(blobs)
-        .map(|(d, (r, desc))| {
-            let s = &s;
-            async move { s.blob(&r, &d, &desc).await }
-        })
-        .buffer_unordered(jobs)
-        .collect()
-        .await;
-    for r in results {
-        r?;
+    s.blobs(configs).await?;
+    for (i, r) in todo {
+        let (_, top) = &resolved[i];
+        layout::open_descriptor(cache.root(), &r.reference.to_string(), top.clone(), arch)
+            .map_err(Box::new)?;
     }
+    s.blobs(layers).await?;
     Ok(resolved)
 }
 
@@ -801,6 +799,19 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// Fetches blobs, `jobs` at a time; the first error is returned once all ended.
+    async fn blobs(
+        &self,
+        blobs: BTreeMap<Digest, (ImageRef, Descriptor)>,
+    ) -> Result<(), RegistryError> {
+        let results: Vec<Result<(), RegistryError>> = futures_util::stream::iter(blobs)
+            .map(|(d, (r, desc))| async move { self.blob(&r, &d, &desc).await })
+            .buffer_unordered(self.opts.jobs.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect()
     }
 
     /// Streams one blob into the cache, verifying digest and size as it goes.

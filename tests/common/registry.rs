@@ -21,8 +21,9 @@ pub const OCI_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const OCI_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 pub struct Tls {
+    /// The CA's and the server's keys and certificates.
     pub dir: PathBuf,
-    /// The CA certificate that signed the server's (PEM); also `dir/ca.crt`.
+    /// The CA certificate that signed the server's (PEM), alone in its folder.
     pub ca: PathBuf,
 }
 
@@ -156,7 +157,10 @@ impl Registry {
         let mut args: Vec<String> = vec!["copy".into(), "--quiet".into()];
         args.extend(extra.iter().map(|s| s.to_string()));
         match &self.tls {
-            Some(t) => args.push(format!("--dest-cert-dir={}", t.dir.display())),
+            Some(t) => args.push(format!(
+                "--dest-cert-dir={}",
+                t.ca.parent().unwrap().display()
+            )),
             None => args.push("--dest-tls-verify=false".into()),
         }
         if let Some((u, p)) = &self.creds {
@@ -203,16 +207,35 @@ fn make_tls(dir: &Path) -> Tls {
         "openssl",
         "openssl",
         &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=kios test CA",
-            "-keyout", &p("ca.key"), "-out", &p("ca.crt"),
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kios test CA",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.crt"),
         ],
     );
     run(
         "openssl",
         "openssl",
         &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout",
-            &p("server.key"), "-out", &p("server.csr"),
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &p("server.key"),
+            "-out",
+            &p("server.csr"),
         ],
     );
     fs::write(
@@ -224,12 +247,30 @@ fn make_tls(dir: &Path) -> Tls {
         "openssl",
         "openssl",
         &[
-            "x509", "-req", "-in", &p("server.csr"), "-CA", &p("ca.crt"), "-CAkey", &p("ca.key"),
-            "-CAcreateserial", "-days", "2", "-extfile", &p("ext.cnf"), "-out", &p("server.crt"),
+            "x509",
+            "-req",
+            "-in",
+            &p("server.csr"),
+            "-CA",
+            &p("ca.crt"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &p("ext.cnf"),
+            "-out",
+            &p("server.crt"),
         ],
     );
+    // skopeo's --dest-cert-dir takes every *.key as a client key: give it the CA
+    // alone.
+    let ca_dir = dir.join("ca");
+    fs::create_dir_all(&ca_dir).unwrap();
+    fs::copy(d.join("ca.crt"), ca_dir.join("ca.crt")).unwrap();
     Tls {
-        ca: d.join("ca.crt"),
+        ca: ca_dir.join("ca.crt"),
         dir: d,
     }
 }
@@ -241,7 +282,11 @@ pub fn tar_of(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
     for (path, _, _) in files {
         let mut acc = String::new();
         for c in path.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
-            acc = if acc.is_empty() { c.to_string() } else { format!("{acc}/{c}") };
+            acc = if acc.is_empty() {
+                c.to_string()
+            } else {
+                format!("{acc}/{c}")
+            };
             if !dirs.contains(&acc) {
                 dirs.push(acc.clone());
                 let mut h = tar::Header::new_gnu();
@@ -252,7 +297,8 @@ pub fn tar_of(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
                 h.set_size(0);
                 h.set_mtime(0);
                 h.set_cksum();
-                b.append_data(&mut h, format!("{acc}/"), std::io::empty()).unwrap();
+                b.append_data(&mut h, format!("{acc}/"), std::io::empty())
+                    .unwrap();
             }
         }
     }
