@@ -67,19 +67,25 @@ pub enum PlanError {
         resolved: Digest,
     },
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(Box<RegistryError>),
+}
+
+impl From<RegistryError> for PlanError {
+    fn from(e: RegistryError) -> Self {
+        PlanError::Registry(Box::new(e))
+    }
 }
 
 impl PlanError {
     /// Errors the user fixes in the profile, its lock or the cache (exit code 2).
     pub fn is_input_error(&self) -> bool {
-        matches!(
-            self,
-            PlanError::BadLock { .. }
-                | PlanError::NotLocked { .. }
-                | PlanError::Changed { .. }
-                | PlanError::Registry(RegistryError::Offline { .. })
-        )
+        match self {
+            PlanError::Registry(e) => matches!(**e, RegistryError::Offline { .. }),
+            PlanError::ReadLock { .. } | PlanError::WriteLock { .. } => false,
+            PlanError::BadLock { .. } | PlanError::NotLocked { .. } | PlanError::Changed { .. } => {
+                true
+            }
+        }
     }
 }
 

@@ -42,6 +42,21 @@ impl ImageRef {
             why,
         };
         let r: oci_client::Reference = s.parse().map_err(|e| err(format!("{e}")))?;
+        // The distribution grammar's path components (lowercase); oci-spec's parser
+        // lets upper case through. This also keeps `..` out of cache file names.
+        let component_ok = |c: &str| {
+            let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+            !c.is_empty()
+                && c.bytes().all(|b| alnum(b) || b"._-".contains(&b))
+                && alnum(c.as_bytes()[0])
+                && alnum(c.as_bytes()[c.len() - 1])
+        };
+        if !r.repository().split('/').all(component_ok) {
+            return Err(err(format!(
+                "repository {:?} must be lowercase letters, digits and . _ - between /",
+                r.repository()
+            )));
+        }
         let digest = match r.digest() {
             Some(d) => Some(d.parse::<Digest>().map_err(|e| err(e.to_string()))?),
             None => None,

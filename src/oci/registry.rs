@@ -149,7 +149,7 @@ pub enum RegistryError {
     Digest {
         registry: String,
         repository: String,
-        what: String,
+        what: &'static str,
         digest: Digest,
         actual: Digest,
         size: u64,
@@ -303,7 +303,7 @@ fn top_descriptor(
 /// top is an index), then config and layers. Reads only cached JSON.
 enum Need {
     /// The platform manifest is not cached.
-    Manifest(Descriptor),
+    Manifest(Box<Descriptor>),
     /// All JSON is cached; these blobs may not be.
     Blobs(Vec<Descriptor>),
 }
@@ -338,7 +338,7 @@ fn needs(
         let digest = parse_digest(&name, desc.digest().as_ref())?;
         match cache.read_verified(&digest) {
             Some(b) => b,
-            None => return Ok(Need::Manifest(desc)),
+            None => return Ok(Need::Manifest(Box::new(desc))),
         }
     } else {
         top_bytes.to_vec()
@@ -433,10 +433,9 @@ async fn fetch_all(
         if !probed.insert(r.host().to_string()) {
             continue;
         }
-        if r.is_local() || opts.insecure.iter().any(|h| h == &r.registry) {
-            if probe_scheme(r, &certs).await? == "http" {
-                http_hosts.push(r.host().to_string());
-            }
+        let may_be_http = r.is_local() || opts.insecure.iter().any(|h| h == &r.registry);
+        if may_be_http && probe_scheme(r, &certs).await? == "http" {
+            http_hosts.push(r.host().to_string());
         }
         let cred = auth::credential_for(&r.registry).map_err(|source| RegistryError::Auth {
             registry: r.registry.clone(),
@@ -710,7 +709,7 @@ impl Session<'_> {
                 return Err(RegistryError::Digest {
                     registry: r.registry.clone(),
                     repository: r.repository.clone(),
-                    what: "manifest".into(),
+                    what: "manifest",
                     digest: d.clone(),
                     actual: digest,
                     size: bytes.len() as u64,
@@ -736,7 +735,7 @@ impl Session<'_> {
             return Err(RegistryError::Digest {
                 registry: r.registry.clone(),
                 repository: r.repository.clone(),
-                what: "manifest".into(),
+                what: "manifest",
                 digest: d,
                 actual,
                 size: bytes.len() as u64,
@@ -775,7 +774,7 @@ impl Session<'_> {
                 return Err(RegistryError::Digest {
                     registry: target.registry.clone(),
                     repository: target.repository.clone(),
-                    what: "manifest".into(),
+                    what: "manifest",
                     actual: d.clone(),
                     digest: d,
                     size: 0,
@@ -883,7 +882,7 @@ impl Session<'_> {
             }) => Err(RegistryError::Digest {
                 registry: r.registry.clone(),
                 repository: r.repository.clone(),
-                what: "blob".into(),
+                what: "blob",
                 digest: d.clone(),
                 actual,
                 size: actual_size,
