@@ -948,4 +948,33 @@ mod tests {
         let e = err(d.path(), &text);
         assert!(e.contains("both `path` and `image`"), "{e}");
     }
+
+    #[test]
+    fn registries_and_image_references_are_parsed_at_load() {
+        let d = tempfile::TempDir::new().unwrap();
+        fs::write(d.path().join("ca.pem"), "x").unwrap();
+        let text = minimal(d.path())
+            + "system:\n  image: busybox\nregistries:\n  insecure: [127.0.0.1:5000]\n  ca: ca.pem\n";
+        let p = write(d.path(), "p.yaml", &text);
+        let prof = load(&p).unwrap();
+        match &prof.system.as_ref().unwrap().value {
+            Source::Registry(r) => assert_eq!(r.to_string(), "docker.io/library/busybox:latest"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(prof.registries.insecure[0].value, "127.0.0.1:5000");
+        assert!(prof
+            .registries
+            .ca
+            .as_ref()
+            .unwrap()
+            .value
+            .ends_with("ca.pem"));
+        let e = err(d.path(), &text.replace("127.0.0.1:5000", "http://x/"));
+        assert!(e.contains("not a registry address"), "{e}");
+        let e = err(d.path(), &text.replace("image: busybox", "image: Bad/Name"));
+        assert!(
+            e.contains("p.yaml:") && e.contains("not an image reference"),
+            "{e}"
+        );
+    }
 }
