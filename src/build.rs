@@ -28,6 +28,8 @@ pub enum BuildError {
     Profile(#[from] profile::ProfileError),
     #[error(transparent)]
     Input(Box<inputs::InputError>),
+    #[error(transparent)]
+    Plan(Box<crate::plan::PlanError>),
     #[error("{origin}: kernel module `{name}` is not in kernel {version}{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
     ModuleNotFound {
         origin: String,
@@ -76,9 +78,18 @@ impl From<inputs::InputError> for BuildError {
     }
 }
 
+impl From<crate::plan::PlanError> for BuildError {
+    fn from(e: crate::plan::PlanError) -> Self {
+        BuildError::Plan(Box::new(e))
+    }
+}
+
 impl BuildError {
     /// True for errors the user fixes in the profile or its inputs (exit code 2).
     pub fn is_input_error(&self) -> bool {
+        if let BuildError::Plan(p) = self {
+            return p.is_input_error();
+        }
         matches!(
             self,
             BuildError::Profile(_)
@@ -108,6 +119,8 @@ pub struct Options {
     pub verbose: bool,
     /// The output format, overriding the profile's `disk.format`.
     pub format: Option<crate::format::Format>,
+    /// Registry pulls, the cache and the lock.
+    pub pull: crate::plan::PullOptions,
 }
 
 /// Everything the profile names, found and checked.
@@ -149,9 +162,20 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
         .prefix("kios-build-")
         .tempdir()
         .map_err(io_err("cannot make a work folder", &std::env::temp_dir()))?;
-    let work = WorkDir {
-        path: guard.path().to_path_buf(),
-    };
+    let mut work = WorkDir::new(guard.path().to_path_buf());
+    let plan = crate::plan::resolve(
+        &profile,
+        &opts.pull,
+        &crate::oci::progress::Progress::new(opts.verbose),
+    )?;
+    if let Some(lock) = &plan.lock_path {
+        steps.say(&format!(
+            "{} registry images pinned in {}",
+            plan.images.len(),
+            lock.display()
+        ));
+    }
+    work.pulled = plan.images;
     let kernel = inputs::kernel(&profile.kernel.source, profile.arch, &work)?;
     steps.say(&format!(
         "kernel {} ({})",

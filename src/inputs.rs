@@ -1,8 +1,8 @@
 //! Inputs: what the profile names -> files and trees the assembly stages consume.
 //!
-//! An input is a local path or a local OCI image layout (`oci:DIR[:TAG]`); registry
-//! references are resolved by the registry stage, which is not part of this
-//! version. For each kind of input this module returns what the next stages need:
+//! An input is a local path, a local OCI image layout (`oci:DIR[:TAG]`), or a
+//! registry reference, pulled beforehand by [`crate::plan`] into the cache and
+//! handed over in [`WorkDir::pulled`]. For each kind of input this module returns what the next stages need:
 //! - the kernel: the `vmlinuz` file and the `lib/modules/<version>` folder (an OCI
 //!   kernel image's files are written to the build's work folder: they are plain,
 //!   root-owned files, so nothing is lost and no privilege is needed);
@@ -10,13 +10,15 @@
 //! - the system tree: a [`Tree`] (owners, modes and xattrs of an image kept as they
 //!   are; a local folder is taken as root-owned).
 //!
-//! It does not pull, cache or pin anything.
+//! It does not pull, cache or pin anything itself.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::oci;
+use crate::oci::reference::ImageRef;
 use crate::profile::{Arch, FileInput, Input, Source};
 use crate::tree::{Content, Kind, Tree, TreePath};
 
@@ -27,12 +29,6 @@ pub enum InputError {
         origin: String,
         what: String,
         message: String,
-    },
-    #[error("{origin}: {what}: {reference} is a registry reference; this version builds from local inputs only\n  hint: use `path:` or `image: oci:DIR:TAG` (skopeo copy docker://{reference} oci:DIR:TAG makes one)")]
-    RegistryNotSupported {
-        origin: String,
-        what: String,
-        reference: String,
     },
     #[error("{origin}: {what}: cannot read {reference}")]
     Oci {
@@ -75,12 +71,20 @@ pub struct KernelFiles {
 }
 
 /// Where the build may write temporary files: spooled layers, files taken out of
-/// images.
+/// images; and the registry images the plan pulled (`crate::plan`).
 pub struct WorkDir {
     pub path: PathBuf,
+    pub pulled: BTreeMap<ImageRef, oci::LayoutImage>,
 }
 
 impl WorkDir {
+    pub fn new(path: PathBuf) -> WorkDir {
+        WorkDir {
+            path,
+            pulled: BTreeMap::new(),
+        }
+    }
+
     fn sub(&self, name: &str) -> Result<PathBuf, InputError> {
         let p = self.path.join(name);
         fs::create_dir_all(&p).map_err(|source| InputError::Io {
@@ -110,11 +114,22 @@ fn image_tree(input: &Input, what: &str, arch: Arch, work: &WorkDir) -> Result<T
                 .map_err(wrap)?;
             Ok(tree)
         }
-        Source::Registry(r) => Err(InputError::RegistryNotSupported {
-            origin: input.origin.to_string(),
-            what: what.to_string(),
-            reference: r.clone(),
-        }),
+        Source::Registry(r) => {
+            let wrap = |source| InputError::Oci {
+                origin: input.origin.to_string(),
+                what: what.to_string(),
+                reference: r.to_string(),
+                source: Box::new(source),
+            };
+            let image = work.pulled.get(r).ok_or_else(|| {
+                InputError::bad(input, what, format!("{r} was not pulled (no plan)"))
+            })?;
+            let spool = work.sub("spool")?;
+            let mut tree = Tree::new(0);
+            oci::layer::apply_layers(image, &spool, &oci::layer::Limits::default(), &mut tree)
+                .map_err(wrap)?;
+            Ok(tree)
+        }
         Source::Path(_) => unreachable_path(input, what),
     }
 }

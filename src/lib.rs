@@ -1,8 +1,9 @@
 //! kios-build: turns a kiOS node profile into a bootable disk image.
 //!
 //! The pipeline, one module per stage (see `docs/design.md`):
-//! [`profile`] (YAML -> Profile) -> [`inputs`] and [`oci`] (local paths and OCI
-//! layouts -> files and trees) -> [`initramfs`] (tree -> cpio) -> [`boot`] (UKI) ->
+//! [`profile`] (YAML -> Profile) -> [`plan`] (registry images pinned, pulled,
+//! `kios.lock`) -> [`inputs`] and [`oci`] (local paths, OCI layouts and pulled
+//! images -> files and trees) -> [`initramfs`] (tree -> cpio) -> [`boot`] (UKI) ->
 //! [`disk`] (GPT, ESP, data) -> the image file. [`build`] runs the stages in order;
 //! [`inspect`] reads an image back.
 
@@ -15,6 +16,7 @@ pub mod inputs;
 pub mod inspect;
 pub mod kernel;
 pub mod oci;
+pub mod plan;
 pub mod pods;
 pub mod profile;
 pub mod store;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use kios_build::{build, inspect};
 
@@ -44,6 +44,8 @@ enum Command {
         /// Print a JSON build report on stdout when done.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        pull: PullArgs,
     },
     /// Check a profile and everything it refers to; print one line on success.
     Validate {
@@ -52,6 +54,23 @@ enum Command {
         /// The kios-init binary to check (as for build).
         #[arg(long, value_name = "PATH")]
         init: Option<PathBuf>,
+        #[command(flatten)]
+        pull: PullArgs,
+    },
+    /// Pull every registry image a profile names into the cache, and write kios.lock.
+    Pull {
+        /// The node profile (YAML).
+        profile: PathBuf,
+        /// Print only errors.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        pull: PullArgs,
+    },
+    /// Manage the blob cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// Check a kernel's configuration against what kiOS needs
     /// (kernel-config/required.txt). Exit 0: nothing missing; 1: options missing.
@@ -67,6 +86,60 @@ enum Command {
         /// Print the stable JSON form (docs/inspect.md).
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// Registry, cache and lock flags of build, validate and pull.
+#[derive(Args)]
+struct PullArgs {
+    /// Fail if kios.lock lacks an image or the registry now resolves one differently.
+    #[arg(long)]
+    locked: bool,
+    /// Use only the blob cache (and kios.lock); never the network.
+    #[arg(long)]
+    offline: bool,
+    /// The blob cache (default: $KIOS_CACHE_DIR, else $XDG_CACHE_HOME/kios-build).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// A registry (host:port) that may be reached over plain HTTP. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure: Vec<String>,
+    /// A PEM file of CA certificates to trust besides the system roots. Repeatable.
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    ca: Vec<PathBuf>,
+}
+
+impl PullArgs {
+    fn options(self) -> kios_build::plan::PullOptions {
+        let mut registry = kios_build::oci::registry::RegistryOptions {
+            offline: self.offline,
+            insecure: self.insecure,
+            ca_files: self.ca,
+            ..Default::default()
+        };
+        if let Some(d) = self.cache_dir {
+            registry.cache_dir = d;
+        }
+        kios_build::plan::PullOptions {
+            registry,
+            locked: self.locked,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Remove cached blobs not used for a while, and interrupted downloads.
+    Prune {
+        /// Remove everything, whatever its age.
+        #[arg(long)]
+        all: bool,
+        /// Remove blobs not used for this many days.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        older_than: u64,
+        /// The blob cache (default: $KIOS_CACHE_DIR, else $XDG_CACHE_HOME/kios-build).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
 }
 
@@ -107,6 +180,38 @@ fn render(e: &dyn std::error::Error) -> String {
     s
 }
 
+fn pull_command(profile: &std::path::Path, quiet: bool, pull: PullArgs) -> ExitCode {
+    let loaded = match kios_build::profile::load(profile) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {}", render(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let opts = pull.options();
+    let progress = kios_build::oci::progress::Progress::new(!quiet);
+    match kios_build::plan::resolve(&loaded, &opts, &progress) {
+        Ok(plan) => {
+            if !quiet {
+                match &plan.lock_path {
+                    Some(lock) => eprintln!(
+                        "pulled {} images into {} (pinned in {})",
+                        plan.images.len(),
+                        opts.registry.cache_dir.display(),
+                        lock.display()
+                    ),
+                    None => eprintln!("the profile names no registry image"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", render(&e));
+            ExitCode::from(if e.is_input_error() { 2 } else { 1 })
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let epoch = match epoch() {
@@ -124,12 +229,14 @@ fn main() -> ExitCode {
             init,
             quiet,
             json,
+            pull,
         } => {
             let opts = build::Options {
                 init,
                 epoch,
                 verbose: !quiet,
                 format,
+                pull: pull.options(),
             };
             match build::build(&profile, &output, &opts) {
                 Ok(report) => {
@@ -155,12 +262,17 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Validate { profile, init } => {
+        Command::Validate {
+            profile,
+            init,
+            pull,
+        } => {
             let opts = build::Options {
                 init,
                 epoch,
                 verbose: false,
                 format: None,
+                pull: pull.options(),
             };
             match build::prepare(&profile, &opts) {
                 Ok(p) => {
@@ -176,6 +288,41 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {}", render(&e));
                     ExitCode::from(if e.is_input_error() { 2 } else { 1 })
+                }
+            }
+        }
+        Command::Pull {
+            profile,
+            quiet,
+            pull,
+        } => pull_command(&profile, quiet, pull),
+        Command::Cache {
+            command:
+                CacheCommand::Prune {
+                    all,
+                    older_than,
+                    cache_dir,
+                },
+        } => {
+            let dir = cache_dir.unwrap_or_else(kios_build::oci::cache::Cache::default_dir);
+            let age = if all {
+                std::time::Duration::ZERO
+            } else {
+                std::time::Duration::from_secs(older_than.saturating_mul(86_400))
+            };
+            match kios_build::oci::cache::Cache::open(&dir).and_then(|c| c.prune(age)) {
+                Ok(p) => {
+                    println!(
+                        "pruned {} files ({} MiB) from {}",
+                        p.files,
+                        p.bytes >> 20,
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}", render(&e));
+                    ExitCode::from(1)
                 }
             }
         }

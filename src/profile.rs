@@ -113,6 +113,7 @@ struct RawProfile {
     allow: Option<RawAllow>,
     pods: Option<Vec<S<String>>>,
     files: Option<Vec<RawFile>>,
+    registries: Option<RawRegistries>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +186,13 @@ struct RawFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawRegistries {
+    insecure: Option<Vec<S<String>>>,
+    ca: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawInput {
     path: Option<S<String>>,
     image: Option<S<String>>,
@@ -251,8 +259,8 @@ pub enum Source {
     Path(PathBuf),
     /// A local OCI image layout and an optional tag (`oci:DIR[:TAG]`).
     OciLayout { dir: PathBuf, tag: Option<String> },
-    /// A registry reference (pulled by the registry stage).
-    Registry(String),
+    /// A registry reference (pulled by the registry stage, `oci::registry`).
+    Registry(crate::oci::reference::ImageRef),
 }
 
 impl fmt::Display for Source {
@@ -313,6 +321,17 @@ pub struct Profile {
     pub format: Format,
     /// Kubernetes version, kubelet, daemons, static pods and extra /etc files.
     pub node: NodeSpec,
+    pub registries: Registries,
+}
+
+/// How to reach registries (`registries:`); merged like `kernel.modules`: the
+/// base's `insecure` entries then the child's, the child's `ca` replacing the base's.
+#[derive(Clone, Debug, Default)]
+pub struct Registries {
+    /// `host:port` of registries that may be reached over plain HTTP.
+    pub insecure: Vec<Sourced<String>>,
+    /// A PEM file of extra CA certificates (absolute).
+    pub ca: Option<Sourced<PathBuf>>,
 }
 
 /// Loads `path`, merges it onto its bases, and checks it.
@@ -530,8 +549,12 @@ fn merge(
     let mut compression = None;
     let mut size = None;
     let mut format = None;
+    let mut registries = Registries::default();
 
     for (layer, raw) in layers {
+        if let Some(r) = &raw.registries {
+            merge_registries(layer, r, &mut registries)?;
+        }
         if let Some(a) = &raw.arch {
             arch = Some(layer.sourced(a));
         }
@@ -692,7 +715,57 @@ fn merge(
         disk_size,
         format: format.unwrap_or(Format::Raw),
         node,
+        registries,
     })
+}
+
+fn merge_registries(
+    layer: &Layer,
+    raw: &RawRegistries,
+    out: &mut Registries,
+) -> Result<(), ProfileError> {
+    for h in raw.insecure.iter().flatten() {
+        let v = h.value.trim();
+        let ok = !v.is_empty()
+            && !v.contains("://")
+            && !v.contains('/')
+            && !v.contains(char::is_whitespace);
+        if !ok {
+            return Err(ProfileError::at(
+                &layer.at(h),
+                format!("`{v}` is not a registry address"),
+                Some("write host or host:port, e.g. 127.0.0.1:5000 (no scheme, no path)".into()),
+            ));
+        }
+        if !out.insecure.iter().any(|x| x.value == v) {
+            out.insecure.push(Sourced {
+                value: v.to_string(),
+                origin: layer.at(h),
+            });
+        }
+    }
+    if let Some(ca) = &raw.ca {
+        let Some(dir) = &layer.dir else {
+            return Err(ProfileError::at(
+                &layer.at(ca),
+                "a built-in base cannot name local paths",
+                None,
+            ));
+        };
+        let abs = dir.join(ca.value.trim());
+        if !abs.is_file() {
+            return Err(ProfileError::at(
+                &layer.at(ca),
+                format!("`registries.ca`: {} is not a file", abs.display()),
+                Some("name a PEM file of CA certificates, relative to the profile's folder".into()),
+            ));
+        }
+        out.ca = Some(Sourced {
+            value: abs,
+            origin: layer.at(ca),
+        });
+    }
+    Ok(())
 }
 
 /// Reads a `path:`/`image:` pair: exactly one of them, or neither.
@@ -764,15 +837,15 @@ fn input(
                     origin: layer.at(i),
                 }));
             }
-            if v.is_empty() || v.contains(char::is_whitespace) {
-                return Err(ProfileError::at(
+            let parsed = crate::oci::reference::ImageRef::parse(v).map_err(|e| {
+                ProfileError::at(
                     &layer.at(i),
-                    format!("`{field}.image`: `{v}` is not an image reference"),
+                    format!("`{field}.image`: `{v}` is not an image reference ({})", e.why),
                     Some("write registry/repository:tag, registry/repository@sha256:..., or oci:DIR:TAG".into()),
-                ));
-            }
+                )
+            })?;
             Ok(Some(Sourced {
-                value: Source::Registry(v.to_string()),
+                value: Source::Registry(parsed),
                 origin: layer.at(i),
             }))
         }
@@ -1264,5 +1337,34 @@ mod tests {
         let text = minimal(d.path()).replace("  path: k\n", "  path: k\n  image: x/y:1\n");
         let e = err(d.path(), &text);
         assert!(e.contains("both `path` and `image`"), "{e}");
+    }
+
+    #[test]
+    fn registries_and_image_references_are_parsed_at_load() {
+        let d = tempfile::TempDir::new().unwrap();
+        fs::write(d.path().join("ca.pem"), "x").unwrap();
+        let text = minimal(d.path())
+            + "system:\n  image: busybox\nregistries:\n  insecure: [127.0.0.1:5000]\n  ca: ca.pem\n";
+        let p = write(d.path(), "p.yaml", &text);
+        let prof = load(&p).unwrap();
+        match &prof.system.as_ref().unwrap().value {
+            Source::Registry(r) => assert_eq!(r.to_string(), "docker.io/library/busybox:latest"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(prof.registries.insecure[0].value, "127.0.0.1:5000");
+        assert!(prof
+            .registries
+            .ca
+            .as_ref()
+            .unwrap()
+            .value
+            .ends_with("ca.pem"));
+        let e = err(d.path(), &text.replace("127.0.0.1:5000", "http://x/"));
+        assert!(e.contains("not a registry address"), "{e}");
+        let e = err(d.path(), &text.replace("image: busybox", "image: Bad/Name"));
+        assert!(
+            e.contains("p.yaml:") && e.contains("not an image reference"),
+            "{e}"
+        );
     }
 }

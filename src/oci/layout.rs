@@ -114,14 +114,59 @@ pub fn open_layout(dir: &Path, tag: Option<&str>, arch: &str) -> Result<LayoutIm
     let index_path = dir.join("index.json");
     let index_bytes = cx.read_small(&index_path, "index.json")?;
     let index: ImageIndex = cx.parse_json(&index_bytes, "index", &index_path)?;
-    let (arch_name, variant) = match arch.split_once('/') {
-        Some((a, v)) => (a, Some(v)),
-        None => (arch, None),
-    };
-    let mut desc = match select_by_tag(&cx, &index, tag)?.as_slice() {
+    let (arch_name, variant) = split_arch(arch);
+    let desc = match select_by_tag(&cx, &index, tag)?.as_slice() {
         [one] => (*one).clone(),
         several => select_by_platform(&cx, several, arch_name, variant)?,
     };
+    open_descriptor(dir, &reference, desc, arch)
+}
+
+/// The entry of an image index (image-index.md) for linux/`arch`, by the same rules
+/// [`open_layout`] follows; for the registry, which must know which manifest to
+/// fetch. `reference` is how errors name the image.
+pub fn select_platform(
+    reference: &str,
+    index: &ImageIndex,
+    arch: &str,
+) -> Result<Descriptor, OciError> {
+    let cx = Cx {
+        dir: Path::new(""),
+        reference,
+    };
+    let (arch_name, variant) = split_arch(arch);
+    let all: Vec<&Descriptor> = index.manifests().iter().collect();
+    select_by_platform(&cx, &all, arch_name, variant)
+}
+
+/// True for image index and Docker manifest list media types.
+pub fn is_index_media_type(media_type: &str) -> bool {
+    is_one_of(media_type, &INDEX_TYPES)
+}
+
+fn split_arch(arch: &str) -> (&str, Option<&str>) {
+    match arch.split_once('/') {
+        Some((a, v)) => (a, Some(v)),
+        None => (arch, None),
+    }
+}
+
+/// Opens the image that `desc` (an image manifest, or an index to select from by
+/// platform) describes, with its blobs in `dir/blobs/sha256/`. For callers that
+/// found the descriptor elsewhere than in `index.json`: the registry cache.
+/// `reference` is how errors name the image.
+pub fn open_descriptor(
+    dir: &Path,
+    reference: &str,
+    mut desc: Descriptor,
+    arch: &str,
+) -> Result<LayoutImage, OciError> {
+    let reference = reference.to_string();
+    let cx = Cx {
+        dir,
+        reference: &reference,
+    };
+    let (arch_name, variant) = split_arch(arch);
     let mut depth = 0;
     while is_one_of(desc.media_type().as_ref(), &INDEX_TYPES) {
         depth += 1;

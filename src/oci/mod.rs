@@ -12,17 +12,26 @@
 //! - [`merge`]: a layer's changes applied onto a [`Tree`](crate::tree::Tree):
 //!   whiteouts and opaque directories first, then the entries (layer.md "Whiteouts").
 //!
+//! - [`reference`], [`auth`], [`cache`], [`registry`], [`progress`]: image references
+//!   pulled from registries into a content-addressed cache that is itself an image
+//!   layout, then opened like one (`docs/registry.md`).
+//!
 //! Nothing here unpacks a layer onto the host or needs root: file contents stay in
-//! the spool file (or the uncompressed blob) as byte ranges. This module does not
-//! talk to registries, keep a cache, or run images; it does not follow symlinks
+//! the spool file (or the uncompressed blob) as byte ranges. Apart from `registry`,
+//! nothing here talks to the network; nothing runs images; it does not follow symlinks
 //! (they are values). Every error names the image reference, and the layer digest
 //! and entry path where there is one.
 
 mod archive;
+pub mod auth;
+pub mod cache;
 pub mod digest;
 pub mod layer;
 pub mod layout;
 pub mod merge;
+pub mod progress;
+pub mod reference;
+pub mod registry;
 
 #[cfg(test)]
 mod fixture;

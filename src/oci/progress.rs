@@ -1,0 +1,128 @@
+//! Download progress: one `indicatif` bar per blob (bytes and rate) on a terminal,
+//! one plain line per finished blob otherwise, nothing when quiet. Used by the
+//! registry pull; it only reports, it never decides anything.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::Digest;
+
+/// How pulls are reported.
+#[derive(Clone)]
+pub struct Progress {
+    mode: Mode,
+}
+
+#[derive(Clone)]
+enum Mode {
+    Quiet,
+    Lines,
+    Bars(MultiProgress),
+}
+
+impl Progress {
+    /// Bars on a terminal (stderr), lines otherwise; nothing when `verbose` is false.
+    pub fn new(verbose: bool) -> Progress {
+        let mode = if !verbose {
+            Mode::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Mode::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+        } else {
+            Mode::Lines
+        };
+        Progress { mode }
+    }
+
+    pub fn quiet() -> Progress {
+        Progress { mode: Mode::Quiet }
+    }
+
+    /// A line that is not about one blob (warnings, resolved references).
+    pub fn say(&self, msg: &str) {
+        match &self.mode {
+            Mode::Quiet => {}
+            Mode::Lines => eprintln!("{msg}"),
+            Mode::Bars(m) => {
+                let _ = m.println(msg);
+            }
+        }
+    }
+
+    /// Starts reporting one blob download.
+    pub fn blob(&self, what: &str, digest: &Digest, size: Option<u64>) -> BlobProgress {
+        let label = format!("{what} {}", &digest.hex()[..12]);
+        let bar = match &self.mode {
+            Mode::Bars(m) => {
+                let bar = m.add(ProgressBar::new(size.unwrap_or(0)));
+                let style = ProgressStyle::with_template(
+                    "{msg:32} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                bar.set_style(style);
+                bar.set_message(label.clone());
+                bar.enable_steady_tick(Duration::from_millis(200));
+                Some(bar)
+            }
+            _ => None,
+        };
+        BlobProgress {
+            lines: matches!(self.mode, Mode::Lines),
+            label,
+            bar,
+            start: Instant::now(),
+            bytes: 0,
+        }
+    }
+}
+
+/// The report of one blob; see [`Progress::blob`].
+pub struct BlobProgress {
+    lines: bool,
+    label: String,
+    bar: Option<ProgressBar>,
+    start: Instant,
+    bytes: u64,
+}
+
+impl BlobProgress {
+    pub fn add(&mut self, n: u64) {
+        self.bytes += n;
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    /// The download starts over (a retry).
+    pub fn restart(&mut self) {
+        self.bytes = 0;
+        if let Some(b) = &self.bar {
+            b.set_position(0);
+        }
+    }
+
+    pub fn done(self) {
+        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+        if self.lines {
+            eprintln!(
+                "pulled {} ({} bytes, {:.1} MiB/s)",
+                self.label,
+                self.bytes,
+                self.bytes as f64 / secs / (1 << 20) as f64
+            );
+        }
+    }
+}
+
+impl Drop for BlobProgress {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,935 @@
+//! Pulling images from registries into the blob cache ([`super::cache`]), with
+//! oci-client (OCI distribution spec: manifests by tag or digest, blobs by digest).
+//!
+//! [`pull`] takes image references and returns each as a [`LayoutImage`] opened
+//! from the cache by [`super::layout::open_descriptor`], so the rest of the pipeline
+//! reads a pulled image exactly like a local layout (layers verified again, and
+//! their diff_ids checked, when [`super::layer`] streams them). On the way:
+//! - a tag is resolved to a digest (the manifest GET's body is hashed; the cache
+//!   remembers the resolution for `--offline`); an index or Docker manifest list is
+//!   narrowed to linux/`arch` by [`super::layout::select_platform`];
+//! - every manifest and blob that is not cached is fetched, blobs several at once,
+//!   streamed to a temporary file in the cache while hashed and counted, and
+//!   renamed only when digest and size match ([`super::cache::BlobWriter`]);
+//! - 429, 5xx, and dropped or refused connections are retried with exponential
+//!   backoff; an interrupted blob continues with an HTTP range request when the
+//!   registry allows it;
+//! - credentials come from [`super::auth`]; oci-client runs the Basic or Bearer
+//!   challenge with them. HTTPS uses the system roots (rustls-platform-verifier) plus
+//!   the extra CA files given. Plain HTTP is allowed only for registries on this
+//!   machine and those listed as insecure, and only when HTTPS does not answer.
+//!
+//! Async stays in here: a small tokio runtime per [`pull`] call. oci-client cannot
+//! read credential helpers or decide the scheme per registry by probing; both are
+//! done here around it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+
+use super::auth::{self, AuthError};
+use super::cache::{Cache, CacheError};
+use super::layout::{self, LayoutImage};
+use super::progress::Progress;
+use super::reference::ImageRef;
+use super::{Digest, OciError};
+
+/// Manifests and configs larger than this are refused (real ones are kilobytes).
+const MAX_MANIFEST: u64 = 4 << 20;
+const ACCEPT: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// How to reach registries and where to cache; not from the image references.
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    pub cache_dir: PathBuf,
+    /// Use the cache only; fail naming what is missing.
+    pub offline: bool,
+    /// Registries (`host:port`) that may be reached over plain HTTP.
+    pub insecure: Vec<String>,
+    /// Extra CA certificates (PEM files) trusted besides the system roots.
+    pub ca_files: Vec<PathBuf>,
+    /// Blobs downloaded at once.
+    pub jobs: usize,
+    /// Attempts per request, the first included.
+    pub attempts: u32,
+    /// Delay before the first retry; doubled for each next one.
+    pub backoff: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            cache_dir: Cache::default_dir(),
+            offline: false,
+            insecure: Vec::new(),
+            ca_files: Vec::new(),
+            jobs: 4,
+            attempts: 4,
+            backoff: Duration::from_millis(300),
+        }
+    }
+}
+
+/// One image to pull. `digest` pins it (from the lock); otherwise the reference's
+/// own digest, or its tag, decides.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub reference: ImageRef,
+    pub digest: Option<Digest>,
+}
+
+/// A pulled image.
+#[derive(Clone, Debug)]
+pub struct Pulled {
+    pub reference: ImageRef,
+    /// What the reference resolved to: the index, or the manifest when there is no
+    /// index. Pin this.
+    pub digest: Digest,
+    /// `linux/amd64`, `linux/arm64/v8`.
+    pub platform: String,
+    pub image: LayoutImage,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("{registry}: cannot read credentials")]
+    Auth {
+        registry: String,
+        #[source]
+        source: AuthError,
+    },
+    #[error("cannot use the CA certificate {path}: {why}\n  hint: give a PEM file (-----BEGIN CERTIFICATE-----)")]
+    Ca { path: PathBuf, why: String },
+    #[error("cannot start the download runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot reach registry {registry} over HTTPS ({https}){}\n  hint: {hint}", http.as_ref().map(|h| format!("; plain HTTP: {h}")).unwrap_or_default())]
+    Connect {
+        registry: String,
+        https: String,
+        http: Option<String>,
+        hint: &'static str,
+    },
+    #[error("registry {registry} refused access to {repository} ({what}){}\n  hint: {}", if *.had_credentials { " with the credentials found" } else { "" }, if *.had_credentials { "check the user and password in the registry auth file" } else { "log in (skopeo login / docker login) so that ~/.docker/config.json or $REGISTRY_AUTH_FILE holds credentials for it" })]
+    Unauthorized {
+        registry: String,
+        repository: String,
+        what: String,
+        had_credentials: bool,
+    },
+    #[error("registry {registry}, repository {repository}: {what} not found")]
+    NotFound {
+        registry: String,
+        repository: String,
+        what: String,
+    },
+    #[error("registry {registry}, repository {repository}: cannot fetch {what} (gave up after {attempts} attempts)")]
+    Fetch {
+        registry: String,
+        repository: String,
+        what: String,
+        attempts: u32,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("registry {registry}, repository {repository}: {what} {digest} does not match its digest ({actual}, {size} bytes); it was not cached: the registry's copy is damaged or was tampered with")]
+    Digest {
+        registry: String,
+        repository: String,
+        what: &'static str,
+        digest: Digest,
+        actual: Digest,
+        size: u64,
+    },
+    #[error("{reference}: {what} is {media_type:?}, not an image manifest or index")]
+    NotAnImage {
+        reference: String,
+        what: String,
+        media_type: String,
+    },
+    #[error("offline, and the cache ({cache}) lacks what these images need:\n  {}\n  hint: run `kios-build pull PROFILE` while online (same --cache-dir)", missing.join("\n  "))]
+    Offline {
+        cache: PathBuf,
+        missing: Vec<String>,
+    },
+    #[error(transparent)]
+    Oci(#[from] Box<OciError>),
+}
+
+/// Pulls `requests` for linux/`arch` into the cache and opens each image.
+pub fn pull(
+    requests: &[Request],
+    arch: &str,
+    opts: &RegistryOptions,
+    progress: &Progress,
+) -> Result<Vec<Pulled>, RegistryError> {
+    let cache = Cache::open(&opts.cache_dir)?;
+    // Images whose digest is known and whose blobs are all cached need no network.
+    let mut from_cache = BTreeMap::new();
+    let mut missing = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        let known = r
+            .digest
+            .clone()
+            .or_else(|| r.reference.digest.clone())
+            .or_else(|| {
+                opts.offline
+                    .then(|| {
+                        r.reference.tag.as_deref().and_then(|t| {
+                            cache.get_ref(&r.reference.registry, &r.reference.repository, t)
+                        })
+                    })
+                    .flatten()
+            });
+        match known {
+            Some(d) => match walk_cached(&cache, &r.reference, &d, arch)? {
+                Ok(p) => {
+                    from_cache.insert(i, p);
+                }
+                Err(m) => missing.extend(m),
+            },
+            None => missing.push(format!(
+                "{}: the digest of tag {:?} (never pulled)",
+                r.reference,
+                r.reference.tag.as_deref().unwrap_or("latest")
+            )),
+        }
+    }
+    if from_cache.len() < requests.len() {
+        if opts.offline {
+            missing.sort();
+            missing.dedup();
+            return Err(RegistryError::Offline {
+                cache: cache.root().to_path_buf(),
+                missing,
+            });
+        }
+        let todo: Vec<(usize, &Request)> = requests
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !from_cache.contains_key(i))
+            .collect();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(RegistryError::Runtime)?;
+        let fetched = rt.block_on(fetch_all(&todo, arch, opts, &cache, progress))?;
+        from_cache.extend(fetched);
+    }
+    let mut out = Vec::with_capacity(requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        let (digest, desc) = from_cache.remove(&i).expect("every request was resolved");
+        let image = layout::open_descriptor(cache.root(), &r.reference.to_string(), desc, arch)
+            .map_err(Box::new)?;
+        let platform = platform_of(&image);
+        out.push(Pulled {
+            reference: r.reference.clone(),
+            digest,
+            platform,
+            image,
+        });
+    }
+    Ok(out)
+}
+
+fn platform_of(image: &LayoutImage) -> String {
+    let c = &image.config;
+    match c.variant() {
+        Some(v) => format!("{}/{}/{v}", c.os(), c.architecture()),
+        None => format!("{}/{}", c.os(), c.architecture()),
+    }
+}
+
+/// A top-level descriptor for `digest`, with its media type read from the JSON.
+fn top_descriptor(
+    reference: &ImageRef,
+    digest: &Digest,
+    bytes: &[u8],
+) -> Result<Descriptor, RegistryError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Peek {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    let peek: Peek = serde_json::from_slice(bytes).map_err(|_| RegistryError::NotAnImage {
+        reference: reference.to_string(),
+        what: format!("manifest {digest}"),
+        media_type: "not JSON".into(),
+    })?;
+    let media_type = match (peek.media_type, peek.manifests) {
+        (Some(m), _) => m,
+        (None, Some(_)) => "application/vnd.oci.image.index.v1+json".into(),
+        (None, None) => "application/vnd.oci.image.manifest.v1+json".into(),
+    };
+    if !ACCEPT.contains(&media_type.as_str()) {
+        return Err(RegistryError::NotAnImage {
+            reference: reference.to_string(),
+            what: format!("manifest {digest}"),
+            media_type,
+        });
+    }
+    let d: oci_spec::image::Digest =
+        digest
+            .to_string()
+            .parse()
+            .map_err(|_| RegistryError::NotAnImage {
+                reference: reference.to_string(),
+                what: format!("digest {digest}"),
+                media_type: media_type.clone(),
+            })?;
+    Ok(Descriptor::new(
+        MediaType::from(media_type.as_str()),
+        bytes.len() as u64,
+        d,
+    ))
+}
+
+/// What an image needs beyond its top manifest: (the platform manifest, when the
+/// top is an index), then config and layers. Reads only cached JSON.
+enum Need {
+    /// The platform manifest is not cached.
+    Manifest(Box<Descriptor>),
+    /// All JSON is cached; these blobs may not be.
+    Blobs(Vec<Descriptor>),
+}
+
+fn needs(
+    cache: &Cache,
+    reference: &ImageRef,
+    top: &Descriptor,
+    top_bytes: &[u8],
+    arch: &str,
+) -> Result<Need, RegistryError> {
+    let name = reference.to_string();
+    let oci = |e: OciError| RegistryError::Oci(Box::new(e));
+    let bad_json = |what: &str, e: serde_json::Error| {
+        oci(OciError::Invalid {
+            reference: name.clone(),
+            what: what.to_string(),
+            why: format!("not valid JSON of its kind: {e}"),
+        })
+    };
+    let manifest_bytes = if layout::is_index_media_type(top.media_type().as_ref()) {
+        let index: ImageIndex =
+            serde_json::from_slice(top_bytes).map_err(|e| bad_json("image index", e))?;
+        let desc = layout::select_platform(&name, &index, arch).map_err(oci)?;
+        if layout::is_index_media_type(desc.media_type().as_ref()) {
+            return Err(RegistryError::NotAnImage {
+                reference: name,
+                what: format!("the linux/{arch} entry of the index ({})", desc.digest()),
+                media_type: "a nested index".into(),
+            });
+        }
+        let digest = parse_digest(&name, desc.digest().as_ref())?;
+        match cache.read_verified(&digest) {
+            Some(b) => b,
+            None => return Ok(Need::Manifest(Box::new(desc))),
+        }
+    } else {
+        top_bytes.to_vec()
+    };
+    let manifest: ImageManifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| bad_json("manifest", e))?;
+    let mut blobs = vec![manifest.config().clone()];
+    blobs.extend(manifest.layers().iter().cloned());
+    Ok(Need::Blobs(blobs))
+}
+
+fn parse_digest(reference: &str, s: &str) -> Result<Digest, RegistryError> {
+    s.parse::<Digest>().map_err(|source| {
+        RegistryError::Oci(Box::new(OciError::Digest {
+            reference: reference.to_string(),
+            what: format!("digest {s}"),
+            source,
+        }))
+    })
+}
+
+/// Resolves `digest` from the cache alone: `Ok(Ok(..))` when everything is there,
+/// `Ok(Err(missing))` naming what is not.
+#[allow(clippy::type_complexity)]
+fn walk_cached(
+    cache: &Cache,
+    reference: &ImageRef,
+    digest: &Digest,
+    arch: &str,
+) -> Result<Result<(Digest, Descriptor), Vec<String>>, RegistryError> {
+    let Some(bytes) = cache.read_verified(digest) else {
+        return Ok(Err(vec![format!("{reference}: manifest {digest}")]));
+    };
+    let top = top_descriptor(reference, digest, &bytes)?;
+    match needs(cache, reference, &top, &bytes, arch)? {
+        Need::Manifest(d) => Ok(Err(vec![format!(
+            "{reference}: linux/{arch} manifest {}",
+            d.digest()
+        )])),
+        Need::Blobs(blobs) => {
+            let mut missing = Vec::new();
+            for b in blobs {
+                let d = parse_digest(&reference.to_string(), b.digest().as_ref())?;
+                if cache.get(&d, Some(b.size())).is_none() {
+                    missing.push(format!("{reference}: blob {d} ({} bytes)", b.size()));
+                }
+            }
+            if missing.is_empty() {
+                Ok(Ok((digest.clone(), top)))
+            } else {
+                Ok(Err(missing))
+            }
+        }
+    }
+}
+
+/// The network side: one oci-client for all registries, the scheme of each decided
+/// by a probe.
+struct Session<'a> {
+    client: oci_client::Client,
+    auths: BTreeMap<String, (RegistryAuth, bool)>,
+    opts: &'a RegistryOptions,
+    cache: &'a Cache,
+    progress: &'a Progress,
+}
+
+async fn fetch_all(
+    todo: &[(usize, &Request)],
+    arch: &str,
+    opts: &RegistryOptions,
+    cache: &Cache,
+    progress: &Progress,
+) -> Result<BTreeMap<usize, (Digest, Descriptor)>, RegistryError> {
+    install_crypto_provider();
+    let mut certs = Vec::new();
+    for path in &opts.ca_files {
+        let data = std::fs::read(path).map_err(|e| RegistryError::Ca {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        reqwest::Certificate::from_pem(&data).map_err(|e| RegistryError::Ca {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        certs.push(data);
+    }
+    let registries: BTreeSet<&ImageRef> = todo.iter().map(|(_, r)| &r.reference).collect();
+    let mut http_hosts = Vec::new();
+    let mut auths = BTreeMap::new();
+    let mut probed = BTreeSet::new();
+    for r in registries {
+        if !probed.insert(r.host().to_string()) {
+            continue;
+        }
+        let may_be_http = r.is_local() || opts.insecure.iter().any(|h| h == &r.registry);
+        if may_be_http && probe_scheme(r, &certs).await? == "http" {
+            http_hosts.push(r.host().to_string());
+        }
+        let cred = auth::credential_for(&r.registry).map_err(|source| RegistryError::Auth {
+            registry: r.registry.clone(),
+            source,
+        })?;
+        let has = cred.is_some();
+        let a = cred
+            .map(|c| c.to_client())
+            .unwrap_or(RegistryAuth::Anonymous);
+        auths.insert(r.registry.clone(), (a, has));
+    }
+    let config = ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(http_hosts),
+        extra_root_certificates: certs
+            .iter()
+            .map(|data| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: data.clone(),
+            })
+            .collect(),
+        connect_timeout: Some(Duration::from_secs(10)),
+        read_timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let client = oci_client::Client::try_from(config).map_err(|e| RegistryError::Ca {
+        path: opts.ca_files.first().cloned().unwrap_or_default(),
+        why: e.to_string(),
+    })?;
+    let s = Session {
+        client,
+        auths,
+        opts,
+        cache,
+        progress,
+    };
+    // Authenticate once per repository before the parallel blob requests, so that
+    // they share one token. A failure here shows again, classified, on the first GET.
+    for (_, r) in todo {
+        let (a, _) = &s.auths[&r.reference.registry];
+        if !matches!(a, RegistryAuth::Anonymous) {
+            let _ = s
+                .client
+                .auth(
+                    &r.reference.to_client(),
+                    a,
+                    oci_client::RegistryOperation::Pull,
+                )
+                .await;
+        }
+    }
+
+    // Manifests first (small, a few per image), then every missing blob at once.
+    let mut resolved = BTreeMap::new();
+    // Configs before layers: with every JSON document cached, each image is opened
+    // (platform, media types, diff_id count checked) before a layer is fetched.
+    let mut configs: BTreeMap<Digest, (ImageRef, Descriptor)> = BTreeMap::new();
+    let mut layers: BTreeMap<Digest, (ImageRef, Descriptor)> = BTreeMap::new();
+    for (i, r) in todo {
+        let (digest, top) = s.resolve(r).await?;
+        let top_bytes = cache.read_verified(&digest).unwrap_or_default();
+        let wanted = match needs(cache, &r.reference, &top, &top_bytes, arch)? {
+            Need::Blobs(b) => b,
+            Need::Manifest(m) => {
+                s.manifest(&r.reference, &m).await?;
+                match needs(cache, &r.reference, &top, &top_bytes, arch)? {
+                    Need::Blobs(b) => b,
+                    Need::Manifest(m) => {
+                        return Err(RegistryError::NotAnImage {
+                            reference: r.reference.to_string(),
+                            what: format!(
+                                "manifest {} (cannot be read back from the cache)",
+                                m.digest()
+                            ),
+                            media_type: "unreadable".into(),
+                        })
+                    }
+                }
+            }
+        };
+        for (n, b) in wanted.into_iter().enumerate() {
+            let d = parse_digest(&r.reference.to_string(), b.digest().as_ref())?;
+            if cache.get(&d, Some(b.size())).is_none() {
+                let set = if n == 0 { &mut configs } else { &mut layers };
+                set.entry(d).or_insert_with(|| (r.reference.clone(), b));
+            }
+        }
+        resolved.insert(*i, (digest, top));
+    }
+    s.blobs(configs).await?;
+    for (i, r) in todo {
+        let (_, top) = &resolved[i];
+        layout::open_descriptor(cache.root(), &r.reference.to_string(), top.clone(), arch)
+            .map_err(Box::new)?;
+    }
+    s.blobs(layers).await?;
+    Ok(resolved)
+}
+
+/// rustls needs one process-wide crypto provider; ring builds without a C toolchain
+/// beyond cc, and needs no OpenSSL.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// HTTPS when it answers, else plain HTTP when a registry answers there
+/// (distribution spec "API version check": `GET /v2/` gives 200 or 401).
+async fn probe_scheme(r: &ImageRef, certs: &[Vec<u8>]) -> Result<&'static str, RegistryError> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10));
+    let mut parsed = Vec::new();
+    for c in certs {
+        if let Ok(c) = reqwest::Certificate::from_pem(c) {
+            parsed.push(c);
+        }
+    }
+    b = b.tls_certs_merge(parsed);
+    let client = b.build().map_err(|e| RegistryError::Connect {
+        registry: r.registry.clone(),
+        https: error_chain(&e),
+        http: None,
+        hint: "check the CA files given",
+    })?;
+    let https = match client.get(format!("https://{}/v2/", r.host())).send().await {
+        Ok(_) => return Ok("https"),
+        Err(e) => error_chain(&e),
+    };
+    let http = match client.get(format!("http://{}/v2/", r.host())).send().await {
+        Ok(resp) => {
+            let s = resp.status().as_u16();
+            if resp
+                .headers()
+                .contains_key("docker-distribution-api-version")
+                || s == 200
+                || s == 401
+            {
+                return Ok("http");
+            }
+            format!("answered HTTP {s}, not as a registry")
+        }
+        Err(e) => error_chain(&e),
+    };
+    let hint = if https.contains("certificate") || https.contains("UnknownIssuer") {
+        "give the registry's CA certificate with --registry-ca FILE or `registries: {ca: FILE}` in the profile"
+    } else {
+        "is the registry running, and is the address right?"
+    };
+    Err(RegistryError::Connect {
+        registry: r.registry.clone(),
+        https,
+        http: Some(http),
+        hint,
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Whether a failed request is worth another attempt, and whether it was refused
+/// for lack of access.
+enum Failure {
+    Retry(Box<dyn std::error::Error + Send + Sync>),
+    Fatal(RegistryError),
+}
+
+impl Session<'_> {
+    fn classify(&self, r: &ImageRef, what: &str, e: OciDistributionError) -> Failure {
+        match e {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => {
+                Failure::Fatal(RegistryError::Unauthorized {
+                    registry: r.registry.clone(),
+                    repository: r.repository.clone(),
+                    what: what.to_string(),
+                    had_credentials: self.auths.get(&r.registry).is_some_and(|a| a.1),
+                })
+            }
+            OciDistributionError::ServerError { code, .. } if code == 429 || code >= 500 => {
+                Failure::Retry(Box::new(e))
+            }
+            OciDistributionError::ServerError { code: 404, .. } => {
+                Failure::Fatal(RegistryError::NotFound {
+                    registry: r.registry.clone(),
+                    repository: r.repository.clone(),
+                    what: what.to_string(),
+                })
+            }
+            OciDistributionError::RegistryError { ref envelope, .. }
+                if envelope.errors.iter().any(|x| {
+                    let c = format!("{:?}", x.code);
+                    c.contains("Unknown")
+                }) =>
+            {
+                Failure::Fatal(RegistryError::NotFound {
+                    registry: r.registry.clone(),
+                    repository: r.repository.clone(),
+                    what: what.to_string(),
+                })
+            }
+            OciDistributionError::RegistryError { ref envelope, .. }
+                if envelope.errors.iter().any(|x| {
+                    let c = format!("{:?}", x.code);
+                    c.contains("Unauthorized") || c.contains("Denied")
+                }) =>
+            {
+                Failure::Fatal(RegistryError::Unauthorized {
+                    registry: r.registry.clone(),
+                    repository: r.repository.clone(),
+                    what: what.to_string(),
+                    had_credentials: self.auths.get(&r.registry).is_some_and(|a| a.1),
+                })
+            }
+            OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => {
+                Failure::Retry(Box::new(e))
+            }
+            other => Failure::Fatal(RegistryError::Fetch {
+                registry: r.registry.clone(),
+                repository: r.repository.clone(),
+                what: what.to_string(),
+                attempts: 1,
+                source: Box::new(other),
+            }),
+        }
+    }
+
+    async fn backoff(&self, attempt: u32, r: &ImageRef, what: &str, why: &str) {
+        let delay = self.opts.backoff * 2u32.saturating_pow(attempt - 1);
+        self.progress.say(&format!(
+            "warning: {}/{}: {what}: {why}; retrying in {:.1}s (attempt {} of {})",
+            r.registry,
+            r.repository,
+            delay.as_secs_f64(),
+            attempt + 1,
+            self.opts.attempts
+        ));
+        tokio::time::sleep(delay).await;
+    }
+
+    /// The reference's digest (fetching and caching its manifest when needed).
+    async fn resolve(&self, req: &Request) -> Result<(Digest, Descriptor), RegistryError> {
+        let r = &req.reference;
+        let pinned = req.digest.clone().or_else(|| r.digest.clone());
+        if let Some(d) = &pinned {
+            if let Some(bytes) = self.cache.read_verified(d) {
+                return Ok((d.clone(), top_descriptor(r, d, &bytes)?));
+            }
+        }
+        let target = match &pinned {
+            Some(d) => r.pinned(d),
+            None => r.clone(),
+        };
+        let what = match &pinned {
+            Some(d) => format!("manifest {d}"),
+            None => format!("tag {}", r.tag.as_deref().unwrap_or("latest")),
+        };
+        let bytes = self.manifest_bytes(&target, &what).await?;
+        let digest = Digest::of_bytes(&bytes);
+        if let Some(d) = &pinned {
+            if *d != digest {
+                return Err(RegistryError::Digest {
+                    registry: r.registry.clone(),
+                    repository: r.repository.clone(),
+                    what: "manifest",
+                    digest: d.clone(),
+                    actual: digest,
+                    size: bytes.len() as u64,
+                });
+            }
+        }
+        let desc = top_descriptor(r, &digest, &bytes)?;
+        self.cache.put_bytes(&bytes)?;
+        if let (None, Some(tag)) = (&pinned, &r.tag) {
+            self.cache
+                .set_ref(&r.registry, &r.repository, tag, &digest)?;
+        }
+        Ok((digest, desc))
+    }
+
+    /// A platform manifest of an index, by digest, into the cache.
+    async fn manifest(&self, r: &ImageRef, desc: &Descriptor) -> Result<(), RegistryError> {
+        let d = parse_digest(&r.to_string(), desc.digest().as_ref())?;
+        let what = format!("manifest {d}");
+        let bytes = self.manifest_bytes(&r.pinned(&d), &what).await?;
+        let actual = Digest::of_bytes(&bytes);
+        if actual != d || bytes.len() as u64 != desc.size() {
+            return Err(RegistryError::Digest {
+                registry: r.registry.clone(),
+                repository: r.repository.clone(),
+                what: "manifest",
+                digest: d,
+                actual,
+                size: bytes.len() as u64,
+            });
+        }
+        self.cache.put_bytes(&bytes)?;
+        Ok(())
+    }
+
+    async fn manifest_bytes(
+        &self,
+        target: &ImageRef,
+        what: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let (auth, _) = &self.auths[&target.registry];
+        let cref = target.to_client();
+        let mut attempt = 1;
+        loop {
+            let e = match self.client.pull_manifest_raw(&cref, auth, ACCEPT).await {
+                Ok((bytes, _)) if bytes.len() as u64 > MAX_MANIFEST => {
+                    return Err(RegistryError::NotAnImage {
+                        reference: target.to_string(),
+                        what: what.to_string(),
+                        media_type: format!("{} bytes long", bytes.len()),
+                    })
+                }
+                Ok((bytes, _)) => return Ok(bytes.to_vec()),
+                Err(e) => e,
+            };
+            // oci-client checks the body against a digest in the reference.
+            if let OciDistributionError::DigestError(_) = e {
+                let d = target
+                    .digest
+                    .clone()
+                    .unwrap_or_else(|| Digest::of_bytes(b""));
+                return Err(RegistryError::Digest {
+                    registry: target.registry.clone(),
+                    repository: target.repository.clone(),
+                    what: "manifest",
+                    actual: d.clone(),
+                    digest: d,
+                    size: 0,
+                });
+            }
+            match self.classify(target, what, e) {
+                Failure::Fatal(f) => return Err(f),
+                Failure::Retry(source) if attempt >= self.opts.attempts => {
+                    return Err(RegistryError::Fetch {
+                        registry: target.registry.clone(),
+                        repository: target.repository.clone(),
+                        what: what.to_string(),
+                        attempts: attempt,
+                        source,
+                    })
+                }
+                Failure::Retry(source) => {
+                    self.backoff(attempt, target, what, &error_chain(&*source))
+                        .await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Fetches blobs, `jobs` at a time; the first error is returned once all ended.
+    async fn blobs(
+        &self,
+        blobs: BTreeMap<Digest, (ImageRef, Descriptor)>,
+    ) -> Result<(), RegistryError> {
+        let results: Vec<Result<(), RegistryError>> = futures_util::stream::iter(blobs)
+            .map(|(d, (r, desc))| async move { self.blob(&r, &d, &desc).await })
+            .buffer_unordered(self.opts.jobs.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// Streams one blob into the cache, verifying digest and size as it goes.
+    async fn blob(&self, r: &ImageRef, d: &Digest, desc: &Descriptor) -> Result<(), RegistryError> {
+        let what = format!("blob {d}");
+        let size = desc.size();
+        let cref = r.pinned(d).to_client();
+        let digest_str = d.to_string();
+        let mut bar = self.progress.blob(&r.repository, d, Some(size));
+        let mut writer = self.cache.writer(d, Some(size))?;
+        let mut attempt = 1;
+        loop {
+            let written = writer.written();
+            let started = if written == 0 {
+                self.client
+                    .pull_blob_stream(&cref, digest_str.as_str())
+                    .await
+                    .map(|s| (s, false))
+            } else {
+                self.client
+                    .pull_blob_stream_partial(&cref, digest_str.as_str(), written, None)
+                    .await
+                    .map(|b| match b {
+                        BlobResponse::Full(s) => (s, false),
+                        BlobResponse::Partial(s) => (s, true),
+                    })
+            };
+            let error: Box<dyn std::error::Error + Send + Sync> = match started {
+                Err(e) => match self.classify(r, &what, e) {
+                    Failure::Fatal(f) => return Err(f),
+                    Failure::Retry(e) => e,
+                },
+                Ok((stream, partial)) => {
+                    if written > 0 && !partial {
+                        // The registry ignored the range: start over.
+                        writer = self.cache.writer(d, Some(size))?;
+                        bar.restart();
+                    }
+                    match self.copy(stream.stream, &mut writer, &mut bar).await {
+                        Ok(()) => break,
+                        Err(e) => e,
+                    }
+                }
+            };
+            if writer.too_long() || is_digest_error(&*error) {
+                break; // commit() reports the mismatch
+            }
+            if attempt >= self.opts.attempts {
+                return Err(RegistryError::Fetch {
+                    registry: r.registry.clone(),
+                    repository: r.repository.clone(),
+                    what,
+                    attempts: attempt,
+                    source: error,
+                });
+            }
+            self.backoff(attempt, r, &what, &error_chain(&*error)).await;
+            attempt += 1;
+        }
+        match writer.commit() {
+            Ok(_) => {
+                bar.done();
+                Ok(())
+            }
+            Err(CacheError::Mismatch {
+                actual,
+                actual_size,
+                ..
+            }) => Err(RegistryError::Digest {
+                registry: r.registry.clone(),
+                repository: r.repository.clone(),
+                what: "blob",
+                digest: d.clone(),
+                actual,
+                size: actual_size,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn copy<S, B>(
+        &self,
+        mut stream: S,
+        writer: &mut super::cache::BlobWriter,
+        bar: &mut super::progress::BlobProgress,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+    where
+        S: futures_util::Stream<Item = Result<B, std::io::Error>> + Unpin,
+        B: AsRef<[u8]>,
+    {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            writer.write_all(chunk.as_ref())?;
+            bar.add(chunk.as_ref().len() as u64);
+            if writer.too_long() {
+                return Err("the registry sent more bytes than the descriptor's size".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// oci-client's verifying stream ends with a digest error when the bytes do not
+/// match; that is not worth a retry.
+fn is_digest_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if c.is::<oci_client::errors::DigestError>() {
+            return true;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|i| i.is::<oci_client::errors::DigestError>())
+            {
+                return true;
+            }
+        }
+        cur = c.source();
+    }
+    false
+}

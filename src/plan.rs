@@ -1,0 +1,334 @@
+//! The plan: a [`Profile`] -> every registry image it names, pinned to a digest and
+//! pulled into the cache ([`crate::oci::registry`]), and `kios.lock` beside the
+//! profile recording what each reference resolved to.
+//!
+//! The lock is JSON (`docs/registry.md`): one entry per reference and platform, with
+//! the digest the reference resolved to (an index or a manifest) and the platform
+//! manifest used. By default references are resolved afresh and the lock is
+//! rewritten when something changed. `--locked` requires an entry for every
+//! reference, resolves online all the same, and fails when a tag now points
+//! elsewhere; the lock is then never written. `--offline` resolves from the lock
+//! (else the reference's digest, else the cache's last resolution of the tag) and
+//! reads only the cache.
+//!
+//! This module does not read layers or build trees: [`crate::inputs`] opens the
+//! pulled images.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::oci::layout::LayoutImage;
+use crate::oci::progress::Progress;
+use crate::oci::reference::ImageRef;
+use crate::oci::registry::{self, RegistryError, RegistryOptions, Request};
+use crate::oci::Digest;
+use crate::profile::{Profile, Source};
+
+pub const LOCK_FILE: &str = "kios.lock";
+const LOCK_VERSION: u32 = 1;
+
+/// Options of the resolve and fetch stages that do not come from the profile.
+#[derive(Clone, Debug, Default)]
+pub struct PullOptions {
+    pub registry: RegistryOptions,
+    /// Fail when the lock lacks a reference or the registry resolves it differently.
+    pub locked: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{path}: cannot read the lock file")]
+    ReadLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a kios.lock file ({why})\n  hint: delete it and build without --locked to write a new one")]
+    BadLock { path: PathBuf, why: String },
+    #[error("{path}: cannot write the lock file")]
+    WriteLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--locked: {lock} has no entry for {reference} ({platform}), named at {origin}\n  hint: build once without --locked to record it")]
+    NotLocked {
+        lock: PathBuf,
+        reference: String,
+        platform: String,
+        origin: String,
+    },
+    #[error("--locked: {reference} now resolves to {resolved}, but {lock} pins {locked}\n  hint: build without --locked to accept the new image, or pin the reference with @{locked}")]
+    Changed {
+        lock: PathBuf,
+        reference: String,
+        locked: Digest,
+        resolved: Digest,
+    },
+    #[error(transparent)]
+    Registry(Box<RegistryError>),
+}
+
+impl From<RegistryError> for PlanError {
+    fn from(e: RegistryError) -> Self {
+        PlanError::Registry(Box::new(e))
+    }
+}
+
+impl PlanError {
+    /// Errors the user fixes in the profile, its lock or the cache (exit code 2).
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            PlanError::Registry(e) => matches!(**e, RegistryError::Offline { .. }),
+            PlanError::ReadLock { .. } | PlanError::WriteLock { .. } => false,
+            PlanError::BadLock { .. } | PlanError::NotLocked { .. } | PlanError::Changed { .. } => {
+                true
+            }
+        }
+    }
+}
+
+/// `kios.lock`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    pub version: u32,
+    pub images: Vec<LockedImage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedImage {
+    /// The reference as the profile wrote it, normalised (`docker.io/library/…`).
+    pub reference: String,
+    /// `linux/amd64`.
+    pub platform: String,
+    /// What the reference resolved to (index or manifest).
+    pub digest: String,
+    /// The platform's image manifest.
+    pub manifest: String,
+}
+
+impl Lock {
+    pub fn read(path: &Path) -> Result<Option<Lock>, PlanError> {
+        let text = match fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(PlanError::ReadLock {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let bad = |why: String| PlanError::BadLock {
+            path: path.to_path_buf(),
+            why,
+        };
+        let lock: Lock = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        if lock.version != LOCK_VERSION {
+            return Err(bad(format!(
+                "version {} is not {LOCK_VERSION}",
+                lock.version
+            )));
+        }
+        for i in &lock.images {
+            for d in [&i.digest, &i.manifest] {
+                d.parse::<Digest>().map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        Ok(Some(lock))
+    }
+
+    fn find(&self, reference: &str, platform: &str) -> Option<&LockedImage> {
+        self.images
+            .iter()
+            .find(|i| i.reference == reference && i.platform == platform)
+    }
+
+    fn text(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}
+
+/// The registry images of a profile, pulled.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub images: BTreeMap<ImageRef, LayoutImage>,
+    /// Where the lock is; `None` when the profile names no registry image.
+    pub lock_path: Option<PathBuf>,
+}
+
+/// The registry references a profile names, with where each was written.
+pub fn registry_inputs(profile: &Profile) -> Vec<(ImageRef, String)> {
+    let mut inputs = vec![&profile.kernel.source, &profile.stub.source];
+    inputs.extend(profile.system.as_ref());
+    let mut out: Vec<(ImageRef, String)> = Vec::new();
+    for i in inputs {
+        if let Source::Registry(r) = &i.value {
+            if !out.iter().any(|(x, _)| x == r) {
+                out.push((r.clone(), i.origin.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// The lock's place: `kios.lock` in the profile's folder.
+pub fn lock_path(profile: &Profile) -> PathBuf {
+    match profile.file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.join(LOCK_FILE),
+        _ => PathBuf::from(LOCK_FILE),
+    }
+}
+
+/// Resolves, pulls and pins every registry image of `profile`; writes the lock
+/// unless `--locked`.
+pub fn resolve(
+    profile: &Profile,
+    opts: &PullOptions,
+    progress: &Progress,
+) -> Result<Plan, PlanError> {
+    let inputs = registry_inputs(profile);
+    if inputs.is_empty() {
+        return Ok(Plan::default());
+    }
+    let path = lock_path(profile);
+    let lock = Lock::read(&path)?;
+    // The profile's `registries:` add to the flags.
+    let mut reg = opts.registry.clone();
+    for h in &profile.registries.insecure {
+        if !reg.insecure.contains(&h.value) {
+            reg.insecure.push(h.value.clone());
+        }
+    }
+    reg.ca_files
+        .extend(profile.registries.ca.iter().map(|c| c.value.clone()));
+    let platform = format!("linux/{}", profile.arch.as_str());
+    let mut requests = Vec::new();
+    for (r, origin) in &inputs {
+        let key = r.to_string();
+        let locked = lock.as_ref().and_then(|l| l.find(&key, &platform));
+        if opts.locked && locked.is_none() {
+            return Err(PlanError::NotLocked {
+                lock: path.clone(),
+                reference: key,
+                platform,
+                origin: origin.clone(),
+            });
+        }
+        if r.tag_defaulted {
+            progress.say(&format!(
+                "warning: {origin}: {r} names no tag; `latest` is assumed (write a tag or @sha256 digest to pin it)"
+            ));
+        }
+        // Offline, the lock says what the tag meant; online, the registry does,
+        // and --locked compares.
+        let digest = match (opts.registry.offline, locked) {
+            (true, Some(l)) => l.digest.parse().ok(),
+            _ => None,
+        };
+        requests.push(Request {
+            reference: r.clone(),
+            digest,
+        });
+    }
+    let pulled = registry::pull(&requests, profile.arch.as_str(), &reg, progress)?;
+
+    let mut entries = Vec::new();
+    for p in &pulled {
+        let key = p.reference.to_string();
+        if opts.locked {
+            if let Some(l) = lock.as_ref().and_then(|l| l.find(&key, &platform)) {
+                if l.digest != p.digest.to_string() {
+                    return Err(PlanError::Changed {
+                        lock: path.clone(),
+                        reference: key,
+                        locked: l.digest.parse().unwrap_or_else(|_| p.digest.clone()),
+                        resolved: p.digest.clone(),
+                    });
+                }
+            }
+        }
+        progress.say(&format!(
+            "{key} -> {} ({})",
+            p.image.manifest_digest, p.platform
+        ));
+        entries.push(LockedImage {
+            reference: key,
+            platform: platform.clone(),
+            digest: p.digest.to_string(),
+            manifest: p.image.manifest_digest.to_string(),
+        });
+    }
+    if !opts.locked {
+        // Entries of other profiles sharing the folder are kept.
+        let mut new = lock.clone().unwrap_or(Lock {
+            version: LOCK_VERSION,
+            images: Vec::new(),
+        });
+        for e in entries {
+            new.images
+                .retain(|i| !(i.reference == e.reference && i.platform == e.platform));
+            new.images.push(e);
+        }
+        new.images.sort();
+        if lock.as_ref() != Some(&new) {
+            write_atomic(&path, new.text().as_bytes()).map_err(|source| PlanError::WriteLock {
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(Plan {
+        images: pulled.into_iter().map(|p| (p.reference, p.image)).collect(),
+        lock_path: Some(path),
+    })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".kios.lock.")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_round_trips_and_bad_ones_are_refused() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let p = dir.path().join(LOCK_FILE);
+        assert_eq!(Lock::read(&p).unwrap(), None);
+        let d = Digest::of_bytes(b"x").to_string();
+        let lock = Lock {
+            version: 1,
+            images: vec![LockedImage {
+                reference: "127.0.0.1:5000/a:1".into(),
+                platform: "linux/amd64".into(),
+                digest: d.clone(),
+                manifest: d.clone(),
+            }],
+        };
+        write_atomic(&p, lock.text().as_bytes()).unwrap();
+        let back = Lock::read(&p).unwrap().unwrap();
+        assert_eq!(back, lock);
+        assert!(back.find("127.0.0.1:5000/a:1", "linux/amd64").is_some());
+        assert!(back.find("127.0.0.1:5000/a:1", "linux/arm64").is_none());
+        fs::write(&p, lock.text().replace(&d, "sha256:00")).unwrap();
+        let e = Lock::read(&p).unwrap_err();
+        assert!(matches!(e, PlanError::BadLock { .. }), "{e}");
+    }
+}
