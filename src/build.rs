@@ -19,7 +19,7 @@ use crate::boot::{self, UkiParts};
 use crate::disk::{self, DiskSpec};
 use crate::initramfs::{self, modules::KernelModules};
 use crate::inputs::{self, KernelFiles, WorkDir};
-use crate::profile::{self, Compression, Profile};
+use crate::profile::{self, Arch, Compression, Profile};
 use crate::tree::{Content, Entry, Kind, Tree, TreePath};
 
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +200,7 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
         modules.builtin.len()
     ));
     let stub = inputs::stub(&profile.stub, profile.arch, &work)?;
-    boot::check_stub(&stub).map_err(|source| BuildError::Stub {
+    boot::check_stub(&stub, profile.arch).map_err(|source| BuildError::Stub {
         origin: profile.stub.source.origin.to_string(),
         source,
     })?;
@@ -210,9 +210,9 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
     };
     let init = match &opts.init {
         Some(p) => p.clone(),
-        None => find_init()?,
+        None => find_init(profile.arch)?,
     };
-    check_static_elf(&init)?;
+    check_static_elf(&init, profile.arch)?;
     Ok(Prepared {
         profile,
         work,
@@ -251,46 +251,84 @@ fn kernel_warnings(kernel: &KernelFiles, arch: crate::profile::Arch) -> Vec<Stri
     }
 }
 
-/// Where kios-init is looked for: `$KIOS_INIT`, beside this executable, then the
-/// static build's place in a cargo target folder.
-pub fn find_init() -> Result<PathBuf, BuildError> {
-    if let Some(p) = std::env::var_os("KIOS_INIT") {
+/// What kios-init is looked for and checked as, per architecture.
+struct InitTarget {
+    /// The environment variable that names it, used as given.
+    env: &'static str,
+    /// The Rust target triple `scripts/build-init` builds it for.
+    triple: &'static str,
+    /// ELF `e_machine` (System V gABI; EM_X86_64 = 62, EM_AARCH64 = 183).
+    e_machine: u16,
+    /// What an error calls the architecture.
+    name: &'static str,
+}
+
+fn init_target(arch: Arch) -> InitTarget {
+    match arch {
+        Arch::Amd64 => InitTarget {
+            env: "KIOS_INIT",
+            triple: "x86_64-unknown-linux-gnu",
+            e_machine: 62,
+            name: "x86_64",
+        },
+        Arch::Arm64 => InitTarget {
+            env: "KIOS_INIT_ARM64",
+            triple: "aarch64-unknown-linux-gnu",
+            e_machine: 183,
+            name: "aarch64",
+        },
+    }
+}
+
+/// Where kios-init for `arch` is looked for: `$KIOS_INIT` (amd64) or
+/// `$KIOS_INIT_ARM64` (arm64), taken as given; else the first static binary for
+/// `arch` among `$KIOS_INIT` (arm64 only: one variable may name an aarch64 build),
+/// `kios-init` beside this executable, and the static build's place in a cargo
+/// target folder (`<target>/<triple>/{release,debug}/kios-init`).
+pub fn find_init(arch: Arch) -> Result<PathBuf, BuildError> {
+    let t = init_target(arch);
+    if let Some(p) = std::env::var_os(t.env) {
         return Ok(PathBuf::from(p));
+    }
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("KIOS_INIT") {
+        candidates.push(PathBuf::from(p));
     }
     let exe = std::env::current_exe().map_err(io_err("cannot find this program", Path::new("")))?;
     let dir = exe.parent().unwrap_or(Path::new("."));
-    let mut candidates = vec![dir.join("kios-init")];
+    candidates.push(dir.join("kios-init"));
     if let Some(target) = dir.parent() {
         for profile in ["release", "debug"] {
-            candidates.push(
-                target
-                    .join("x86_64-unknown-linux-gnu")
-                    .join(profile)
-                    .join("kios-init"),
-            );
+            candidates.push(target.join(t.triple).join(profile).join("kios-init"));
         }
     }
     // A `cargo build` of the workspace leaves a dynamically linked kios-init beside
     // kios-build: skip it for the static one further down the list.
     candidates
         .into_iter()
-        .find(|p| p.is_file() && check_static_elf(p).is_ok())
+        .find(|p| p.is_file() && check_static_elf(p, arch).is_ok())
         .ok_or_else(|| {
-            BuildError::Init(
-                "no static kios-init was found beside kios-build\n  hint: build it with `scripts/build-init`, or point --init or KIOS_INIT at it".into(),
-            )
+            BuildError::Init(format!(
+                "no static {} kios-init was found beside kios-build or in target/{}/release\n  hint: build it with `scripts/build-init {}`, or point --init or {} at it",
+                t.name,
+                t.triple,
+                arch.as_str(),
+                t.env
+            ))
         })
 }
 
-/// kios-init runs before any library exists: it must be a static x86_64 ELF.
-fn check_static_elf(path: &Path) -> Result<(), BuildError> {
+/// kios-init runs before any library exists: it must be a static ELF for `arch`.
+fn check_static_elf(path: &Path, arch: Arch) -> Result<(), BuildError> {
+    let t = init_target(arch);
     let bytes = fs::read(path).map_err(|e| {
         BuildError::Init(format!("cannot read kios-init at {}: {e}", path.display()))
     })?;
     let bad = |why: &str| {
         BuildError::Init(format!(
-            "kios-init at {}: {why}\n  hint: build it with scripts/build-init",
-            path.display()
+            "kios-init at {}: {why}\n  hint: build it with `scripts/build-init {}`",
+            path.display(),
+            arch.as_str()
         ))
     };
     if bytes.len() < 64 || &bytes[0..4] != b"\x7fELF" || bytes[4] != 2 {
@@ -302,8 +340,18 @@ fn check_static_elf(path: &Path) -> Result<(), BuildError> {
         b.copy_from_slice(&bytes[o..o + 8]);
         u64::from_le_bytes(b)
     };
-    if u16at(18) != 62 {
-        return Err(bad("not an x86_64 binary"));
+    // ELF header (gABI, "ELF Header"): e_machine is the u16 at offset 18.
+    if u16at(18) != t.e_machine {
+        let found = match u16at(18) {
+            62 => "x86_64",
+            183 => "aarch64",
+            _ => "another machine",
+        };
+        return Err(bad(&format!(
+            "it is an {found} binary; a {} one is needed for arch {}",
+            t.name,
+            arch.as_str()
+        )));
     }
     let (phoff, phentsize, phnum) = (u64at(32) as usize, u16at(54) as usize, u16at(56) as usize);
     for i in 0..phnum {
@@ -462,7 +510,7 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
             len: initrd_len,
         },
     };
-    let uki_path = p.work.path.join("BOOTX64.EFI");
+    let uki_path = p.work.path.join("uki.efi");
     {
         let f = File::create(&uki_path).map_err(io_err("cannot write", &uki_path))?;
         let mut w = BufWriter::new(f);
@@ -487,7 +535,7 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         0o644,
     );
     uki.mtime = epoch;
-    esp.insert(TreePath::parse(boot::ESP_PATH_X64)?, uki)?;
+    esp.insert(TreePath::parse(boot::esp_path(p.profile.arch))?, uki)?;
 
     // disk, into a temporary file beside the output, renamed when complete
     let out_dir = match output.parent() {
