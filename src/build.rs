@@ -343,14 +343,14 @@ fn check_static_elf(path: &Path, arch: Arch) -> Result<(), BuildError> {
     // ELF header (gABI, "ELF Header"): e_machine is the u16 at offset 18.
     if u16at(18) != t.e_machine {
         let found = match u16at(18) {
-            62 => "x86_64",
-            183 => "aarch64",
-            _ => "another machine",
+            62 => "x86_64".to_string(),
+            183 => "aarch64".to_string(),
+            other => format!("ELF machine {other}"),
         };
         return Err(bad(&format!(
-            "it is an {found} binary; a {} one is needed for arch {}",
-            t.name,
-            arch.as_str()
+            "it is built for {found}; arch {} needs a static {} binary",
+            arch.as_str(),
+            t.name
         )));
     }
     let (phoff, phentsize, phnum) = (u64at(32) as usize, u16at(54) as usize, u16at(56) as usize);

@@ -241,7 +241,10 @@ fn decompress_kernel(
         InputError::bad(
             input,
             "kernel",
-            format!("{} is gzip'd but cannot be decompressed: {e}", vmlinuz.display()),
+            format!(
+                "{} is gzip'd but cannot be decompressed: {e}",
+                vmlinuz.display()
+            ),
         )
     })?;
     if written > MAX_KERNEL_IMAGE {

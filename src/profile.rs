@@ -782,7 +782,10 @@ mod tests {
             e.contains("p.yaml:10:7: unknown base profile `nope`"),
             "{e}"
         );
-        assert!(e.contains("aws, azure, gcp, metal, qemu, qemu-arm64"), "{e}");
+        assert!(
+            e.contains("aws, azure, gcp, metal, qemu, qemu-arm64"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -853,7 +856,11 @@ mod tests {
         let text = format!("{}base: qemu-arm64\n", minimal(d.path()));
         let prof = load(&write(d.path(), "p.yaml", &text)).unwrap();
         assert_eq!(prof.arch, Arch::Arm64);
-        assert!(prof.kernel.cmdline.iter().any(|c| c.value == "console=ttyAMA0"));
+        assert!(prof
+            .kernel
+            .cmdline
+            .iter()
+            .any(|c| c.value == "console=ttyAMA0"));
         assert!(prof.kernel.modules.iter().any(|m| m.value == "virtio_mmio"));
     }
 

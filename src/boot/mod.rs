@@ -629,7 +629,14 @@ mod tests {
         check_stub(&stub, Arch::Amd64).unwrap();
         let err = check_stub(&stub, Arch::Arm64).unwrap_err();
         assert!(
-            matches!(err, BootError::StubArch { machine: 0x8664, expected: 0xaa64, .. }),
+            matches!(
+                err,
+                BootError::StubArch {
+                    machine: 0x8664,
+                    expected: 0xaa64,
+                    ..
+                }
+            ),
             "{err:?}"
         );
         assert!(err.to_string().contains("linuxaa64.efi.stub"), "{err}");
