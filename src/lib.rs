@@ -16,5 +16,6 @@ pub mod inspect;
 pub mod kernel;
 pub mod oci;
 pub mod profile;
+pub mod store;
 pub mod tree;
 pub mod units;

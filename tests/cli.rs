@@ -112,7 +112,7 @@ fn module_the_kernel_lacks_is_refused_with_its_line() {
 fn unsupported_format_is_refused_with_its_line() {
     refused(
         &profile_text("disk:\n  format: floppy\n"),
-        &["node.yaml:12:", "unknown format `floppy`"],
+        &["node.yaml:12:", "unknown output format `floppy`", "raw, raw.zst, raw.xz, qcow2, vhd, gce, vmdk"],
     );
 }
 

@@ -37,6 +37,17 @@ impl BootTime {
     pub const fn from_nanos(nanos: u64) -> Self {
         Self { nanos }
     }
+
+    /// This time plus `d`.
+    pub fn plus(self, d: std::time::Duration) -> Self {
+        let add = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Self::from_nanos(self.nanos.saturating_add(add))
+    }
+
+    /// How long after `earlier` this is (zero if it is not after).
+    pub fn since(self, earlier: BootTime) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.nanos.saturating_sub(earlier.nanos))
+    }
 }
 
 /// `1234.567ms`: whole milliseconds, then exactly three decimals (microseconds).

@@ -1,23 +1,35 @@
 //! kios-init: the PID 1 of kiOS.
 //!
 //! This file only decides how to run: as PID 1, the boot sequence ([`boot`]) runs
-//! against the real system ([`system::Linux`]) and then PID 1 reaps children forever
-//! ([`reap`]); anywhere else it refuses (exit 2), unless `--dry-run` asks to print
-//! what the boot would do. See `docs/init.md` for the log format and the files read.
+//! against the real system ([`linux::Linux`]) and then the supervisor
+//! ([`supervise`]) starts CRI-O and the kubelet and runs forever; anywhere else it
+//! refuses (exit 2), unless `--dry-run` asks to print what the host setup would do.
+//! See `docs/init.md` for the log format and the files read, and `docs/boot-flow.md`
+//! for the contracts with the image and the services.
 
 mod boot;
+mod childlog;
 mod config;
+mod events;
+mod gpt;
+mod kubelet;
+mod linux;
 mod log;
-mod reap;
 #[cfg(test)]
 mod record;
+mod shutdown;
+mod storage;
+mod supervise;
 mod system;
 
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
 
-use crate::system::{DryRun, Linux, System};
+use crate::linux::Linux;
+use crate::storage::Storage;
+use crate::supervise::Supervisor;
+use crate::system::{DryRun, System};
 
 const USAGE: &str = "\
 usage: kios-init [--dry-run]
@@ -45,7 +57,7 @@ fn main() -> ExitCode {
         .as_slice()
     {
         ["--dry-run"] => {
-            boot_guarded(&mut DryRun);
+            let _ = boot_guarded(&mut DryRun);
             ExitCode::SUCCESS
         }
         ["--help"] | ["-h"] => {
@@ -66,18 +78,37 @@ fn main() -> ExitCode {
 
 fn run_as_pid1() -> ! {
     let mut sys = Linux::new();
-    boot_guarded(&mut sys);
-    reap::reap_forever(&mut sys)
+    let storage = boot_guarded(&mut sys);
+    let store = storage.store.then_some(storage::STORE_MOUNT);
+    let mut sup = Supervisor::new(kubelet::crio_args(store));
+    if catch_unwind(AssertUnwindSafe(|| sup.start(&mut sys))).is_err() {
+        log::warn(
+            &mut sys,
+            "starting the services panicked (a bug); supervising what runs",
+        );
+    }
+    // A panic in one round (there should be none) is logged and the loop goes on:
+    // PID 1 must never exit.
+    loop {
+        if catch_unwind(AssertUnwindSafe(|| sup.step(&mut sys))).is_err() {
+            log::warn(&mut sys, "the supervisor panicked (a bug); continuing");
+            sys.sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }
 
 /// Runs the boot sequence, catching a panic as a last line of defence: PID 1 exiting
 /// would panic the kernel, so a bug in one step must leave a log line, not a dead
 /// machine. (This needs `panic = "unwind"`, the default; `abort` would defeat it.)
-fn boot_guarded(sys: &mut dyn System) {
-    if catch_unwind(AssertUnwindSafe(|| boot::run(sys))).is_err() {
-        log::warn(
-            sys,
-            "the boot sequence panicked (a bug); continuing as PID 1 without the remaining steps",
-        );
+fn boot_guarded(sys: &mut dyn System) -> Storage {
+    match catch_unwind(AssertUnwindSafe(|| boot::run(sys))) {
+        Ok(storage) => storage,
+        Err(_) => {
+            log::warn(
+                sys,
+                "the boot sequence panicked (a bug); continuing as PID 1 without the remaining steps",
+            );
+            Storage::default()
+        }
     }
 }

@@ -1,13 +1,33 @@
 //! A [`System`] that records every call in order instead of making it, for unit tests
 //! of the boot sequence on any host. Files to read are given up front; any call can
 //! be told to fail with an errno. The clock advances by a fixed step per reading so
-//! log timestamps are deterministic.
+//! log timestamps are deterministic; `sleep` and an event wait that times out
+//! advance it by their duration. The supervisor's events come from a script of
+//! [`Step`]s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::log::{BootTime, LogLine};
-use crate::system::{ChildExit, Errno, ModuleError, Mount, MountFlags, System};
+use crate::system::{
+    ChildExit, Errno, Event, ExitStatus, ModuleError, Mount, MountFlags, MoveStats, PowerAction,
+    Spawn, System, WatchKind,
+};
+
+/// One answer of `next_events`, in script order.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// These events, at once.
+    Events(Vec<Event>),
+    /// No event: the wait times out (the clock advances by the timeout).
+    Timeout,
+    /// The clock advances this much, then these events.
+    After(Duration, Vec<Event>),
+    /// The file is created, then reported by inotify.
+    File(String, Vec<u8>),
+    /// The child `pid` exits with `code`.
+    Exit(i32, i32),
+}
 
 /// One recorded call, with owned arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,8 +51,20 @@ pub enum Call {
     SetHostname(String),
     OpenLogDevices,
     Log(LogLine),
-    WaitChild,
     Sleep(Duration),
+    Umount(String, bool),
+    CreateFile(String, Vec<u8>),
+    MoveRootEntries(String),
+    SwitchRoot(String),
+    Reexec,
+    StartEvents(String),
+    WatchDir(String, WatchKind),
+    Spawn(Spawn),
+    Signal(i32, i32),
+    NextEvents(Option<Duration>),
+    Broadcast(u8),
+    Sync,
+    Power(PowerAction),
 }
 
 type FailRule = Box<dyn Fn(&Call) -> Option<Errno>>;
@@ -46,7 +78,10 @@ pub struct Recorder {
     files: HashMap<String, Vec<u8>>,
     rules: Vec<FailRule>,
     module_errors: HashMap<String, ModuleError>,
-    children: Vec<Result<ChildExit, Errno>>,
+    dirs: HashMap<String, Vec<String>>,
+    script: VecDeque<Step>,
+    next_pid: i32,
+    initramfs: bool,
     clock_nanos: u64,
 }
 
@@ -79,11 +114,37 @@ impl Recorder {
         self
     }
 
-    /// What successive `wait_child` calls return; `ECHILD` once they run out.
-    pub fn with_children(mut self, results: Vec<Result<ChildExit, Errno>>) -> Self {
-        self.children = results;
-        self.children.reverse();
+    /// A directory that `list_dir` lists (and `exists` finds).
+    pub fn with_dir(mut self, path: &str, names: &[&str]) -> Self {
+        self.dirs.insert(
+            path.to_owned(),
+            names.iter().map(|n| (*n).to_owned()).collect(),
+        );
         self
+    }
+
+    /// What successive `next_events` calls return; once it runs out, each call times
+    /// out.
+    pub fn with_script(mut self, steps: Vec<Step>) -> Self {
+        self.script = steps.into();
+        self
+    }
+
+    /// `/` is the kernel's initial rootfs.
+    pub fn initramfs(mut self) -> Self {
+        self.initramfs = true;
+        self
+    }
+
+    /// The programs started, with their pids, in order.
+    pub fn spawned(&self) -> Vec<&Spawn> {
+        self.calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Spawn(s) => Some(s),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The messages logged, in order.
@@ -144,6 +205,129 @@ impl System for Recorder {
         self.files.get(path).cloned().ok_or(Errno(libc::ENOENT))
     }
 
+    /// Given as the file `path@offset`.
+    fn read_at(&mut self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>, Errno> {
+        let key = format!("{path}@{offset}");
+        self.record(Call::ReadFile(key.clone()))?;
+        let mut b = self.files.get(&key).cloned().ok_or(Errno(libc::ENOENT))?;
+        b.truncate(len);
+        Ok(b)
+    }
+
+    fn list_dir(&mut self, path: &str) -> Result<Vec<String>, Errno> {
+        self.dirs.get(path).cloned().ok_or(Errno(libc::ENOENT))
+    }
+
+    fn exists(&mut self, path: &str) -> bool {
+        self.files.contains_key(path) || self.dirs.contains_key(path)
+    }
+
+    fn create_file(&mut self, path: &str, contents: &[u8]) -> Result<(), Errno> {
+        self.record(Call::CreateFile(path.to_owned(), contents.to_vec()))?;
+        self.files.insert(path.to_owned(), contents.to_vec());
+        Ok(())
+    }
+
+    fn umount(&mut self, target: &str, lazy: bool) -> Result<(), Errno> {
+        self.record(Call::Umount(target.to_owned(), lazy))
+    }
+
+    fn env(&mut self, name: &str) -> Option<String> {
+        self.files
+            .get(&format!("env:{name}"))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    fn root_is_initramfs(&mut self) -> bool {
+        self.initramfs
+    }
+
+    fn move_root_entries(&mut self, newroot: &str) -> Result<MoveStats, Errno> {
+        self.record(Call::MoveRootEntries(newroot.to_owned()))?;
+        Ok(MoveStats {
+            entries: 10,
+            bytes: 1000,
+            failed: 0,
+        })
+    }
+
+    fn switch_root(&mut self, newroot: &str) -> Result<(), Errno> {
+        self.record(Call::SwitchRoot(newroot.to_owned()))
+    }
+
+    fn reexec(&mut self) -> Errno {
+        self.record(Call::Reexec)
+            .err()
+            .unwrap_or(Errno(libc::ENOSYS))
+    }
+
+    fn start_events(&mut self, socket: &str) -> Result<(), Errno> {
+        self.record(Call::StartEvents(socket.to_owned()))
+    }
+
+    fn watch_dir(&mut self, dir: &str, kind: WatchKind) -> Result<(), Errno> {
+        self.record(Call::WatchDir(dir.to_owned(), kind))
+    }
+
+    /// Pids are 100, 101, ...
+    fn spawn(&mut self, spawn: &Spawn) -> Result<i32, Errno> {
+        self.record(Call::Spawn(spawn.clone()))?;
+        let pid = 100 + self.next_pid;
+        self.next_pid += 1;
+        Ok(pid)
+    }
+
+    /// No child is left once asked (the shutdown's kill step ends at once).
+    fn has_children(&mut self) -> bool {
+        false
+    }
+
+    fn signal(&mut self, pid: i32, signal: i32) -> Result<(), Errno> {
+        self.record(Call::Signal(pid, signal))
+    }
+
+    fn next_events(&mut self, timeout: Option<Duration>) -> Vec<Event> {
+        let _ = self.record(Call::NextEvents(timeout));
+        match self.script.pop_front() {
+            Some(Step::Events(e)) => e,
+            Some(Step::After(d, e)) => {
+                self.clock_nanos += d.as_nanos() as u64;
+                e
+            }
+            Some(Step::File(path, contents)) => {
+                self.files.insert(path.clone(), contents);
+                vec![Event::FileAppeared(path)]
+            }
+            Some(Step::Exit(pid, code)) => vec![Event::ChildExited {
+                exit: ChildExit {
+                    pid,
+                    status: ExitStatus::Exited(code),
+                },
+                last_lines: vec![format!("STANDIN pid {pid} says bye")],
+            }],
+            Some(Step::Timeout) | None => {
+                if let Some(t) = timeout {
+                    self.clock_nanos += t.as_nanos() as u64;
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn broadcast(&mut self, byte: u8) {
+        let _ = self.record(Call::Broadcast(byte));
+    }
+
+    fn sync(&mut self) {
+        let _ = self.record(Call::Sync);
+    }
+
+    fn power(&mut self, action: PowerAction) -> Errno {
+        self.record(Call::Power(action))
+            .err()
+            .unwrap_or(Errno(libc::ENOSYS))
+    }
+
     fn write_file(&mut self, path: &str, contents: &[u8]) -> Result<(), Errno> {
         self.record(Call::WriteFile(path.to_owned(), contents.to_vec()))
     }
@@ -175,12 +359,8 @@ impl System for Recorder {
         self.calls.push(Call::Log(line.clone()));
     }
 
-    fn wait_child(&mut self) -> Result<ChildExit, Errno> {
-        self.record(Call::WaitChild)?;
-        self.children.pop().unwrap_or(Err(Errno(libc::ECHILD)))
-    }
-
     fn sleep(&mut self, duration: Duration) {
+        self.clock_nanos += duration.as_nanos() as u64;
         self.calls.push(Call::Sleep(duration));
     }
 }

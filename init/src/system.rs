@@ -7,14 +7,14 @@
 //! system calls; it keeps each call thin (no policy, no retries, no logging) so that
 //! what the boot does is all visible in `boot.rs`.
 //!
+//! The real implementation is in `linux.rs` (system calls) and `events.rs` (the
+//! event sources of the supervisor loop: signalfd, inotify, the system socket, the
+//! output pipes of children).
+//!
 //! Nothing here may panic: every failure comes back as an [`Errno`].
 
-use std::ffi::{CStr, CString};
 use std::fmt;
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::io::{self, Write};
 use std::time::Duration;
 
 use crate::log::{BootTime, LogLine};
@@ -25,11 +25,11 @@ pub struct Errno(pub i32);
 
 impl Errno {
     /// `errno` as left by the last failing libc call.
-    fn last() -> Self {
+    pub fn last() -> Self {
         Self::from_io(&io::Error::last_os_error())
     }
 
-    fn from_io(err: &io::Error) -> Self {
+    pub fn from_io(err: &io::Error) -> Self {
         Self(err.raw_os_error().unwrap_or(libc::EIO))
     }
 
@@ -38,6 +38,9 @@ impl Errno {
         Some(match self.0 {
             libc::EPERM => "EPERM",
             libc::ENOENT => "ENOENT",
+            libc::ESRCH => "ESRCH",
+            libc::ENOTEMPTY => "ENOTEMPTY",
+            libc::ETIMEDOUT => "ETIMEDOUT",
             libc::EINTR => "EINTR",
             libc::EIO => "EIO",
             libc::ENXIO => "ENXIO",
@@ -88,6 +91,9 @@ impl MountFlags {
     pub const NOEXEC: Self = Self(libc::MS_NOEXEC);
     pub const REC: Self = Self(libc::MS_REC);
     pub const SHARED: Self = Self(libc::MS_SHARED);
+    pub const RDONLY: Self = Self(libc::MS_RDONLY);
+    pub const BIND: Self = Self(libc::MS_BIND);
+    pub const NONE: Self = Self(0);
 
     pub const fn union(self, other: Self) -> Self {
         Self(self.0 | other.0)
@@ -97,7 +103,9 @@ impl MountFlags {
 /// `MS_NOSUID|MS_NODEV`, `0` for none (used by the dry run).
 impl fmt::Display for MountFlags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [(MountFlags, &str); 5] = [
+        const NAMES: [(MountFlags, &str); 7] = [
+            (MountFlags::RDONLY, "MS_RDONLY"),
+            (MountFlags::BIND, "MS_BIND"),
             (MountFlags::NOSUID, "MS_NOSUID"),
             (MountFlags::NODEV, "MS_NODEV"),
             (MountFlags::NOEXEC, "MS_NOEXEC"),
@@ -163,20 +171,115 @@ pub struct ChildExit {
     pub status: ExitStatus,
 }
 
+/// Which of the two long-running services a child is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    Crio,
+    Kubelet,
+}
+
+impl Service {
+    pub const ALL: [Service; 2] = [Service::Crio, Service::Kubelet];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Crio => "crio",
+            Service::Kubelet => "kubelet",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A program to start: its stdout and stderr go, through a pipe read by PID 1, to
+/// `log` (rotated by size), and the last lines are kept for the console.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spawn {
+    pub service: Service,
+    pub program: String,
+    pub args: Vec<String>,
+    pub log: String,
+}
+
+/// Something the supervisor loop reacts to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A child was reaped. `last_lines` is the tail of its output when it was one of
+    /// the services, empty otherwise.
+    ChildExited {
+        exit: ChildExit,
+        last_lines: Vec<String>,
+    },
+    /// A file was created, written and closed, or moved into a watched directory.
+    FileAppeared(String),
+    /// One byte read from a client of the system socket.
+    Command(u8),
+    /// A signal delivered to PID 1 (through signalfd): SIGTERM, SIGINT, SIGUSR1.
+    Signal(i32),
+}
+
+/// What inotify should report in a watched directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchKind {
+    /// A file written and closed, or renamed into place (a config file complete).
+    Written,
+    /// Any new entry (a socket: it is never written).
+    Created,
+}
+
+/// The last step of a shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerAction {
+    PowerOff,
+    Reboot,
+}
+
+impl fmt::Display for PowerAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PowerAction::PowerOff => "power off",
+            PowerAction::Reboot => "reboot",
+        })
+    }
+}
+
+/// What moving the initramfs onto the new root copied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MoveStats {
+    pub entries: u64,
+    pub bytes: u64,
+    /// Entries that could not be copied (logged by count; the boot goes on).
+    pub failed: u64,
+}
+
 /// Everything kios-init asks of the kernel. One method per operation, arguments as
 /// the boot sequence means them; implementations do no logging of their own except
 /// [`System::write_log`].
 pub trait System {
     /// `mount(2)`.
     fn mount(&mut self, mount: &Mount<'_>) -> Result<(), Errno>;
+    /// `umount2(2)`, with `MNT_DETACH` when `lazy`.
+    fn umount(&mut self, target: &str, lazy: bool) -> Result<(), Errno>;
     /// Creates `path` and its missing parents with `mode`; an existing directory is
     /// not an error.
     fn mkdir_all(&mut self, path: &str, mode: u32) -> Result<(), Errno>;
     /// Creates the symbolic link `link` pointing at `target`.
     fn symlink(&mut self, target: &str, link: &str) -> Result<(), Errno>;
+    /// Whether `path` exists (`lstat` succeeds).
+    fn exists(&mut self, path: &str) -> bool;
     fn read_file(&mut self, path: &str) -> Result<Vec<u8>, Errno>;
+    /// Reads up to `len` bytes at `offset` (a block device's GPT, say).
+    fn read_at(&mut self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>, Errno>;
+    /// The names in a directory, `.` and `..` left out, sorted.
+    fn list_dir(&mut self, path: &str) -> Result<Vec<String>, Errno>;
     /// Writes `contents` to an existing file (a sysctl, say); never creates one.
     fn write_file(&mut self, path: &str, contents: &[u8]) -> Result<(), Errno>;
+    /// Creates or truncates `path` and writes `contents` (a marker file).
+    fn create_file(&mut self, path: &str, contents: &[u8]) -> Result<(), Errno>;
     /// `open(path)` then `finit_module(fd, "", 0)`. `EEXIST` (already loaded) is
     /// returned as is; the caller decides what it means.
     fn load_module(&mut self, path: &str) -> Result<(), ModuleError>;
@@ -193,287 +296,47 @@ pub trait System {
     /// Writes one line to every open log sink. Cannot fail: there is nowhere left to
     /// report that logging failed.
     fn write_log(&mut self, line: &LogLine);
-    /// `waitpid(-1, &status, 0)`: blocks until a child changes state.
-    fn wait_child(&mut self) -> Result<ChildExit, Errno>;
+    /// An environment variable of this process.
+    fn env(&mut self, name: &str) -> Option<String>;
+    /// Whether `/` is the kernel's initial rootfs (ramfs or tmpfs holding `/init`).
+    fn root_is_initramfs(&mut self) -> bool;
+    /// Copies every entry of `/` that is on the root filesystem into `newroot` (a
+    /// mounted tmpfs), deleting each original once copied to free its memory.
+    fn move_root_entries(&mut self, newroot: &str) -> Result<MoveStats, Errno>;
+    /// `chdir(newroot)`, `mount(newroot, "/", MS_MOVE)`, `chroot(".")`, `chdir("/")`.
+    fn switch_root(&mut self, newroot: &str) -> Result<(), Errno>;
+    /// `execve("/init")` with `KIOS_INIT_STAGE=switched` in the environment; returns
+    /// only on failure.
+    fn reexec(&mut self) -> Errno;
+    /// Starts the real event sources: blocks and routes SIGCHLD, SIGTERM, SIGINT and
+    /// SIGUSR1 through a signalfd, listens on `socket`, and has the kernel send
+    /// SIGINT for ctrl-alt-del.
+    fn start_events(&mut self, socket: &str) -> Result<(), Errno>;
+    /// Adds an inotify watch on the directory `dir`.
+    fn watch_dir(&mut self, dir: &str, kind: WatchKind) -> Result<(), Errno>;
+    /// Starts `spawn` in its own session with its output captured.
+    fn spawn(&mut self, spawn: &Spawn) -> Result<i32, Errno>;
+    /// Whether PID 1 has any child left, exited or not (`waitid(P_ALL, .., WNOHANG |
+    /// WNOWAIT)` is not `ECHILD`); reaps nothing.
+    fn has_children(&mut self) -> bool;
+    /// `kill(2)`; `pid` -1 is every process but PID 1.
+    fn signal(&mut self, pid: i32, signal: i32) -> Result<(), Errno>;
+    /// Waits up to `timeout` (forever with `None`) for events; reaps every child that
+    /// exited, copies children's output to their logs. May return no events.
+    fn next_events(&mut self, timeout: Option<std::time::Duration>) -> Vec<Event>;
+    /// Sends `byte` to every connected client of the system socket.
+    fn broadcast(&mut self, byte: u8);
+    /// `sync(2)`.
+    fn sync(&mut self);
+    /// `reboot(2)`; returns only on failure.
+    fn power(&mut self, action: PowerAction) -> Errno;
     fn sleep(&mut self, duration: Duration);
-}
-
-fn c_string(s: &str) -> Result<CString, Errno> {
-    CString::new(s).map_err(|_| Errno(libc::EINVAL))
-}
-
-fn c_ptr(s: &Option<CString>) -> *const libc::c_char {
-    s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr())
-}
-
-/// The real thing: system calls through libc.
-pub struct Linux {
-    /// `/dev/console`, or a duplicate of stderr when the console could not be opened.
-    console: Option<OwnedFd>,
-    console_is_fallback: bool,
-    kmsg: Option<File>,
-}
-
-impl Linux {
-    /// Opens `/dev/console` for logging, falling back to stderr (fd 2). The kernel
-    /// opens fds 0-2 on `/dev/console` for init only if the initramfs has that node,
-    /// so the fallback may write nowhere; the console is tried again in
-    /// [`System::open_log_devices`].
-    pub fn new() -> Self {
-        let (console, console_is_fallback) = match open_console() {
-            Ok(fd) => (Some(fd), false),
-            Err(_) => (dup_stderr(), true),
-        };
-        Self {
-            console,
-            console_is_fallback,
-            kmsg: None,
-        }
-    }
-}
-
-fn open_console() -> Result<OwnedFd, Errno> {
-    // SAFETY: a valid NUL-terminated path; the returned fd is owned by the OwnedFd.
-    let fd = unsafe {
-        libc::open(
-            c"/dev/console".as_ptr(),
-            libc::O_WRONLY | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: fd was just opened and is not owned elsewhere.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn dup_stderr() -> Option<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC on fd 2 has no memory effects; a negative result is
-    // handled.
-    let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
-    // SAFETY: fd was just created and is not owned elsewhere.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Writes all of `bytes`, retrying on `EINTR` and short writes; gives up silently.
-fn write_all_fd(fd: &OwnedFd, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: bytes is a valid readable buffer of bytes.len() bytes.
-        let n = unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
-        if n < 0 {
-            if Errno::last().0 == libc::EINTR {
-                continue;
-            }
-            return;
-        }
-        match bytes.get(usize::try_from(n).unwrap_or(0)..) {
-            Some(rest) if n > 0 => bytes = rest,
-            _ => return,
-        }
-    }
-}
-
-fn read_whole_file(path: &str) -> Result<Vec<u8>, Errno> {
-    let mut contents = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut contents))
-        .map_err(|e| Errno::from_io(&e))?;
-    Ok(contents)
-}
-
-fn clock_boottime() -> BootTime {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write into.
-    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
-        return BootTime::from_nanos(0);
-    }
-    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
-    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
-    BootTime::from_nanos(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
-}
-
-impl Default for Linux {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl System for Linux {
-    fn mount(&mut self, m: &Mount<'_>) -> Result<(), Errno> {
-        let source = m.source.map(c_string).transpose()?;
-        let target = c_string(m.target)?;
-        let fstype = m.fstype.map(c_string).transpose()?;
-        let data = m.data.map(c_string).transpose()?;
-        // SAFETY: every pointer is NUL-terminated and outlives the call, or null.
-        let rc = unsafe {
-            libc::mount(
-                c_ptr(&source),
-                target.as_ptr(),
-                c_ptr(&fstype),
-                m.flags.0,
-                c_ptr(&data).cast(),
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(Errno::last())
-        }
-    }
-
-    fn mkdir_all(&mut self, path: &str, mode: u32) -> Result<(), Errno> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(path)
-            .map_err(|e| Errno::from_io(&e))
-    }
-
-    fn symlink(&mut self, target: &str, link: &str) -> Result<(), Errno> {
-        symlink(target, link).map_err(|e| Errno::from_io(&e))
-    }
-
-    fn read_file(&mut self, path: &str) -> Result<Vec<u8>, Errno> {
-        read_whole_file(path)
-    }
-
-    fn write_file(&mut self, path: &str, contents: &[u8]) -> Result<(), Errno> {
-        OpenOptions::new()
-            .write(true)
-            .open(path)
-            .and_then(|mut f| f.write_all(contents))
-            .map_err(|e| Errno::from_io(&e))
-    }
-
-    fn load_module(&mut self, path: &str) -> Result<(), ModuleError> {
-        let file = File::open(path).map_err(|e| ModuleError::Open(Errno::from_io(&e)))?;
-        let params: &CStr = c"";
-        let flags: libc::c_int = 0;
-        // SAFETY: finit_module(2) takes an fd, a NUL-terminated parameter string and
-        // flags; all are valid for the duration of the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_finit_module,
-                file.as_raw_fd(),
-                params.as_ptr(),
-                flags,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(ModuleError::Kernel(Errno::last()))
-        }
-    }
-
-    fn interface_up(&mut self, name: &str) -> Result<(), Errno> {
-        // SAFETY: socket(2) has no memory effects; the fd is owned below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(Errno::last());
-        }
-        // SAFETY: fd was just created and is not owned elsewhere.
-        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-
-        // SAFETY: ifreq is plain data; all zeroes is a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        let bytes = name.as_bytes();
-        // Leave room for the terminating NUL (the array is zeroed).
-        if bytes.is_empty() || bytes.len() >= req.ifr_name.len() || bytes.contains(&0) {
-            return Err(Errno(libc::EINVAL));
-        }
-        for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
-            *dst = *src as libc::c_char;
-        }
-        // SAFETY: req is a valid ifreq with a NUL-terminated name; SIOCGIFFLAGS
-        // writes ifru_flags.
-        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-            return Err(Errno::last());
-        }
-        // SAFETY: SIOCGIFFLAGS filled ifru_flags, the union member read and written.
-        unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-        // SAFETY: as above; SIOCSIFFLAGS reads the name and ifru_flags.
-        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-            return Err(Errno::last());
-        }
-        Ok(())
-    }
-
-    fn set_hostname(&mut self, name: &str) -> Result<(), Errno> {
-        // SAFETY: name points at name.len() readable bytes.
-        let rc = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(Errno::last())
-        }
-    }
-
-    fn boot_time(&mut self) -> BootTime {
-        clock_boottime()
-    }
-
-    fn open_log_devices(&mut self) -> Result<(), Errno> {
-        if self.console_is_fallback {
-            if let Ok(fd) = open_console() {
-                self.console = Some(fd);
-                self.console_is_fallback = false;
-            }
-        }
-        if self.kmsg.is_none() {
-            let kmsg = OpenOptions::new()
-                .write(true)
-                .open("/dev/kmsg")
-                .map_err(|e| Errno::from_io(&e))?;
-            self.kmsg = Some(kmsg);
-        }
-        Ok(())
-    }
-
-    fn write_log(&mut self, line: &LogLine) {
-        if let Some(console) = &self.console {
-            let mut text = line.console_text();
-            text.push('\n');
-            write_all_fd(console, text.as_bytes());
-        }
-        if let Some(kmsg) = &mut self.kmsg {
-            // One write(2) is one kernel log record. Userspace writes are rate
-            // limited by the kernel (printk.devkmsg); a dropped record is harmless
-            // since the console has the line.
-            let mut text = line.kmsg_text();
-            text.push('\n');
-            let _ = kmsg.write(text.as_bytes());
-        }
-    }
-
-    fn wait_child(&mut self) -> Result<ChildExit, Errno> {
-        let mut status: libc::c_int = 0;
-        // SAFETY: status is a valid int to write into.
-        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
-        if pid < 0 {
-            return Err(Errno::last());
-        }
-        let status = if libc::WIFEXITED(status) {
-            ExitStatus::Exited(libc::WEXITSTATUS(status))
-        } else if libc::WIFSIGNALED(status) {
-            ExitStatus::Signaled(libc::WTERMSIG(status))
-        } else {
-            ExitStatus::Other(status)
-        };
-        Ok(ChildExit { pid, status })
-    }
-
-    fn sleep(&mut self, duration: Duration) {
-        std::thread::sleep(duration);
-    }
 }
 
 /// Shows what the boot would do on this host, without doing it: every action prints
 /// a `dry-run:` line on stdout and succeeds; files are read from the real `/` (reading
-/// is harmless, and it checks a rootfs's config); the log goes to stdout.
+/// is harmless, and it checks a rootfs's config); the log goes to stdout. Only the
+/// host setup runs dry; the supervisor is not started.
 pub struct DryRun;
 
 impl DryRun {
@@ -492,6 +355,11 @@ impl System for DryRun {
         Ok(())
     }
 
+    fn umount(&mut self, target: &str, lazy: bool) -> Result<(), Errno> {
+        self.show(format_args!("umount {target} (lazy: {lazy})"));
+        Ok(())
+    }
+
     fn mkdir_all(&mut self, path: &str, mode: u32) -> Result<(), Errno> {
         self.show(format_args!("mkdir -p -m {mode:o} {path}"));
         Ok(())
@@ -502,13 +370,33 @@ impl System for DryRun {
         Ok(())
     }
 
+    fn exists(&mut self, path: &str) -> bool {
+        std::fs::symlink_metadata(path).is_ok()
+    }
+
     fn read_file(&mut self, path: &str) -> Result<Vec<u8>, Errno> {
-        read_whole_file(path)
+        std::fs::read(path).map_err(|e| Errno::from_io(&e))
+    }
+
+    fn read_at(&mut self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>, Errno> {
+        crate::linux::read_at(path, offset, len)
+    }
+
+    fn list_dir(&mut self, path: &str) -> Result<Vec<String>, Errno> {
+        crate::linux::list_dir(path)
     }
 
     fn write_file(&mut self, path: &str, contents: &[u8]) -> Result<(), Errno> {
         self.show(format_args!(
             "write {:?} to {path}",
+            String::from_utf8_lossy(contents)
+        ));
+        Ok(())
+    }
+
+    fn create_file(&mut self, path: &str, contents: &[u8]) -> Result<(), Errno> {
+        self.show(format_args!(
+            "create {path} with {:?}",
             String::from_utf8_lossy(contents)
         ));
         Ok(())
@@ -530,7 +418,7 @@ impl System for DryRun {
     }
 
     fn boot_time(&mut self) -> BootTime {
-        clock_boottime()
+        crate::linux::clock_boottime()
     }
 
     fn open_log_devices(&mut self) -> Result<(), Errno> {
@@ -543,8 +431,73 @@ impl System for DryRun {
         let _ = writeln!(out, "{}", line.console_text());
     }
 
-    fn wait_child(&mut self) -> Result<ChildExit, Errno> {
-        Err(Errno(libc::ECHILD))
+    fn env(&mut self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn root_is_initramfs(&mut self) -> bool {
+        false
+    }
+
+    fn move_root_entries(&mut self, newroot: &str) -> Result<MoveStats, Errno> {
+        self.show(format_args!("move / into {newroot}"));
+        Ok(MoveStats::default())
+    }
+
+    fn switch_root(&mut self, newroot: &str) -> Result<(), Errno> {
+        self.show(format_args!("switch root to {newroot}"));
+        Ok(())
+    }
+
+    fn reexec(&mut self) -> Errno {
+        self.show(format_args!("execve /init"));
+        Errno(libc::ENOSYS)
+    }
+
+    fn start_events(&mut self, socket: &str) -> Result<(), Errno> {
+        self.show(format_args!("signalfd, listen on {socket}"));
+        Ok(())
+    }
+
+    fn watch_dir(&mut self, dir: &str, kind: WatchKind) -> Result<(), Errno> {
+        self.show(format_args!("inotify watch {dir} ({kind:?})"));
+        Ok(())
+    }
+
+    fn spawn(&mut self, spawn: &Spawn) -> Result<i32, Errno> {
+        self.show(format_args!(
+            "start {} {} (log {})",
+            spawn.program,
+            spawn.args.join(" "),
+            spawn.log
+        ));
+        Err(Errno(libc::ENOSYS))
+    }
+
+    fn has_children(&mut self) -> bool {
+        false
+    }
+
+    fn signal(&mut self, pid: i32, signal: i32) -> Result<(), Errno> {
+        self.show(format_args!("kill({pid}, {signal})"));
+        Ok(())
+    }
+
+    fn next_events(&mut self, _timeout: Option<Duration>) -> Vec<Event> {
+        Vec::new()
+    }
+
+    fn broadcast(&mut self, byte: u8) {
+        self.show(format_args!("broadcast {byte:#04x}"));
+    }
+
+    fn sync(&mut self) {
+        self.show(format_args!("sync"));
+    }
+
+    fn power(&mut self, action: PowerAction) -> Errno {
+        self.show(format_args!("reboot(2): {action}"));
+        Errno(libc::ENOSYS)
     }
 
     fn sleep(&mut self, duration: Duration) {
@@ -567,13 +520,7 @@ mod tests {
         let flags = MountFlags::NOSUID.union(MountFlags::NODEV);
         assert_eq!(flags.to_string(), "MS_NOSUID|MS_NODEV");
         assert_eq!(MountFlags(0).to_string(), "0x0");
-        assert_eq!(MountFlags(libc::MS_RDONLY).to_string(), "0x1");
-    }
-
-    #[test]
-    fn boot_time_is_read_from_the_real_clock() {
-        let a = clock_boottime();
-        let b = clock_boottime();
-        assert!(b >= a && a > BootTime::from_nanos(0));
+        assert_eq!(MountFlags(libc::MS_RDONLY).to_string(), "MS_RDONLY");
+        assert_eq!(MountFlags(libc::MS_MOVE).to_string(), "0x2000");
     }
 }

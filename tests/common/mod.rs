@@ -304,6 +304,38 @@ pub fn oci_layout(layout: &Path, tag: &str, layers: &[&Path]) -> String {
     md
 }
 
+/// Boots `img` itself (writable) in QEMU until the guest powers off or `timeout`
+/// passes. Returns whether QEMU exited by itself, and the serial log.
+pub fn boot_to_poweroff(img: &Path, timeout: Duration) -> (bool, String) {
+    let start = Instant::now();
+    // A string that never appears: boot() then returns when QEMU exits or at timeout.
+    let (_, log) = boot(img, "\u{1}never\u{1}", timeout, true);
+    (start.elapsed() < timeout, log)
+}
+
+/// `(first byte, size in bytes)` of the GPT partition named `name` in `img`, from
+/// `sgdisk -i`.
+pub fn partition(img: &Path, name: &str) -> (u64, u64) {
+    require_tool("sgdisk", "gdisk");
+    let list = run(Command::new("sgdisk").arg("-p").arg(img));
+    let number = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some(name))
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no partition {name} in {}:\n{}", img.display(), text(&list)));
+    let info = run(Command::new("sgdisk").arg("-i").arg(&number).arg(img));
+    let field = |key: &str| -> u64 {
+        String::from_utf8_lossy(&info.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .unwrap_or_else(|| panic!("no {key} in sgdisk -i:\n{}", text(&info)))
+    };
+    let first = field("First sector: ");
+    let last = field("Last sector: ");
+    (first * 512, (last - first + 1) * 512)
+}
+
 /// The arm64 offline inputs made by `scripts/prepare-inputs` (`.inputs/arm64/`).
 pub fn inputs_arm64() -> PathBuf {
     let dir = std::env::var_os("KIOS_TEST_INPUTS")

@@ -1,0 +1,493 @@
+//! The node's disks: find the data and store partitions, mount them, and put the
+//! state that must survive a reboot on the data partition.
+//!
+//! Input: block devices in `/sys/class/block` and their GPTs (or `kios.data=` on the
+//! kernel command line). Output: the mounts below and a [`Storage`] saying what is
+//! there, which decides CRI-O's flags. Every failure degrades: with no data partition
+//! the node runs with its state in memory, with no store CRI-O has no additional
+//! image store. This module does not format or grow partitions (the builder and the
+//! resize pod do).
+//!
+//! | what | where |
+//! |---|---|
+//! | data partition (ext4) | `/var/lib/kios/data` |
+//! | `/var/lib/containers` (CRI-O storage root) | bind of `data/containers` |
+//! | `/var/lib/kubelet` (pod directory) | bind of `data/kubelet` |
+//! | `/var/log` (service and pod logs) | bind of `data/log` |
+//! | `/etc` | overlay: lower the initramfs `/etc`, upper `data/etc/upper` |
+//! | store partition (EROFS) | `/var/lib/kios/store`, read-only |
+
+use std::time::Duration;
+
+use crate::gpt;
+use crate::log::{info, warn};
+use crate::system::{Errno, Mount, MountFlags, System};
+
+pub const DATA_TYPE: &str = "97AAC693-D920-465A-94FE-EB59FC86DFAA";
+pub const STORE_TYPE: &str = "6AA8382C-3F51-482D-AEF7-46F7E6811D8E";
+pub const DATA_MOUNT: &str = "/var/lib/kios/data";
+pub const STORE_MOUNT: &str = "/var/lib/kios/store";
+/// Written on the data partition once its layout exists; its content is the version.
+pub const LAYOUT_MARKER: &str = "/var/lib/kios/data/.kios-layout";
+/// How long to wait for the data partition's disk to appear.
+pub const DEVICE_WAIT: Duration = Duration::from_secs(5);
+const DEVICE_POLL: Duration = Duration::from_millis(20);
+const CMDLINE: &str = "/proc/cmdline";
+
+/// The directories of the data partition, relative to it.
+const LAYOUT: [&str; 6] = [
+    "containers",
+    "kubelet",
+    "log",
+    "log/kios",
+    "etc/upper",
+    "etc/work",
+];
+
+/// Bind mounts of data subdirectories: (subdirectory, target).
+const BINDS: [(&str, &str); 3] = [
+    ("containers", "/var/lib/containers"),
+    ("kubelet", "/var/lib/kubelet"),
+    ("log", "/var/log"),
+];
+
+/// What the storage step left mounted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Storage {
+    pub data: bool,
+    pub store: bool,
+}
+
+/// The partitions found: device paths such as `/dev/vda3`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    pub data: Option<String>,
+    pub store: Option<String>,
+}
+
+/// The value of `kios.data=` on the kernel command line, if it names a device.
+pub fn data_arg(cmdline: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(cmdline);
+    text.split_ascii_whitespace()
+        .rev()
+        .find_map(|w| w.strip_prefix("kios.data="))
+        .filter(|v| v.starts_with("/dev/") && !v.contains(".."))
+        .map(str::to_owned)
+}
+
+/// One pass over the block devices: every whole disk's GPT is read.
+pub fn scan(sys: &mut dyn System) -> Found {
+    let mut found = Found::default();
+    let Ok(devices) = sys.list_dir("/sys/class/block") else {
+        return found;
+    };
+    for disk in &devices {
+        let sysdir = format!("/sys/class/block/{disk}");
+        if sys.exists(&format!("{sysdir}/partition")) {
+            continue;
+        }
+        let sector = sys
+            .read_file(&format!("{sysdir}/queue/logical_block_size"))
+            .ok()
+            .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u64>().ok())
+            .filter(|s| s.is_power_of_two() && *s >= 512)
+            .unwrap_or(512);
+        let dev = format!("/dev/{disk}");
+        let Some(header) = sys
+            .read_at(&dev, sector, 512)
+            .ok()
+            .and_then(|b| gpt::parse_header(&b))
+        else {
+            continue;
+        };
+        let Ok(entries) = sys.read_at(
+            &dev,
+            header.entries_lba.saturating_mul(sector),
+            header.entries_bytes(),
+        ) else {
+            continue;
+        };
+        for (number, ty) in gpt::parse_entries(&header, &entries) {
+            let slot = match ty.as_str() {
+                DATA_TYPE => &mut found.data,
+                STORE_TYPE => &mut found.store,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = partition_device(sys, disk, &devices, number);
+            }
+        }
+    }
+    found
+}
+
+/// The device of partition `number` of `disk`: the entry of `/sys/class/block`
+/// whose `partition` file says that number and that lives under the disk.
+fn partition_device(
+    sys: &mut dyn System,
+    disk: &str,
+    devices: &[String],
+    number: u32,
+) -> Option<String> {
+    devices
+        .iter()
+        .filter(|d| d.starts_with(disk) && d.as_str() != disk)
+        .find(|d| {
+            sys.read_file(&format!("/sys/class/block/{d}/partition"))
+                .ok()
+                .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u32>().ok())
+                == Some(number)
+        })
+        .map(|d| format!("/dev/{d}"))
+}
+
+/// Finds the partitions, waiting up to [`DEVICE_WAIT`] for the data partition (a
+/// disk driver may still be probing).
+pub fn find(sys: &mut dyn System) -> Found {
+    let named = sys.read_file(CMDLINE).ok().and_then(|c| data_arg(&c));
+    let start = sys.boot_time();
+    loop {
+        let mut found = scan(sys);
+        if let Some(dev) = &named {
+            found.data = sys.exists(dev).then(|| dev.clone());
+        }
+        let waited = sys.boot_time().since(start);
+        if found.data.is_some() || waited >= DEVICE_WAIT {
+            if waited >= DEVICE_POLL {
+                info(
+                    sys,
+                    &format!("waited {} ms for block devices", waited.as_millis()),
+                );
+            }
+            if found.data.is_none() {
+                match &named {
+                    Some(dev) => warn(sys, &format!(
+                        "kios.data={dev} does not exist after {} ms; no data partition: state is kept in memory and lost at reboot",
+                        DEVICE_WAIT.as_millis())),
+                    None => warn(sys, &format!(
+                        "no data partition (GPT type {DATA_TYPE}) after {} ms; state is kept in memory and lost at reboot",
+                        DEVICE_WAIT.as_millis())),
+                }
+            }
+            return found;
+        }
+        sys.sleep(DEVICE_POLL);
+    }
+}
+
+/// Finds and mounts the data and store partitions and the mounts that put state on
+/// the data partition. Never fails; see [`Storage`] for what it managed.
+pub fn setup(sys: &mut dyn System) -> Storage {
+    let found = find(sys);
+    let mut storage = Storage::default();
+    if let Some(dev) = &found.data {
+        storage.data = mount_data(sys, dev);
+    }
+    match &found.store {
+        Some(dev) => storage.store = mount_store(sys, dev),
+        None => info(
+            sys,
+            "no store partition; CRI-O starts without an additional image store",
+        ),
+    }
+    if let Err(e) = sys.mkdir_all("/var/log/kios", 0o755) {
+        warn(
+            sys,
+            &format!("cannot create /var/log/kios: {e}; service logs are not kept"),
+        );
+    }
+    storage
+}
+
+fn mount_data(sys: &mut dyn System, dev: &str) -> bool {
+    let m = Mount {
+        source: Some(dev),
+        target: DATA_MOUNT,
+        fstype: Some("ext4"),
+        flags: MountFlags::NOSUID.union(MountFlags::NODEV),
+        data: None,
+    };
+    if let Err(e) = sys
+        .mkdir_all(DATA_MOUNT, 0o755)
+        .and_then(|()| sys.mount(&m))
+    {
+        warn(sys, &format!("mounting the data partition {dev} on {DATA_MOUNT} failed: {e}; state is kept in memory and lost at reboot"));
+        return false;
+    }
+    info(
+        sys,
+        &format!("mounted data partition {dev} on {DATA_MOUNT}"),
+    );
+    let first_boot = !sys.exists(LAYOUT_MARKER);
+    for dir in LAYOUT {
+        if let Err(e) = sys.mkdir_all(&format!("{DATA_MOUNT}/{dir}"), 0o755) {
+            warn(sys, &format!("cannot create {DATA_MOUNT}/{dir}: {e}"));
+        }
+    }
+    if first_boot {
+        match sys.create_file(LAYOUT_MARKER, b"1\n") {
+            Ok(()) => info(sys, "first boot: created the data partition layout"),
+            Err(e) => warn(sys, &format!("cannot write {LAYOUT_MARKER}: {e}")),
+        }
+    }
+    for (sub, target) in BINDS {
+        let source = format!("{DATA_MOUNT}/{sub}");
+        let m = Mount {
+            source: Some(&source),
+            target,
+            fstype: None,
+            flags: MountFlags::BIND,
+            data: None,
+        };
+        match sys.mkdir_all(target, 0o755).and_then(|()| sys.mount(&m)) {
+            Ok(()) => info(sys, &format!("bound {source} on {target}")),
+            Err(e) => warn(
+                sys,
+                &format!("binding {source} on {target} failed: {e}; {target} stays in memory"),
+            ),
+        }
+    }
+    let options =
+        format!("lowerdir=/etc,upperdir={DATA_MOUNT}/etc/upper,workdir={DATA_MOUNT}/etc/work");
+    let m = Mount {
+        source: Some("overlay"),
+        target: "/etc",
+        fstype: Some("overlay"),
+        flags: MountFlags::NOSUID.union(MountFlags::NODEV),
+        data: Some(&options),
+    };
+    match sys.mount(&m) {
+        Ok(()) => info(
+            sys,
+            "mounted the /etc overlay (changes kept on the data partition)",
+        ),
+        Err(e) => warn(
+            sys,
+            &format!("mounting the /etc overlay failed: {e}; changes to /etc are lost at reboot"),
+        ),
+    }
+    true
+}
+
+fn mount_store(sys: &mut dyn System, dev: &str) -> bool {
+    let m = Mount {
+        source: Some(dev),
+        target: STORE_MOUNT,
+        fstype: Some("erofs"),
+        flags: MountFlags::RDONLY
+            .union(MountFlags::NOSUID)
+            .union(MountFlags::NODEV),
+        data: None,
+    };
+    match sys
+        .mkdir_all(STORE_MOUNT, 0o755)
+        .and_then(|()| sys.mount(&m))
+    {
+        Ok(()) => {
+            info(
+                sys,
+                &format!("mounted store partition {dev} on {STORE_MOUNT} (read-only)"),
+            );
+            true
+        }
+        Err(e) => {
+            let hint = if e == Errno(libc::ENODEV) {
+                " (is the erofs module listed?)"
+            } else {
+                ""
+            };
+            warn(sys, &format!("mounting the store partition {dev} failed: {e}{hint}; CRI-O starts without an additional image store"));
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpt::tests::table;
+    use crate::record::{Call, Recorder};
+
+    /// A virtio disk `vda` with the given partition types, as the kernel shows it.
+    pub fn disk(rec: Recorder, types: &[&str]) -> Recorder {
+        let (h, e) = table(types);
+        let mut rec = rec
+            .with_dir("/sys/class/block", &["vda"])
+            .with_file("/dev/vda@512", &h)
+            .with_file("/dev/vda@1024", &e);
+        let mut names = vec!["vda".to_owned()];
+        for (i, t) in types.iter().enumerate() {
+            if !t.is_empty() {
+                let name = format!("vda{}", i + 1);
+                rec = rec.with_file(
+                    &format!("/sys/class/block/{name}/partition"),
+                    format!("{}\n", i + 1).as_bytes(),
+                );
+                rec = rec.with_file(&format!("/dev/{name}"), b"");
+                names.push(name);
+            }
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        rec.with_dir("/sys/class/block", &names)
+    }
+
+    const ESP: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+
+    fn mounts(rec: &Recorder) -> Vec<(String, String)> {
+        rec.calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Mount { source, target, .. } => {
+                    Some((source.clone().unwrap_or_default(), target.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn partitions_are_found_by_type_guid() {
+        let mut rec = disk(Recorder::new(), &[ESP, STORE_TYPE, DATA_TYPE]);
+        assert_eq!(
+            scan(&mut rec),
+            Found {
+                data: Some("/dev/vda3".into()),
+                store: Some("/dev/vda2".into())
+            }
+        );
+    }
+
+    #[test]
+    fn data_store_binds_and_overlay_are_mounted_in_order() {
+        let mut rec = disk(Recorder::new(), &[ESP, STORE_TYPE, DATA_TYPE]);
+        let s = setup(&mut rec);
+        assert_eq!(
+            s,
+            Storage {
+                data: true,
+                store: true
+            }
+        );
+        let m = mounts(&rec);
+        let expect = [
+            ("/dev/vda3", DATA_MOUNT),
+            ("/var/lib/kios/data/containers", "/var/lib/containers"),
+            ("/var/lib/kios/data/kubelet", "/var/lib/kubelet"),
+            ("/var/lib/kios/data/log", "/var/log"),
+            ("overlay", "/etc"),
+            ("/dev/vda2", STORE_MOUNT),
+        ];
+        let got: Vec<(&str, &str)> = m.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(got, expect);
+        let store_flags = rec.calls.iter().find_map(|c| match c {
+            Call::Mount {
+                target,
+                flags,
+                fstype,
+                ..
+            } if target == STORE_MOUNT => Some((*flags, fstype.clone())),
+            _ => None,
+        });
+        assert_eq!(
+            store_flags,
+            Some((
+                MountFlags(libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV),
+                Some("erofs".into())
+            ))
+        );
+        let overlay = rec.calls.iter().find_map(|c| match c {
+            Call::Mount { target, data, .. } if target == "/etc" => data.clone(),
+            _ => None,
+        });
+        assert_eq!(overlay.as_deref(), Some("lowerdir=/etc,upperdir=/var/lib/kios/data/etc/upper,workdir=/var/lib/kios/data/etc/work"));
+    }
+
+    #[test]
+    fn first_boot_creates_the_layout_and_the_marker() {
+        let mut rec = disk(Recorder::new(), &[ESP, DATA_TYPE]);
+        setup(&mut rec);
+        assert!(rec.calls.contains(&Call::MkdirAll(
+            "/var/lib/kios/data/etc/upper".into(),
+            0o755
+        )));
+        assert!(rec
+            .calls
+            .contains(&Call::CreateFile(LAYOUT_MARKER.into(), b"1\n".to_vec())));
+        assert!(rec
+            .messages()
+            .contains(&"first boot: created the data partition layout"));
+    }
+
+    #[test]
+    fn later_boots_keep_the_layout() {
+        let mut rec = disk(Recorder::new(), &[ESP, DATA_TYPE]).with_file(LAYOUT_MARKER, b"1\n");
+        setup(&mut rec);
+        assert!(!rec.calls.iter().any(|c| matches!(c, Call::CreateFile(..))));
+        assert!(!rec.messages().iter().any(|m| m.starts_with("first boot")));
+    }
+
+    #[test]
+    fn no_store_partition_degrades_with_a_clear_line() {
+        let mut rec = disk(Recorder::new(), &[ESP, DATA_TYPE]);
+        let s = setup(&mut rec);
+        assert_eq!(
+            s,
+            Storage {
+                data: true,
+                store: false
+            }
+        );
+        assert!(rec
+            .messages()
+            .contains(&"no store partition; CRI-O starts without an additional image store"));
+    }
+
+    #[test]
+    fn no_data_partition_waits_a_bounded_time_then_degrades() {
+        let mut rec = disk(Recorder::new(), &[ESP]);
+        let s = setup(&mut rec);
+        assert_eq!(s, Storage::default());
+        assert!(mounts(&rec).is_empty());
+        let m = rec.messages();
+        assert!(
+            m.iter().any(|l| l.starts_with(
+                "no data partition (GPT type 97AAC693-D920-465A-94FE-EB59FC86DFAA) after 5000 ms"
+            )),
+            "{m:?}"
+        );
+        let slept: Duration = rec
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Sleep(d) => Some(*d),
+                _ => None,
+            })
+            .sum();
+        assert!(slept <= DEVICE_WAIT + DEVICE_POLL, "{slept:?}");
+    }
+
+    #[test]
+    fn kios_data_names_the_device() {
+        assert_eq!(
+            data_arg(b"console=ttyS0 kios.data=/dev/sdb1 quiet\n"),
+            Some("/dev/sdb1".into())
+        );
+        assert_eq!(data_arg(b"kios.data=sdb1"), None);
+        assert_eq!(data_arg(b"kios.data=/dev/../etc"), None);
+        let mut rec = disk(Recorder::new(), &[ESP, DATA_TYPE])
+            .with_file(CMDLINE, b"kios.data=/dev/vdb\n")
+            .with_file("/dev/vdb", b"");
+        assert_eq!(find(&mut rec).data.as_deref(), Some("/dev/vdb"));
+    }
+
+    #[test]
+    fn a_data_mount_failure_degrades() {
+        let mut rec = disk(Recorder::new(), &[ESP, DATA_TYPE]).fail_mount(DATA_MOUNT, libc::EINVAL);
+        let s = setup(&mut rec);
+        assert!(!s.data);
+        assert!(rec.messages().iter().any(|m| m.starts_with(
+            "mounting the data partition /dev/vda2 on /var/lib/kios/data failed: EINVAL"
+        )));
+        assert_eq!(mounts(&rec).len(), 1);
+    }
+}

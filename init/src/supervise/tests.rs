@@ -1,0 +1,307 @@
+use super::*;
+use crate::record::{Call, Recorder, Step};
+use crate::system::ChildExit;
+
+const CRIO_PID: i32 = 100;
+const KUBELET_PID: i32 = 101;
+
+fn installed() -> Recorder {
+    Recorder::new().with_file(CRIO, b"").with_file(KUBELET, b"")
+}
+
+/// Starts the supervisor, then runs `steps` rounds of its loop.
+fn supervise(rec: Recorder, rounds: usize) -> Recorder {
+    let mut rec = rec;
+    let mut sup = Supervisor::new(vec!["--crio-flag".into()]);
+    sup.start(&mut rec);
+    for _ in 0..rounds {
+        sup.step(&mut rec);
+    }
+    rec
+}
+
+fn socket() -> Step {
+    Step::Events(vec![Event::FileAppeared(CRIO_SOCKET.into())])
+}
+
+fn programs(rec: &Recorder) -> Vec<&str> {
+    rec.spawned().iter().map(|s| s.program.as_str()).collect()
+}
+
+fn signals(rec: &Recorder) -> Vec<(i32, i32)> {
+    rec.calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Signal(p, s) => Some((*p, *s)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn crio_starts_first_and_the_kubelet_once_its_socket_appears() {
+    let rec = supervise(installed().with_script(vec![socket()]), 1);
+    assert_eq!(programs(&rec), [CRIO, KUBELET]);
+    let crio = rec.spawned()[0];
+    assert_eq!(crio.args, ["--crio-flag"]);
+    assert_eq!(crio.log, "/var/log/kios/crio.log");
+    assert_eq!(rec.spawned()[1].log, "/var/log/kios/kubelet.log");
+    assert!(rec
+        .calls
+        .contains(&Call::WatchDir("/var/run/crio".into(), WatchKind::Created)));
+    assert!(rec.calls.contains(&Call::StartEvents(SOCKET.into())));
+    assert!(rec
+        .messages()
+        .iter()
+        .any(|m| m.starts_with("kubelet started (pid 101)")));
+}
+
+#[test]
+fn the_kubelet_waits_for_the_socket_at_most_the_bound() {
+    let rec = supervise(installed(), 1);
+    assert_eq!(programs(&rec), [CRIO, KUBELET]);
+    assert!(rec.calls.iter().any(|c| matches!(c, Call::NextEvents(Some(d)) if *d <= SOCKET_WAIT && *d > SOCKET_WAIT - Duration::from_millis(10))));
+    assert!(rec
+        .messages()
+        .contains(&"no CRI-O socket after 30 s; starting the kubelet anyway"));
+}
+
+#[test]
+fn missing_crio_binary_is_logged_and_the_kubelet_starts_without_it() {
+    let rec = supervise(Recorder::new().with_file(KUBELET, b""), 0);
+    assert_eq!(programs(&rec), [KUBELET]);
+    assert!(rec
+        .messages()
+        .contains(&"crio: /usr/bin/crio is missing; crio is not started"));
+}
+
+#[test]
+fn backoff_doubles_up_to_the_cap() {
+    let delays: Vec<u128> = (1..=6).map(|n| backoff(n).as_millis()).collect();
+    assert_eq!(delays, [500, 1000, 2000, 4000, 4000, 4000]);
+}
+
+#[test]
+fn a_crashing_kubelet_is_restarted_with_growing_delays() {
+    // Each crash at once after its start.
+    let mut steps = vec![socket()];
+    for i in 0..4 {
+        steps.push(Step::Exit(KUBELET_PID + i, 1));
+        steps.push(Step::Timeout);
+    }
+    let rec = supervise(installed().with_script(steps), 9);
+    assert_eq!(
+        programs(&rec),
+        [CRIO, KUBELET, KUBELET, KUBELET, KUBELET, KUBELET]
+    );
+    let waits: Vec<Duration> = rec
+        .calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::NextEvents(Some(d)) if *d < Duration::from_secs(10) => Some(*d),
+            _ => None,
+        })
+        .collect();
+    let ms: Vec<u128> = waits.iter().map(|d| (d.as_micros() + 500) / 1000).collect();
+    // The recorder's clock moves 1.25 ms per reading, so the waits are a bit short.
+    assert!(
+        ms.iter()
+            .zip([500, 1000, 2000, 4000])
+            .all(|(got, want)| *got <= want && *got + 10 >= want),
+        "{ms:?}"
+    );
+    let m = rec.messages();
+    assert!(
+        m.contains(&"restarting kubelet in 4000 ms (failure 4 in a row)"),
+        "{m:?}"
+    );
+    assert!(m.contains(&"kubelet| STANDIN pid 101 says bye"));
+}
+
+#[test]
+fn a_stable_run_resets_the_backoff() {
+    let steps = vec![
+        socket(),
+        Step::Exit(KUBELET_PID, 1),
+        Step::Timeout,
+        Step::After(STABLE_AFTER, vec![]),
+        Step::Exit(KUBELET_PID + 1, 2),
+    ];
+    let rec = supervise(installed().with_script(steps), 5);
+    let m = rec.messages();
+    assert_eq!(
+        m.iter()
+            .filter(|l| **l == "restarting kubelet in 500 ms (failure 1 in a row)")
+            .count(),
+        2,
+        "{m:?}"
+    );
+}
+
+#[test]
+fn crio_is_restarted_too() {
+    let rec = supervise(
+        installed().with_script(vec![socket(), Step::Exit(CRIO_PID, 1), Step::Timeout]),
+        3,
+    );
+    assert_eq!(programs(&rec), [CRIO, KUBELET, CRIO]);
+}
+
+#[test]
+fn kubeconfig_appearing_restarts_the_kubelet_with_it() {
+    let steps = vec![
+        socket(),
+        Step::File(KUBECONFIG.into(), b"apiVersion: v1\n".to_vec()),
+        Step::Exit(KUBELET_PID, 0),
+    ];
+    let rec = supervise(installed().with_script(steps), 3);
+    assert_eq!(signals(&rec), [(KUBELET_PID, libc::SIGTERM)]);
+    let kubelets: Vec<_> = rec
+        .spawned()
+        .into_iter()
+        .filter(|s| s.program == KUBELET)
+        .collect();
+    assert_eq!(kubelets.len(), 2);
+    assert!(!kubelets[0].args.contains(&"--kubeconfig".to_owned()));
+    assert!(kubelets[1]
+        .args
+        .windows(2)
+        .any(|w| w == ["--kubeconfig", KUBECONFIG]));
+}
+
+#[test]
+fn kubeconfig_rewritten_by_a_bootstrapping_kubelet_does_not_restart_it() {
+    let steps = vec![socket(), Step::File(KUBECONFIG.into(), b"x".to_vec())];
+    let rec = supervise(
+        installed()
+            .with_file(BOOTSTRAP_KUBECONFIG, b"x")
+            .with_script(steps),
+        2,
+    );
+    assert!(signals(&rec).is_empty());
+}
+
+#[test]
+fn restart_commands_restart_the_right_service() {
+    let steps = vec![
+        socket(),
+        Step::Events(vec![Event::Command(CMD_RESTART_KUBELET)]),
+        Step::Exit(KUBELET_PID, 0),
+        Step::Events(vec![Event::Command(CMD_RESTART_CRIO)]),
+        Step::Exit(CRIO_PID, 0),
+    ];
+    let rec = supervise(installed().with_script(steps), 5);
+    assert_eq!(
+        signals(&rec),
+        [(KUBELET_PID, libc::SIGTERM), (CRIO_PID, libc::SIGTERM)]
+    );
+    assert_eq!(programs(&rec), [CRIO, KUBELET, KUBELET, CRIO]);
+}
+
+#[test]
+fn shutdown_broadcasts_waits_for_continue_then_stops_in_order() {
+    let steps = vec![
+        socket(),
+        Step::Events(vec![Event::Command(CMD_SHUTDOWN)]),
+        Step::Events(vec![Event::Command(CMD_CONTINUE)]),
+        Step::Exit(KUBELET_PID, 0),
+        Step::Exit(CRIO_PID, 0),
+    ];
+    let rec = supervise(
+        installed()
+            .with_file("/proc/self/mounts", b"x /var/lib/kios/data ext4 rw 0 0\n")
+            .with_script(steps),
+        5,
+    );
+    let order: Vec<String> = rec
+        .actions()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Broadcast(b) => Some(format!("broadcast {b}")),
+            Call::Signal(p, s) => Some(format!("kill {p} {s}")),
+            Call::Umount(t, _) => Some(format!("umount {t}")),
+            Call::Sync => Some("sync".into()),
+            Call::Power(a) => Some(format!("{a}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "broadcast 1",
+            "kill 101 15",
+            "kill 100 15",
+            "kill -1 15",
+            "sync",
+            "umount /var/lib/kios/data",
+            "sync",
+            "power off"
+        ]
+    );
+}
+
+#[test]
+fn sigint_reboots_after_the_grace_period_and_kills_what_will_not_stop() {
+    let steps = vec![
+        socket(),
+        Step::Events(vec![Event::Signal(libc::SIGINT)]),
+        Step::Timeout, // the soft-shutdown grace passes: TERM to the kubelet
+        Step::Timeout, // the kubelet ignores TERM: KILL
+        Step::Exit(KUBELET_PID, 0),
+        Step::Exit(CRIO_PID, 0),
+    ];
+    let rec = supervise(installed().with_script(steps), 6);
+    let s = signals(&rec);
+    assert_eq!(
+        &s[..4],
+        [
+            (KUBELET_PID, libc::SIGTERM),
+            (KUBELET_PID, libc::SIGKILL),
+            (CRIO_PID, libc::SIGTERM),
+            (-1, libc::SIGTERM)
+        ]
+    );
+    assert_eq!(
+        rec.calls.last().map(|c| matches!(c, Call::Log(_))),
+        Some(true)
+    );
+    assert!(rec.calls.contains(&Call::Power(PowerAction::Reboot)));
+}
+
+#[test]
+fn no_restart_during_a_shutdown_and_orphans_are_just_logged() {
+    let steps = vec![
+        socket(),
+        Step::Events(vec![Event::ChildExited {
+            exit: ChildExit {
+                pid: 555,
+                status: ExitStatus::Exited(0),
+            },
+            last_lines: vec![],
+        }]),
+        Step::Events(vec![
+            Event::Signal(libc::SIGTERM),
+            Event::Command(CMD_CONTINUE),
+        ]),
+        Step::Exit(KUBELET_PID, 1),
+        Step::Timeout,
+    ];
+    let rec = supervise(installed().with_script(steps), 5);
+    assert_eq!(programs(&rec), [CRIO, KUBELET]);
+    assert!(rec
+        .messages()
+        .contains(&"reaped pid 555: exited with status 0"));
+}
+
+#[test]
+fn unknown_command_bytes_and_a_stray_continue_are_ignored() {
+    let steps = vec![
+        socket(),
+        Step::Events(vec![Event::Command(0x7f), Event::Command(CMD_CONTINUE)]),
+    ];
+    let rec = supervise(installed().with_script(steps), 2);
+    let m = rec.messages();
+    assert!(m.contains(&"unknown command byte 0x7f on /run/system.sock; ignored"));
+    assert!(m.contains(&"0x02 without a shutdown in progress; ignored"));
+    assert!(signals(&rec).is_empty());
+}
