@@ -610,3 +610,48 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         seconds: start.elapsed().as_secs_f64(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 64-bit little-endian ELF header for `e_machine`, with one program header of
+    /// type `p_type` right after it.
+    fn elf(e_machine: u16, p_type: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 64 + 56];
+        b[0..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2; // ELFCLASS64
+        b[5] = 1; // little-endian
+        b[18..20].copy_from_slice(&e_machine.to_le_bytes());
+        b[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        b[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        b[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        b[64..68].copy_from_slice(&p_type.to_le_bytes());
+        b
+    }
+
+    fn check(bytes: &[u8], arch: Arch) -> Result<(), String> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("kios-init");
+        fs::write(&p, bytes).unwrap();
+        check_static_elf(&p, arch).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn kios_init_must_be_static_and_built_for_the_profiles_arch() {
+        const PT_LOAD: u32 = 1;
+        const PT_INTERP: u32 = 3;
+        check(&elf(62, PT_LOAD), Arch::Amd64).unwrap();
+        check(&elf(183, PT_LOAD), Arch::Arm64).unwrap();
+        let e = check(&elf(62, PT_LOAD), Arch::Arm64).unwrap_err();
+        assert!(
+            e.contains("it is built for x86_64; arch arm64 needs a static aarch64 binary"),
+            "{e}"
+        );
+        assert!(e.contains("scripts/build-init arm64"), "{e}");
+        let e = check(&elf(183, PT_LOAD), Arch::Amd64).unwrap_err();
+        assert!(e.contains("built for aarch64; arch amd64"), "{e}");
+        let e = check(&elf(183, PT_INTERP), Arch::Arm64).unwrap_err();
+        assert!(e.contains("dynamically linked"), "{e}");
+    }
+}
