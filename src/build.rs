@@ -19,7 +19,7 @@ use crate::boot::{self, UkiParts};
 use crate::disk::{self, DiskSpec};
 use crate::initramfs::{self, modules::KernelModules};
 use crate::inputs::{self, KernelFiles, WorkDir};
-use crate::profile::{self, Compression, Profile};
+use crate::profile::{self, Arch, Compression, Profile};
 use crate::tree::{Content, Entry, Kind, Tree, TreePath};
 
 #[derive(Debug, thiserror::Error)]
@@ -229,7 +229,7 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
         modules.builtin.len()
     ));
     let stub = inputs::stub(&profile.stub, profile.arch, &work)?;
-    boot::check_stub(&stub).map_err(|source| BuildError::Stub {
+    boot::check_stub(&stub, profile.arch).map_err(|source| BuildError::Stub {
         origin: profile.stub.source.origin.to_string(),
         source,
     })?;
@@ -239,9 +239,9 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
     };
     let init = match &opts.init {
         Some(p) => p.clone(),
-        None => find_init()?,
+        None => find_init(profile.arch)?,
     };
-    check_static_elf(&init)?;
+    check_static_elf(&init, profile.arch)?;
     let resolver = crate::pods::local_layout_resolver(&profile.node, profile.arch)?;
     let pods = crate::pods::generate(&profile.node, &resolver)?;
     steps.say(&format!(
@@ -293,46 +293,84 @@ fn kernel_warnings(kernel: &KernelFiles, arch: crate::profile::Arch) -> Vec<Stri
     }
 }
 
-/// Where kios-init is looked for: `$KIOS_INIT`, beside this executable, then the
-/// static build's place in a cargo target folder.
-pub fn find_init() -> Result<PathBuf, BuildError> {
-    if let Some(p) = std::env::var_os("KIOS_INIT") {
+/// What kios-init is looked for and checked as, per architecture.
+struct InitTarget {
+    /// The environment variable that names it, used as given.
+    env: &'static str,
+    /// The Rust target triple `scripts/build-init` builds it for.
+    triple: &'static str,
+    /// ELF `e_machine` (System V gABI; EM_X86_64 = 62, EM_AARCH64 = 183).
+    e_machine: u16,
+    /// What an error calls the architecture.
+    name: &'static str,
+}
+
+fn init_target(arch: Arch) -> InitTarget {
+    match arch {
+        Arch::Amd64 => InitTarget {
+            env: "KIOS_INIT",
+            triple: "x86_64-unknown-linux-gnu",
+            e_machine: 62,
+            name: "x86_64",
+        },
+        Arch::Arm64 => InitTarget {
+            env: "KIOS_INIT_ARM64",
+            triple: "aarch64-unknown-linux-gnu",
+            e_machine: 183,
+            name: "aarch64",
+        },
+    }
+}
+
+/// Where kios-init for `arch` is looked for: `$KIOS_INIT` (amd64) or
+/// `$KIOS_INIT_ARM64` (arm64), taken as given; else the first static binary for
+/// `arch` among `$KIOS_INIT` (arm64 only: one variable may name an aarch64 build),
+/// `kios-init` beside this executable, and the static build's place in a cargo
+/// target folder (`<target>/<triple>/{release,debug}/kios-init`).
+pub fn find_init(arch: Arch) -> Result<PathBuf, BuildError> {
+    let t = init_target(arch);
+    if let Some(p) = std::env::var_os(t.env) {
         return Ok(PathBuf::from(p));
+    }
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("KIOS_INIT") {
+        candidates.push(PathBuf::from(p));
     }
     let exe = std::env::current_exe().map_err(io_err("cannot find this program", Path::new("")))?;
     let dir = exe.parent().unwrap_or(Path::new("."));
-    let mut candidates = vec![dir.join("kios-init")];
+    candidates.push(dir.join("kios-init"));
     if let Some(target) = dir.parent() {
         for profile in ["release", "debug"] {
-            candidates.push(
-                target
-                    .join("x86_64-unknown-linux-gnu")
-                    .join(profile)
-                    .join("kios-init"),
-            );
+            candidates.push(target.join(t.triple).join(profile).join("kios-init"));
         }
     }
     // A `cargo build` of the workspace leaves a dynamically linked kios-init beside
     // kios-build: skip it for the static one further down the list.
     candidates
         .into_iter()
-        .find(|p| p.is_file() && check_static_elf(p).is_ok())
+        .find(|p| p.is_file() && check_static_elf(p, arch).is_ok())
         .ok_or_else(|| {
-            BuildError::Init(
-                "no static kios-init was found beside kios-build\n  hint: build it with `scripts/build-init`, or point --init or KIOS_INIT at it".into(),
-            )
+            BuildError::Init(format!(
+                "no static {} kios-init was found beside kios-build or in target/{}/release\n  hint: build it with `scripts/build-init {}`, or point --init or {} at it",
+                t.name,
+                t.triple,
+                arch.as_str(),
+                t.env
+            ))
         })
 }
 
-/// kios-init runs before any library exists: it must be a static x86_64 ELF.
-fn check_static_elf(path: &Path) -> Result<(), BuildError> {
+/// kios-init runs before any library exists: it must be a static ELF for `arch`.
+fn check_static_elf(path: &Path, arch: Arch) -> Result<(), BuildError> {
+    let t = init_target(arch);
     let bytes = fs::read(path).map_err(|e| {
         BuildError::Init(format!("cannot read kios-init at {}: {e}", path.display()))
     })?;
     let bad = |why: &str| {
         BuildError::Init(format!(
-            "kios-init at {}: {why}\n  hint: build it with scripts/build-init",
-            path.display()
+            "kios-init at {}: {why}\n  hint: build it with `scripts/build-init {}`",
+            path.display(),
+            arch.as_str()
         ))
     };
     if bytes.len() < 64 || &bytes[0..4] != b"\x7fELF" || bytes[4] != 2 {
@@ -344,8 +382,18 @@ fn check_static_elf(path: &Path) -> Result<(), BuildError> {
         b.copy_from_slice(&bytes[o..o + 8]);
         u64::from_le_bytes(b)
     };
-    if u16at(18) != 62 {
-        return Err(bad("not an x86_64 binary"));
+    // ELF header (gABI, "ELF Header"): e_machine is the u16 at offset 18.
+    if u16at(18) != t.e_machine {
+        let found = match u16at(18) {
+            62 => "x86_64".to_string(),
+            183 => "aarch64".to_string(),
+            other => format!("ELF machine {other}"),
+        };
+        return Err(bad(&format!(
+            "it is built for {found}; arch {} needs a static {} binary",
+            arch.as_str(),
+            t.name
+        )));
     }
     let (phoff, phentsize, phnum) = (u64at(32) as usize, u16at(54) as usize, u16at(56) as usize);
     for i in 0..phnum {
@@ -505,7 +553,7 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
             len: initrd_len,
         },
     };
-    let uki_path = p.work.path.join("BOOTX64.EFI");
+    let uki_path = p.work.path.join("uki.efi");
     {
         let f = File::create(&uki_path).map_err(io_err("cannot write", &uki_path))?;
         let mut w = BufWriter::new(f);
@@ -530,7 +578,7 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         0o644,
     );
     uki.mtime = epoch;
-    esp.insert(TreePath::parse(boot::ESP_PATH_X64)?, uki)?;
+    esp.insert(TreePath::parse(boot::esp_path(p.profile.arch))?, uki)?;
 
     // disk, into a temporary file beside the output, renamed when complete
     let out_dir = match output.parent() {
@@ -604,4 +652,49 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         uki_bytes: uki_len,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 64-bit little-endian ELF header for `e_machine`, with one program header of
+    /// type `p_type` right after it.
+    fn elf(e_machine: u16, p_type: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 64 + 56];
+        b[0..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2; // ELFCLASS64
+        b[5] = 1; // little-endian
+        b[18..20].copy_from_slice(&e_machine.to_le_bytes());
+        b[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        b[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        b[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        b[64..68].copy_from_slice(&p_type.to_le_bytes());
+        b
+    }
+
+    fn check(bytes: &[u8], arch: Arch) -> Result<(), String> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("kios-init");
+        fs::write(&p, bytes).unwrap();
+        check_static_elf(&p, arch).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn kios_init_must_be_static_and_built_for_the_profiles_arch() {
+        const PT_LOAD: u32 = 1;
+        const PT_INTERP: u32 = 3;
+        check(&elf(62, PT_LOAD), Arch::Amd64).unwrap();
+        check(&elf(183, PT_LOAD), Arch::Arm64).unwrap();
+        let e = check(&elf(62, PT_LOAD), Arch::Arm64).unwrap_err();
+        assert!(
+            e.contains("it is built for x86_64; arch arm64 needs a static aarch64 binary"),
+            "{e}"
+        );
+        assert!(e.contains("scripts/build-init arm64"), "{e}");
+        let e = check(&elf(183, PT_LOAD), Arch::Amd64).unwrap_err();
+        assert!(e.contains("built for aarch64; arch amd64"), "{e}");
+        let e = check(&elf(183, PT_INTERP), Arch::Arm64).unwrap_err();
+        assert!(e.contains("dynamically linked"), "{e}");
+    }
 }

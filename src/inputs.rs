@@ -165,7 +165,7 @@ pub fn kernel(input: &Input, arch: Arch, work: &WorkDir) -> Result<KernelFiles, 
             ),
         ));
     }
-    let vmlinuz = ["boot/vmlinuz", "boot/bzImage", "vmlinuz"]
+    let vmlinuz = ["boot/vmlinuz", "boot/bzImage", "boot/Image", "vmlinuz"]
         .iter()
         .map(|p| root.join(p))
         .find(|p| p.is_file())
@@ -211,6 +211,7 @@ pub fn kernel(input: &Input, arch: Arch, work: &WorkDir) -> Result<KernelFiles, 
             ))
         }
     };
+    let vmlinuz = decompress_kernel(input, vmlinuz, work)?;
     let config = Some(root.join("boot/config")).filter(|p| p.is_file());
     Ok(KernelFiles {
         vmlinuz,
@@ -218,6 +219,61 @@ pub fn kernel(input: &Input, arch: Arch, work: &WorkDir) -> Result<KernelFiles, 
         version,
         config,
     })
+}
+
+/// The largest kernel image [`decompress_kernel`] writes; real ones are 30-60 MiB.
+const MAX_KERNEL_IMAGE: u64 = 512 << 20;
+
+/// The kernel image as the UKI's `.linux` needs it: an EFI-stub PE image. An arm64
+/// `vmlinuz` may be a gzip'd `Image` (Documentation/arch/arm64/booting.rst: the boot
+/// loader decompresses it; firmware cannot load it as it is): one that starts with the
+/// gzip magic (RFC 1952, 2.3.1: 1f 8b) is decompressed into the work folder. Any other
+/// file is used as it is (an x86 bzImage or an arm64 Image, Debian's case, are PE
+/// images already).
+fn decompress_kernel(
+    input: &Input,
+    vmlinuz: PathBuf,
+    work: &WorkDir,
+) -> Result<PathBuf, InputError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InputError::Io { path, source }
+    };
+    let mut f = fs::File::open(&vmlinuz).map_err(io_err(&vmlinuz))?;
+    let mut magic = [0u8; 2];
+    let n = io::Read::read(&mut f, &mut magic).map_err(io_err(&vmlinuz))?;
+    if n < 2 || magic != [0x1f, 0x8b] {
+        return Ok(vmlinuz);
+    }
+    io::Seek::rewind(&mut f).map_err(io_err(&vmlinuz))?;
+    let dest = work.sub("kernel-image")?.join("Image");
+    let mut out = fs::File::create(&dest).map_err(io_err(&dest))?;
+    let mut gz = io::Read::take(
+        flate2::read::GzDecoder::new(io::BufReader::new(f)),
+        MAX_KERNEL_IMAGE + 1,
+    );
+    let written = io::copy(&mut gz, &mut out).map_err(|e| {
+        InputError::bad(
+            input,
+            "kernel",
+            format!(
+                "{} is gzip'd but cannot be decompressed: {e}",
+                vmlinuz.display()
+            ),
+        )
+    })?;
+    if written > MAX_KERNEL_IMAGE {
+        return Err(InputError::bad(
+            input,
+            "kernel",
+            format!(
+                "{} decompresses to more than {} MiB: not a kernel image",
+                vmlinuz.display(),
+                MAX_KERNEL_IMAGE >> 20
+            ),
+        ));
+    }
+    Ok(dest)
 }
 
 /// The default place of systemd's stub in an image that carries systemd-boot.
@@ -386,6 +442,53 @@ fn resolve_dots(base: &TreePath, rel: &str) -> Option<TreePath> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kernel_dir(vmlinuz: &[u8]) -> (tempfile::TempDir, Input) {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("k/boot")).unwrap();
+        fs::create_dir_all(d.path().join("k/lib/modules/6.1.0-test-arm64")).unwrap();
+        fs::write(d.path().join("k/boot/vmlinuz"), vmlinuz).unwrap();
+        let input = Input {
+            value: Source::Path(d.path().join("k")),
+            origin: crate::profile::Origin {
+                file: "p.yaml".into(),
+                line: 4,
+                column: 9,
+            },
+        };
+        (d, input)
+    }
+
+    #[test]
+    fn a_gzipped_kernel_image_is_decompressed_into_the_work_folder() {
+        use std::io::Write as _;
+        let image = b"MZ\0\0an arm64 Image stand-in".repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&image).unwrap();
+        let (d, input) = kernel_dir(&gz.finish().unwrap());
+        let work = WorkDir::new(d.path().join("work"));
+        let k = kernel(&input, Arch::Arm64, &work).unwrap();
+        assert!(k.vmlinuz.starts_with(&work.path), "{}", k.vmlinuz.display());
+        assert_eq!(fs::read(&k.vmlinuz).unwrap(), image);
+        assert_eq!(k.version, "6.1.0-test-arm64");
+    }
+
+    #[test]
+    fn a_plain_kernel_image_is_used_where_it_is() {
+        let (d, input) = kernel_dir(b"MZ plain");
+        let work = WorkDir::new(d.path().join("work"));
+        let k = kernel(&input, Arch::Arm64, &work).unwrap();
+        assert_eq!(k.vmlinuz, d.path().join("k/boot/vmlinuz"));
+    }
+
+    #[test]
+    fn a_damaged_gzip_kernel_is_an_input_error() {
+        let (d, input) = kernel_dir(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff]);
+        let work = WorkDir::new(d.path().join("work"));
+        let e = kernel(&input, Arch::Arm64, &work).unwrap_err().to_string();
+        assert!(e.contains("p.yaml:4:9: kernel:"), "{e}");
+        assert!(e.contains("cannot be decompressed"), "{e}");
+    }
 
     #[test]
     fn symlinks_resolve_inside_the_tree_only() {

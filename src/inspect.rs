@@ -95,6 +95,8 @@ pub struct FileInfo {
 #[derive(Debug, Serialize)]
 pub struct BootInfo {
     pub uki: String,
+    /// `amd64` or `arm64`, from the UKI's COFF machine (else that machine in hex).
+    pub arch: String,
     pub kernel_version: String,
     pub cmdline: String,
     pub os_release: BTreeMap<String, String>,
@@ -212,7 +214,11 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     let Some(uki_path) = files
         .iter()
         .map(|f| f.path.as_str())
-        .find(|p| p.eq_ignore_ascii_case(boot::ESP_PATH_X64))
+        .find(|p| {
+            [boot::ESP_PATH_X64, boot::ESP_PATH_AA64]
+                .iter()
+                .any(|want| p.eq_ignore_ascii_case(want))
+        })
         .map(str::to_string)
     else {
         return Ok(out);
@@ -223,6 +229,9 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     let info = boot::read_uki(&mut uki).map_err(|e| bad(format!("{uki_path}: {e}")))?;
     out.boot = Some(BootInfo {
         uki: uki_path.clone(),
+        arch: boot::arch_of_machine(info.machine)
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_else(|| format!("{:#06x}", info.machine)),
         kernel_version: info.uname.trim().to_string(),
         cmdline: info.cmdline.trim_end_matches('\0').trim().to_string(),
         os_release: parse_os_release(&info.osrel),
@@ -417,7 +426,7 @@ pub fn render_text(i: &Inspection) -> String {
         }
     }
     if let Some(b) = &i.boot {
-        s.push_str(&format!("kernel     {}\n", b.kernel_version));
+        s.push_str(&format!("kernel     {} ({})\n", b.kernel_version, b.arch));
         s.push_str(&format!("cmdline    {}\n", b.cmdline));
         if let Some(n) = b.os_release.get("PRETTY_NAME") {
             s.push_str(&format!("os         {n}\n"));

@@ -34,8 +34,9 @@ enum Command {
         /// raw.xz, qcow2, vhd, gce, vmdk.
         #[arg(long, value_name = "FORMAT")]
         format: Option<kios_build::format::Format>,
-        /// The kios-init binary to install as /init (default: $KIOS_INIT, or the
-        /// one beside kios-build).
+        /// The kios-init binary to install as /init, built for the profile's arch
+        /// (default: $KIOS_INIT, $KIOS_INIT_ARM64 for arm64, or the one beside
+        /// kios-build).
         #[arg(long, value_name = "PATH")]
         init: Option<PathBuf>,
         /// Print only errors.

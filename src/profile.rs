@@ -32,6 +32,7 @@ pub const BUILTIN_BASES: &[(&str, &str)] = &[
     ("gcp", include_str!("../profiles/gcp.yaml")),
     ("metal", include_str!("../profiles/metal.yaml")),
     ("qemu", include_str!("../profiles/qemu.yaml")),
+    ("qemu-arm64", include_str!("../profiles/qemu-arm64.yaml")),
 ];
 
 pub const API_VERSION: &str = "kios.dev/v1alpha1";
@@ -665,18 +666,12 @@ fn merge(
         None => Arch::Amd64,
         Some(a) => match a.value.as_str() {
             "amd64" | "x86_64" => Arch::Amd64,
-            "arm64" | "aarch64" => {
-                return Err(ProfileError::at(
-                    &a.origin,
-                    "arch arm64 is not supported yet",
-                    Some("use arch: amd64".into()),
-                ))
-            }
+            "arm64" | "aarch64" => Arch::Arm64,
             other => {
                 return Err(ProfileError::at(
                     &a.origin,
                     format!("unknown arch `{other}`"),
-                    Some("use amd64".into()),
+                    Some("use amd64 or arm64".into()),
                 ))
             }
         },
@@ -1267,7 +1262,10 @@ mod tests {
             e.contains("p.yaml:10:7: unknown base profile `nope`"),
             "{e}"
         );
-        assert!(e.contains("aws, azure, gcp, metal, qemu"), "{e}");
+        assert!(
+            e.contains("aws, azure, gcp, metal, qemu, qemu-arm64"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1314,6 +1312,36 @@ mod tests {
             let prof = load(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!prof.kernel.cmdline.is_empty(), "{name} sets a console");
         }
+    }
+
+    #[test]
+    fn arm64_is_accepted_under_both_names_and_other_arches_are_not() {
+        let d = tempfile::tempdir().unwrap();
+        for name in ["arm64", "aarch64"] {
+            let p = write(
+                d.path(),
+                "p.yaml",
+                &format!("{}arch: {name}\n", minimal(d.path())),
+            );
+            assert_eq!(load(&p).unwrap().arch, Arch::Arm64, "{name}");
+        }
+        let e = err(d.path(), &format!("{}arch: riscv64\n", minimal(d.path())));
+        assert!(e.contains("p.yaml:10:7: unknown arch `riscv64`"), "{e}");
+        assert!(e.contains("use amd64 or arm64"), "{e}");
+    }
+
+    #[test]
+    fn the_qemu_arm64_base_sets_arm64_and_the_pl011_console() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!("{}base: qemu-arm64\n", minimal(d.path()));
+        let prof = load(&write(d.path(), "p.yaml", &text)).unwrap();
+        assert_eq!(prof.arch, Arch::Arm64);
+        assert!(prof
+            .kernel
+            .cmdline
+            .iter()
+            .any(|c| c.value == "console=ttyAMA0"));
+        assert!(prof.kernel.modules.iter().any(|m| m.value == "virtio_mmio"));
     }
 
     #[test]

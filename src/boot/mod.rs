@@ -1,8 +1,10 @@
 //! The unified kernel image (UKI): a UEFI stub with the kernel, the initramfs, the
 //! command line and the OS identity appended as PE sections; the one file the ESP
-//! boots (`EFI/BOOT/BOOTX64.EFI`).
+//! boots (`EFI/BOOT/BOOTX64.EFI` on amd64, `EFI/BOOT/BOOTAA64.EFI` on arm64, see
+//! [`esp_path`]).
 //!
-//! Input: the stub's bytes (systemd's `linuxx64.efi.stub`) and [`UkiParts`]; output: the
+//! Input: the stub's bytes (systemd's `linuxx64.efi.stub` or `linuxaa64.efi.stub`) and
+//! [`UkiParts`]; output: the
 //! UKI, written to any [`Write`] with the kernel and initramfs streamed, never held in
 //! memory. [`read_uki`] reads one back (for `inspect` and tests); [`kernel_version`]
 //! reads the version string a bzImage carries, which is what `.uname` holds.
@@ -42,6 +44,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 pub use bzimage::{kernel_release, kernel_version};
 
+use crate::profile::Arch;
 use crate::tree::Content;
 use pe::{NewSection, PeHeaders, SectionHeader};
 
@@ -136,6 +139,17 @@ pub enum BootError {
     )]
     MachineMismatch { stub: u16, kernel: u16 },
 
+    #[error(
+        "the UEFI stub is built for machine {machine:#06x}, not for {arch} ({expected:#06x}); \
+         use systemd-boot-efi's {stub} for arch {arch}"
+    )]
+    StubArch {
+        machine: u16,
+        expected: u16,
+        arch: &'static str,
+        stub: &'static str,
+    },
+
     #[error("the UKI has no kernel: the .linux part is empty; give the kernel image (vmlinuz)")]
     NoKernel,
 
@@ -179,12 +193,48 @@ const SECTION_ORDER: [&str; 5] = [".osrel", ".cmdline", ".uname", ".initrd", ".l
 /// Where the UKI is installed on the ESP for x86_64: the removable-media boot path
 /// (UEFI 2.10, section 3.5.1.1), which firmware boots with no boot entry set.
 pub const ESP_PATH_X64: &str = "EFI/BOOT/BOOTX64.EFI";
+/// The removable-media boot path for AArch64 (UEFI 2.10, table 3.5.1.1).
+pub const ESP_PATH_AA64: &str = "EFI/BOOT/BOOTAA64.EFI";
 
-/// Checks that `stub` can carry a UKI: a PE image, not signed, with room in its
-/// headers for the sections [`write_uki`] adds. `validate` calls it, so that a bad
-/// stub is found before anything is built.
-pub fn check_stub(stub: &[u8]) -> Result<(), BootError> {
+/// The ESP path the firmware of `arch` boots by default.
+pub fn esp_path(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => ESP_PATH_X64,
+        Arch::Arm64 => ESP_PATH_AA64,
+    }
+}
+
+/// The COFF `Machine` of `arch`'s EFI binaries (PE spec 3.3.1).
+pub fn pe_machine(arch: Arch) -> u16 {
+    match arch {
+        Arch::Amd64 => pe::MACHINE_AMD64,
+        Arch::Arm64 => pe::MACHINE_ARM64,
+    }
+}
+
+/// The architecture of a COFF `Machine`, for the machines kiOS builds for.
+pub fn arch_of_machine(machine: u16) -> Option<Arch> {
+    [Arch::Amd64, Arch::Arm64]
+        .into_iter()
+        .find(|&a| pe_machine(a) == machine)
+}
+
+/// Checks that `stub` can carry a UKI for `arch`: a PE image for that machine, not
+/// signed, with room in its headers for the sections [`write_uki`] adds. `validate`
+/// calls it, so that a bad stub is found before anything is built.
+pub fn check_stub(stub: &[u8], arch: Arch) -> Result<(), BootError> {
     let headers = PeHeaders::read(&mut &stub[..], "the UEFI stub")?;
+    if headers.machine != pe_machine(arch) {
+        return Err(BootError::StubArch {
+            machine: headers.machine,
+            expected: pe_machine(arch),
+            arch: arch.as_str(),
+            stub: match arch {
+                Arch::Amd64 => "linuxx64.efi.stub",
+                Arch::Arm64 => "linuxaa64.efi.stub",
+            },
+        });
+    }
     let new: Vec<NewSection> = SECTION_ORDER
         .iter()
         .map(|&name| NewSection {
@@ -571,6 +621,42 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_stub_for_another_arch_is_refused_and_esp_paths_follow_the_arch() {
+        let stub = Synth::default().build();
+        check_stub(&stub, Arch::Amd64).unwrap();
+        let err = check_stub(&stub, Arch::Arm64).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BootError::StubArch {
+                    machine: 0x8664,
+                    expected: 0xaa64,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("linuxaa64.efi.stub"), "{err}");
+        assert_eq!(esp_path(Arch::Amd64), "EFI/BOOT/BOOTX64.EFI");
+        assert_eq!(esp_path(Arch::Arm64), "EFI/BOOT/BOOTAA64.EFI");
+        assert_eq!(arch_of_machine(0xaa64), Some(Arch::Arm64));
+        assert_eq!(arch_of_machine(0x14c), None);
+    }
+
+    #[test]
+    fn an_arm64_stub_and_kernel_make_an_arm64_uki() {
+        let mut stub = Synth::default().build();
+        stub[0x84..0x86].copy_from_slice(&0xaa64u16.to_le_bytes());
+        check_stub(&stub, Arch::Arm64).unwrap();
+        let mut kernel = pe_kernel();
+        kernel[0x84..0x86].copy_from_slice(&0xaa64u16.to_le_bytes());
+        let uki = build(&stub, &parts(Content::inline(kernel)));
+        let info = read_uki(&mut Cursor::new(&uki)).unwrap();
+        assert_eq!(info.machine, 0xaa64);
+        assert_eq!(info.sections.last().unwrap().name, ".linux");
     }
 
     #[test]

@@ -145,6 +145,10 @@ impl OptionalLayout {
     }
 }
 
+/// COFF `Machine` values (spec 3.3.1, "Machine Types") of the UEFI binaries kiOS makes.
+pub const MACHINE_AMD64: u16 = 0x8664;
+pub const MACHINE_ARM64: u16 = 0xaa64;
+
 /// The headers of a PE image, from offset 0 to the end of the section table.
 #[derive(Clone, Debug)]
 pub struct PeHeaders {

@@ -60,6 +60,11 @@ pub fn require_tool(tool: &str, package: &str) {
 pub fn kios_build() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kios-build"));
     c.env("KIOS_INIT", init_binary());
+    // arm64 profiles take theirs from KIOS_INIT_ARM64; tests that build one call
+    // init_binary_arm64() first, which fails when it is missing.
+    if let Some(p) = built_init_arm64() {
+        c.env("KIOS_INIT_ARM64", p);
+    }
     c.env_remove("SOURCE_DATE_EPOCH");
     c
 }
@@ -329,4 +334,234 @@ pub fn partition(img: &Path, name: &str) -> (u64, u64) {
     let first = field("First sector: ");
     let last = field("Last sector: ");
     (first * 512, (last - first + 1) * 512)
+}
+
+/// The arm64 offline inputs made by `scripts/prepare-inputs` (`.inputs/arm64/`).
+pub fn inputs_arm64() -> PathBuf {
+    let dir = std::env::var_os("KIOS_TEST_INPUTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".inputs"))
+        .join("arm64");
+    for part in ["kernel", "stub", "system"] {
+        assert!(
+            dir.join(part).join(".done").exists(),
+            "arm64 test inputs missing in {}: run scripts/prepare-inputs --arch arm64 (or scripts/test)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+fn built_init_arm64() -> Option<PathBuf> {
+    let p = std::env::var_os("KIOS_INIT_ARM64")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/aarch64-unknown-linux-gnu/release/kios-init"));
+    p.is_file().then_some(p)
+}
+
+/// The static aarch64 kios-init made by `scripts/build-init arm64`.
+pub fn init_binary_arm64() -> PathBuf {
+    built_init_arm64().unwrap_or_else(|| {
+        panic!(
+            "the aarch64 kios-init is not built (KIOS_INIT_ARM64 or target/aarch64-unknown-linux-gnu/release/kios-init): run scripts/build-init arm64 (or scripts/test); it needs gcc-aarch64-linux-gnu and libc6-dev-arm64-cross"
+        )
+    })
+}
+
+/// A profile for the qemu-arm64 base using the arm64 offline inputs, with `extra`
+/// YAML appended.
+pub fn profile_text_arm64(extra: &str) -> String {
+    init_binary_arm64();
+    let i = inputs_arm64();
+    format!(
+        "apiVersion: kios.dev/v1alpha1\nkind: NodeProfile\nbase: qemu-arm64\nhostname: test-node-arm64\nkernel:\n  path: {k}\nboot:\n  stub: {{path: {s}}}\nsystem:\n  path: {y}\n{extra}",
+        k = i.join("kernel").display(),
+        s = i.join("stub/linuxaa64.efi.stub").display(),
+        y = i.join("system").display(),
+    )
+}
+
+/// AAVMF, the arm64 UEFI firmware of qemu-efi-aarch64: code and the variable store
+/// template, both padded to the 64 MiB of `virt`'s pflash banks by the package.
+pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+
+/// What a QEMU boot showed.
+pub struct Boot {
+    /// Whether the awaited text appeared on the serial console.
+    pub seen: bool,
+    pub log: String,
+    /// From QEMU's start to the text (or to the end).
+    pub elapsed: Duration,
+}
+
+/// Boots `img` in `qemu-system-aarch64 -machine virt` (TCG, AAVMF, the disk as
+/// virtio, a snapshot) until `until` appears on the PL011 serial console or `timeout`
+/// passes.
+pub fn boot_arm64(img: &Path, until: &str, timeout: Duration) -> Boot {
+    require_tool("qemu-system-aarch64", "qemu-system-arm");
+    for fd in [AAVMF_CODE, AAVMF_VARS] {
+        assert!(
+            Path::new(fd).is_file(),
+            "the arm64 UEFI firmware {fd} is missing: apt-get install qemu-efi-aarch64 (scripts/install-deps does)"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vars.fd");
+    fs::copy(AAVMF_VARS, &vars).unwrap();
+    let log = dir.path().join("serial.log");
+    let mut cmd = Command::new("qemu-system-aarch64");
+    cmd.args(qemu_arm64_args(img, &vars, &log))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let (seen, log, elapsed) = wait_for_console(cmd, &log, until, timeout);
+    Boot { seen, log, elapsed }
+}
+
+/// The QEMU arguments of [`boot_arm64`]: `virt` with a Cortex-A57 under TCG (KVM is
+/// unusable here and would need an arm64 host anyway), AAVMF in the two pflash banks,
+/// the image as a virtio-blk-pci disk.
+pub fn qemu_arm64_args(img: &Path, vars: &Path, log: &Path) -> Vec<String> {
+    let fmt = if img.extension().map(|e| e == "qcow2").unwrap_or(false) {
+        "qcow2"
+    } else {
+        "raw"
+    };
+    [
+        "-machine",
+        "virt",
+        "-cpu",
+        "cortex-a57",
+        "-m",
+        "1024",
+        "-smp",
+        "1",
+        "-nographic",
+        "-no-reboot",
+        "-monitor",
+        "none",
+        "-display",
+        "none",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=0,readonly=on,file={AAVMF_CODE}"),
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+        "-drive".into(),
+        format!("if=virtio,format={fmt},file={},snapshot=on", img.display()),
+        "-serial".into(),
+        format!("file:{}", log.display()),
+    ])
+    .collect()
+}
+
+/// Starts `cmd` (a QEMU writing its serial console to `log`) and waits until `until`
+/// appears in `log`, QEMU exits or `timeout` passes; then stops QEMU. Returns whether
+/// the text appeared, the log and the time waited.
+pub fn wait_for_console(
+    mut cmd: Command,
+    log: &Path,
+    until: &str,
+    timeout: Duration,
+) -> (bool, String, Duration) {
+    let mut child = cmd.spawn().expect("qemu starts");
+    let start = Instant::now();
+    let read = || {
+        fs::read(log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let mut seen = false;
+    loop {
+        if read().contains(until) {
+            seen = true;
+            break;
+        }
+        if start.elapsed() > timeout {
+            break;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let elapsed = start.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    (seen, read(), elapsed)
+}
+
+/// Writes an OCI image layout at `layout` whose `index.json` lists one image per
+/// `(architecture, folder)`, all tagged `tag`, each with its linux/ARCH platform and a
+/// single layer made of the folder (GNU tar, gzip -n, mtimes 0, owners 0): the shape
+/// `skopeo copy --all` gives a multi-arch image. Returns the manifest digests, in order.
+pub fn oci_multi_arch_layout(layout: &Path, tag: &str, images: &[(&str, &Path)]) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    require_tool("tar", "tar");
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, u64) {
+        let hex = hex::encode(Sha256::digest(bytes));
+        fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len() as u64)
+    };
+    let mut entries = Vec::new();
+    let mut digests = Vec::new();
+    for (arch, dir) in images {
+        let tar = run(Command::new("tar")
+            .args([
+                "--sort=name",
+                "--mtime=@0",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+            ])
+            .args([
+                "--format=posix",
+                "--pax-option=delete=atime,delete=ctime",
+                "-C",
+            ])
+            .arg(dir)
+            .args(["-cf", "-", "."]));
+        assert!(tar.status.success(), "tar: {}", text(&tar));
+        let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar.stdout)));
+        let mut gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar.stdout).unwrap();
+        let (ld, ls) = put(&gz.finish().unwrap());
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]}
+        });
+        let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": ls}]
+        });
+        let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "platform": {"architecture": arch, "os": "linux"},
+            "annotations": {"org.opencontainers.image.ref.name": tag}
+        }));
+        digests.push(md);
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": entries});
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    digests
 }
