@@ -59,6 +59,8 @@ pub enum BuildError {
     Pods(#[from] crate::pods::PodsError),
     #[error(transparent)]
     Disk(#[from] disk::DiskError),
+    #[error("cannot write the image store: {0}")]
+    Store(String),
     #[error("cannot convert the disk")]
     Format(#[source] crate::format::FormatError),
     #[error(transparent)]
@@ -135,6 +137,8 @@ pub struct Prepared {
     pub init: PathBuf,
     /// Static pods, kubelet configuration and extra /etc files.
     pub pods: crate::pods::Generated,
+    /// The images the static pods run, to pre-seed into the store partition.
+    pub store_images: Vec<crate::store::cstorage::StoreImage>,
 }
 
 struct Steps {
@@ -254,6 +258,7 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
             eprintln!("{w}");
         }
     }
+    let store_images = store_images(&profile, &resolver)?;
     Ok(Prepared {
         profile,
         work,
@@ -264,7 +269,52 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
         system,
         init,
         pods,
+        store_images,
     })
+}
+
+/// The images of the static pods, each named as the pods name it (the resolver's
+/// repository), so that CRI-O finds them in the store by name and digest.
+fn store_images(
+    profile: &Profile,
+    resolver: &crate::pods::MapResolver,
+) -> Result<Vec<crate::store::cstorage::StoreImage>, BuildError> {
+    use crate::pods::ImageResolver as _;
+    let mut out: Vec<crate::store::cstorage::StoreImage> = Vec::new();
+    for d in &profile.node.daemons {
+        let Some(img) = &d.image else { continue };
+        let crate::profile::Source::OciLayout { dir, tag } = &img.value else {
+            continue;
+        };
+        let Some(pinned) = resolver.resolve(&img.value.to_string()) else {
+            continue;
+        };
+        let image = crate::oci::layout::open_layout(dir, tag.as_deref(), profile.arch.as_str())
+            .map_err(|source| inputs::InputError::Oci {
+                origin: img.origin.to_string(),
+                what: format!("daemon `{}`", d.name.value),
+                reference: img.value.to_string(),
+                source: Box::new(source),
+            })?;
+        if out
+            .iter()
+            .any(|s| s.image.manifest_digest == image.manifest_digest)
+        {
+            continue;
+        }
+        let repo = pinned
+            .reference_with_digest
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let name = format!("{repo}:{}", tag.as_deref().unwrap_or("latest"));
+        out.push(crate::store::cstorage::StoreImage {
+            image,
+            names: vec![name],
+        });
+    }
+    Ok(out)
 }
 
 /// The kernel checked against `kernel-config/required.txt`: from its `boot/config`
@@ -409,6 +459,11 @@ fn check_static_elf(path: &Path, arch: Arch) -> Result<(), BuildError> {
     Ok(())
 }
 
+/// Where kios-init mounts the store partition (docs/boot-flow.md).
+pub const STORE_MOUNT: &str = "/var/lib/kios/store";
+/// The list of pre-seeded images kept in the initramfs for `inspect`.
+pub const STORE_LISTING: &str = "etc/kios/images.json";
+
 /// The text of `/etc/os-release` (also the UKI's `.osrel`).
 pub fn os_release(profile: &Profile) -> String {
     let ver = env!("CARGO_PKG_VERSION");
@@ -470,6 +525,32 @@ pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildE
         tree.add_file("etc/hostname", format!("{}\n", h.value), 0o644)?;
     }
     crate::pods::add_to_tree(&p.pods, &mut tree)?;
+    if !p.store_images.is_empty() {
+        // CRI-O (and podman) read the store partition as an additional image store.
+        tree.add_file(
+            "etc/containers/storage.conf",
+            crate::store::cstorage::storage_conf(
+                STORE_MOUNT,
+                "/var/lib/containers/storage",
+                "/run/containers/storage",
+            ),
+            0o644,
+        )?;
+        let listing: Vec<serde_json::Value> = p
+            .store_images
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "names": s.names,
+                    "digest": s.image.manifest_digest.to_string(),
+                    "id": s.image.config_digest.hex(),
+                })
+            })
+            .collect();
+        let mut text = serde_json::to_string_pretty(&listing).unwrap_or_default();
+        text.push('\n');
+        tree.add_file(STORE_LISTING, text, 0o644)?;
+    }
     tree.clamp_mtimes(epoch);
     Ok((tree, modules_list))
 }
@@ -594,11 +675,44 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         .suffix(".partial")
         .tempfile_in(&out_dir)
         .map_err(io_err("cannot create a file in", &out_dir))?;
+    // The pre-seeded image store: the containers/storage layout as an EROFS image.
+    let store_path = p.work.path.join("store.erofs");
+    let store = if p.store_images.is_empty() {
+        None
+    } else {
+        let spool = p.work.path.join("store-spool");
+        fs::create_dir_all(&spool).map_err(io_err("cannot make", &spool))?;
+        let tree = crate::store::cstorage::build_store(
+            &p.store_images,
+            &spool,
+            &crate::store::cstorage::StoreOptions::new(epoch),
+        )
+        .map_err(|e| BuildError::Store(e.to_string()))?;
+        let mut f = File::create(&store_path).map_err(io_err("cannot write", &store_path))?;
+        let vol = disk::gpt::Guid::derive(&p.profile.hash, "store:erofs-uuid").disk_bytes();
+        let size = crate::store::erofs::write_erofs(
+            &tree,
+            &mut f,
+            &crate::store::erofs::ErofsOptions {
+                uuid: vol,
+                volume_name: disk::STORE_NAME.into(),
+                mtime: epoch,
+            },
+        )
+        .map_err(|e| BuildError::Store(e.to_string()))?;
+        steps.say(&format!(
+            "image store: {} images, {} bytes (EROFS)",
+            p.store_images.len(),
+            size
+        ));
+        Some(store_path.as_path())
+    };
     let spec = DiskSpec {
         size: p.profile.disk_size.value.bytes(),
         seed: p.profile.hash,
         esp: &esp,
         mtime: epoch,
+        store,
     };
     let tmp_path = tmp.path().to_path_buf();
     disk::write_disk(&spec, tmp.as_file_mut(), &tmp_path)?;

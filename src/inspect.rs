@@ -48,6 +48,9 @@ pub struct Inspection {
     pub initramfs: Option<InitramfsInfo>,
     /// The static pods of /etc/kubernetes/manifests.
     pub pods: Vec<StaticPodInfo>,
+    /// The images pre-seeded in the store partition, as the build recorded them in
+    /// /etc/kios/images.json: `names`, `digest` (manifest), `id` (config digest).
+    pub images: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -164,6 +167,8 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
                 "esp"
             } else if p.type_guid == disk::DATA_TYPE {
                 "data"
+            } else if p.type_guid == disk::STORE_TYPE {
+                "store"
             } else {
                 "unknown"
             },
@@ -186,6 +191,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         boot: None,
         initramfs: None,
         pods: Vec::new(),
+        images: Vec::new(),
     };
     let Some(esp_part) = table
         .partitions
@@ -274,6 +280,11 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
                 path: "/init".into(),
                 size: e.size,
             });
+        }
+        if p == crate::build::STORE_LISTING {
+            if let Some(d) = &e.data {
+                out.images = serde_json::from_slice(d).unwrap_or_default();
+            }
         }
         if p == "etc/kios/modules" {
             if let Some(d) = &e.data {
@@ -437,6 +448,23 @@ pub fn render_text(i: &Inspection) -> String {
             .map(|x| format!("{} {}", x.name, x.size))
             .collect();
         s.push_str(&format!("uki        {}\n", secs.join(", ")));
+    }
+    if !i.images.is_empty() {
+        s.push_str(&format!(
+            "images     {} pre-seeded in the store\n",
+            i.images.len()
+        ));
+        for img in &i.images {
+            let names: Vec<&str> = img["names"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|n| n.as_str()).collect())
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "  {}  {}\n",
+                names.join(", "),
+                img["digest"].as_str().unwrap_or("")
+            ));
+        }
     }
     if let Some(r) = &i.initramfs {
         s.push_str(&format!(

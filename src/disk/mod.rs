@@ -2,7 +2,9 @@
 //!
 //! Layout (DESIGN.md, "The disk"): 1 MiB aligned partitions,
 //! 1. `KIOS_ESP`: FAT32 written in-process ([`esp`]) holding the boot files;
-//! 2. `KIOS_DATA`: an empty ext4 made by e2fsprogs' `mkfs.ext4` at the partition's
+//! 2. `KIOS_STORE` (when the node has images to pre-seed): the read-only EROFS image
+//!    of the containers/storage store (`crate::store`), copied in as it is;
+//! 3. `KIOS_DATA`: an empty ext4 made by e2fsprogs' `mkfs.ext4` at the partition's
 //!    offset inside the image file (no loop device, no root), grown at first boot.
 //!
 //! Every identifier is derived from the profile's hash: the disk and partition GUIDs,
@@ -30,7 +32,11 @@ pub const ESP_TYPE: Guid = Guid::parse("C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
 /// The kiOS data partition type, which kios-init looks for.
 pub const DATA_TYPE: Guid = Guid::parse("97AAC693-D920-465A-94FE-EB59FC86DFAA");
 
+/// The kiOS pre-seeded image store partition type (kios-init mounts it read-only).
+pub const STORE_TYPE: Guid = Guid::parse("6AA8382C-3F51-482D-AEF7-46F7E6811D8E");
+
 pub const ESP_NAME: &str = "KIOS_ESP";
+pub const STORE_NAME: &str = "KIOS_STORE";
 pub const DATA_NAME: &str = "KIOS_DATA";
 /// The smallest ESP we make: room for the boot files and some to spare.
 const MIN_ESP: u64 = 64 * MIB;
@@ -70,6 +76,8 @@ pub struct DiskSpec<'a> {
     pub esp: &'a Tree,
     /// The timestamp of everything written (SOURCE_DATE_EPOCH).
     pub mtime: u64,
+    /// The store's filesystem image, written as is into `KIOS_STORE`.
+    pub store: Option<&'a Path>,
 }
 
 /// The partition table for `spec`, without writing anything.
@@ -86,7 +94,11 @@ pub fn layout(spec: &DiskSpec) -> Result<Table, DiskError> {
     };
     // The backup table needs 33 sectors at the end: the last MiB stays unused so that
     // every partition both starts and ends on a MiB boundary.
-    let need = 1 + esp_size / MIB + MIN_DATA / MIB + 1;
+    let store_size = match spec.store {
+        Some(p) => std::fs::metadata(p)?.len().div_ceil(MIB) * MIB,
+        None => 0,
+    };
+    let need = 1 + esp_size / MIB + store_size / MIB + MIN_DATA / MIB + 1;
     if spec.size < need * MIB {
         return Err(DiskError::TooSmall {
             size: crate::units::ByteSize::new(spec.size).to_string(),
@@ -97,7 +109,7 @@ pub fn layout(spec: &DiskSpec) -> Result<Table, DiskError> {
     }
     let esp_first = align;
     let esp_last = esp_first + esp_size / SECTOR - 1;
-    let data_first = esp_last + 1;
+    let mut data_first = esp_last + 1;
     let data_last = (table.last_usable() + 1) / align * align - 1;
     table.partitions.push(Partition {
         type_guid: ESP_TYPE,
@@ -107,6 +119,19 @@ pub fn layout(spec: &DiskSpec) -> Result<Table, DiskError> {
         attributes: 0,
         name: ESP_NAME.into(),
     });
+    if store_size > 0 {
+        let first = data_first;
+        let last = first + store_size / SECTOR - 1;
+        table.partitions.push(Partition {
+            type_guid: STORE_TYPE,
+            guid: Guid::derive(&spec.seed, "partition:store"),
+            first_lba: first,
+            last_lba: last,
+            attributes: 0,
+            name: STORE_NAME.into(),
+        });
+        data_first = last + 1;
+    }
     table.partitions.push(Partition {
         type_guid: DATA_TYPE,
         guid: Guid::derive(&spec.seed, "partition:data"),
@@ -142,8 +167,22 @@ pub fn write_disk(spec: &DiskSpec, file: &mut File, path: &Path) -> Result<Table
         mtime: spec.mtime,
     };
     esp::write_fat32(spec.esp, file, esp_part.offset(), esp_part.size(), &opts)?;
+    if let (Some(store), Some(part)) = (
+        spec.store,
+        table.partitions.iter().find(|p| p.type_guid == STORE_TYPE),
+    ) {
+        use std::io::{Seek, SeekFrom};
+        let mut src = File::open(store)?;
+        file.seek(SeekFrom::Start(part.offset()))?;
+        io::copy(&mut src, file)?;
+    }
     file.sync_data()?;
-    make_ext4(path, &table.partitions[1], spec)?;
+    let data = table
+        .partitions
+        .iter()
+        .find(|p| p.type_guid == DATA_TYPE)
+        .ok_or_else(|| DiskError::Io(io::Error::other("no data partition in the layout")))?;
+    make_ext4(path, data, spec)?;
     Ok(table)
 }
 
