@@ -126,3 +126,19 @@ fn a_missing_profile_file_exits_2() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("/nonexistent/node.yaml"));
 }
+
+#[test]
+fn every_example_profile_validates() {
+    inputs();
+    let mut n = 0;
+    for e in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().map(|x| x != "yaml").unwrap_or(true) {
+            continue;
+        }
+        let o = run(kios_build().arg("validate").arg(&p));
+        assert!(o.status.success(), "{}: {}", p.display(), text(&o));
+        n += 1;
+    }
+    assert!(n >= 5, "examples for qemu, aws, gcp, azure and arm64: {n}");
+}
