@@ -524,7 +524,7 @@ fn secrets_are_written_0600_and_never_shown() {
     assert!(pods[0]["images"][0]
         .as_str()
         .unwrap()
-        .starts_with("localhost/kios/busybox@sha256:"));
+        .starts_with("localhost/kios/layout@sha256:"));
     assert!(seen.contains("static pods"), "{seen}");
 }
 
@@ -649,7 +649,7 @@ impl Podman {
         let conf = dir.join("containers.conf");
         fs::write(
             &conf,
-            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n# The pod's infra (pause) container from the store too, as on a node\n# (the image's command sleeps).\ninfra_image = \"localhost/kios/busybox:latest\"\n",
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n# The pod's infra (pause) container from the store too, as on a node\n# (the image's command sleeps).\ninfra_image = \"localhost/kios/layout:latest\"\n",
         )
         .unwrap();
         Podman {
@@ -702,7 +702,7 @@ fn podman_runs_each_generated_pod_from_the_store_with_exactly_its_capabilities()
         .find(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
         .unwrap_or_else(|| panic!("no image id in {t}"))
         .to_string();
-    let (ok, t) = podman.run(&["tag", &id, "localhost/kios/busybox:latest"]);
+    let (ok, t) = podman.run(&["tag", &id, "localhost/kios/layout:latest"]);
     assert!(ok, "{t}");
     let work = d.path().join("hostdir");
     fs::create_dir_all(&work).unwrap();
@@ -760,7 +760,7 @@ allow: {{hostPaths: [{w}]}}
         let f = file(&g, &format!("etc/kubernetes/manifests/{name}.yaml"));
         let text = String::from_utf8(f.content.clone()).unwrap();
         assert!(
-            text.contains("image: localhost/kios/busybox@sha256:"),
+            text.contains("image: localhost/kios/layout@sha256:"),
             "{text}"
         );
         let manifest = d.path().join(format!("{name}.yaml"));

@@ -55,7 +55,7 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
     let images = i["images"].as_array().unwrap();
     assert_eq!(images.len(), 1, "{images:?}");
     assert_eq!(images[0]["digest"], digest.as_str());
-    assert_eq!(images[0]["names"][0], "localhost/kios/dhcp:dhcp");
+    assert_eq!(images[0]["names"][0], "localhost/kios/dhcp-layout:dhcp");
     // The pod names its image by that digest.
     let pod = i["pods"]
         .as_array()
@@ -64,7 +64,7 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
         .find(|p| p["file"].as_str().unwrap().ends_with("/dhcp.yaml"))
         .expect("dhcp pod");
     let pod_text = pod.to_string();
-    let reference = format!("localhost/kios/dhcp@{digest}");
+    let reference = format!("localhost/kios/dhcp-layout@{digest}");
     assert!(pod_text.contains(&reference), "{pod_text}");
     let etc = i["initramfs"]["etc"].as_array().unwrap();
     let conf = etc
@@ -140,7 +140,7 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(
-        t.contains(&format!("localhost/kios/dhcp:dhcp {digest}")),
+        t.contains(&format!("localhost/kios/dhcp-layout:dhcp {digest}")),
         "{t}"
     );
     let o = run(podman()

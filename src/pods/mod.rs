@@ -182,7 +182,7 @@ pub fn generate(spec: &NodeSpec, resolver: &dyn ImageResolver) -> Result<Generat
 
 /// The resolver a build has before the image store exists: every daemon image given
 /// as a local OCI layout (`oci:DIR[:TAG]`) is pinned to its manifest digest, named
-/// `localhost/kios/<TAG or DIR's name>@sha256:...`. Registry references stay
+/// `localhost/kios/<DIR's name>@sha256:...` (the store names it `<DIR's name>:<TAG>`). Registry references stay
 /// unresolved (the lint reports them as not pre-seeded).
 pub fn local_layout_resolver(
     spec: &NodeSpec,
@@ -198,9 +198,11 @@ pub fn local_layout_resolver(
             crate::oci::layout::open_layout(dir, tag.as_deref(), arch.as_str()).map_err(|e| {
                 PodsError::at(&img.origin, format!("daemon `{}`: {e}", d.name.value), None)
             })?;
-        let name = tag
-            .clone()
-            .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+        // Named after the layout's folder, as podman names an `oci:DIR` pull: the
+        // tag alone is no name ("1", "latest"), and two layouts may share one.
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| d.name.value.clone());
         let repo = format!("localhost/kios/{}", sanitize_repo(&name));
         map.insert(
