@@ -397,6 +397,18 @@ impl Layer {
         self.origin(s.referenced.line(), s.referenced.column())
     }
 
+    /// The folder a local path written at `at` is relative to; built-in bases have
+    /// none, so a path in one is an error.
+    fn local_dir<T>(&self, at: &S<T>) -> Result<&Path, ProfileError> {
+        self.dir.as_deref().ok_or_else(|| {
+            ProfileError::at(
+                &self.at(at),
+                "a built-in base cannot name local paths",
+                None,
+            )
+        })
+    }
+
     fn sourced<T: Clone>(&self, s: &S<T>) -> Sourced<T> {
         Sourced {
             value: s.value.clone(),
@@ -740,13 +752,7 @@ fn merge_registries(
         }
     }
     if let Some(ca) = &raw.ca {
-        let Some(dir) = &layer.dir else {
-            return Err(ProfileError::at(
-                &layer.at(ca),
-                "a built-in base cannot name local paths",
-                None,
-            ));
-        };
+        let dir = layer.local_dir(ca)?;
         let abs = dir.join(ca.value.trim());
         if !abs.is_file() {
             return Err(ProfileError::at(
@@ -778,13 +784,7 @@ fn input(
             Some("keep one: `path` for a local file or folder, `image` for an OCI image".into()),
         )),
         (Some(p), None) => {
-            let Some(dir) = &layer.dir else {
-                return Err(ProfileError::at(
-                    &layer.at(p),
-                    "a built-in base cannot name local paths",
-                    None,
-                ));
-            };
+            let dir = layer.local_dir(p)?;
             let abs = dir.join(&p.value);
             if !abs.exists() {
                 return Err(ProfileError::at(
@@ -804,13 +804,7 @@ fn input(
         (None, Some(i)) => {
             let v = i.value.trim();
             if let Some(rest) = v.strip_prefix("oci:") {
-                let Some(dir) = &layer.dir else {
-                    return Err(ProfileError::at(
-                        &layer.at(i),
-                        "a built-in base cannot name local paths",
-                        None,
-                    ));
-                };
+                let dir = layer.local_dir(i)?;
                 // oci:DIR[:TAG], as skopeo spells it; the tag is after the last ':'.
                 let (d, tag) = match rest.rsplit_once(':') {
                     Some((d, t)) if !t.contains('/') && !t.is_empty() => (d, Some(t.to_string())),
@@ -1103,13 +1097,7 @@ fn merge_daemon(
 
 /// A local file a profile names (absolute; it must exist).
 fn local_file(layer: &Layer, p: &S<String>, field: &str) -> Result<PathBuf, ProfileError> {
-    let Some(dir) = &layer.dir else {
-        return Err(ProfileError::at(
-            &layer.at(p),
-            "a built-in base cannot name local paths",
-            None,
-        ));
-    };
+    let dir = layer.local_dir(p)?;
     let abs = dir.join(&p.value);
     if !abs.is_file() {
         return Err(ProfileError::at(

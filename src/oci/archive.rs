@@ -213,26 +213,27 @@ fn check_end_marker(
 /// A PAX extended header's records: `"<len> <key>=<value>\n"`, where `len` counts
 /// the whole record (POSIX.1-2008 pax, "pax Extended Header"). Values are bytes and
 /// may hold newlines.
-fn parse_pax(mut data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+pub(crate) fn parse_pax(mut data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
     let mut records = Vec::new();
     while !data.is_empty() {
         let space = data
             .iter()
             .position(|b| *b == b' ')
-            .ok_or("a record has no length")?;
+            .ok_or("a PAX record has no length")?;
         let len: usize = std::str::from_utf8(&data[..space])
             .ok()
             .and_then(|s| s.parse().ok())
-            .ok_or("a record length is not a number")?;
+            .ok_or("a PAX record length is not a number")?;
         if len <= space + 1 || len > data.len() || data[len - 1] != b'\n' {
-            return Err("a record length does not match the record".into());
+            return Err("a PAX record length does not match the record".into());
         }
         let record = &data[space + 1..len - 1];
         let eq = record
             .iter()
             .position(|b| *b == b'=')
-            .ok_or("a record has no `=`")?;
-        let key = std::str::from_utf8(&record[..eq]).map_err(|_| "a key is not UTF-8")?;
+            .ok_or("a PAX record has no `=`")?;
+        let key =
+            std::str::from_utf8(&record[..eq]).map_err(|_| "a PAX record key is not UTF-8")?;
         records.push((key.to_string(), record[eq + 1..].to_vec()));
         data = &data[len..];
     }

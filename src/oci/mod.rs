@@ -22,7 +22,7 @@
 //! (they are values). Every error names the image reference, and the layer digest
 //! and entry path where there is one.
 
-mod archive;
+pub(crate) mod archive;
 pub mod auth;
 pub mod cache;
 pub mod digest;

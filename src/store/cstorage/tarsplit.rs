@@ -146,7 +146,9 @@ pub(super) fn scan(path: &Path) -> Result<TarFacts, SplitError> {
                     r.read_exact(&mut data)?;
                     raw.extend_from_slice(&data);
                     match typeflag {
-                        b'x' => pax = parse_pax(&data).map_err(SplitError::Tar)?,
+                        b'x' => {
+                            pax = crate::oci::archive::parse_pax(&data).map_err(SplitError::Tar)?
+                        }
                         b'L' => long_name = Some(until_nul(&data).to_vec()),
                         b'K' => {}
                         _ => {
@@ -305,33 +307,6 @@ fn pax_get<'a>(pax: &'a [(String, Vec<u8>)], key: &str) -> Option<&'a [u8]> {
         .rev()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_slice())
-}
-
-/// POSIX pax records, `"<len> <key>=<value>\n"`; values may hold newlines.
-fn parse_pax(mut data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let mut records = Vec::new();
-    while !data.is_empty() {
-        let space = data
-            .iter()
-            .position(|b| *b == b' ')
-            .ok_or("a PAX record has no length")?;
-        let len: usize = std::str::from_utf8(&data[..space])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or("a PAX record length is not a number")?;
-        if len <= space + 1 || len > data.len() || data[len - 1] != b'\n' {
-            return Err("a PAX record length does not match the record".into());
-        }
-        let record = &data[space + 1..len - 1];
-        let eq = record
-            .iter()
-            .position(|b| *b == b'=')
-            .ok_or("a PAX record has no `=`")?;
-        let key = String::from_utf8_lossy(&record[..eq]).into_owned();
-        records.push((key, record[eq + 1..].to_vec()));
-        data = &data[len..];
-    }
-    Ok(records)
 }
 
 /// Go's `path/filepath.Clean` on a slash-separated path (Lexical Processing,
