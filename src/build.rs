@@ -246,7 +246,8 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
         None => find_init(profile.arch)?,
     };
     check_static_elf(&init, profile.arch)?;
-    let resolver = crate::pods::local_layout_resolver(&profile.node, profile.arch)?;
+    let seed = crate::seed::collect(&profile.node, profile.arch, &work.pulled)?;
+    let resolver = seed.resolver();
     let pods = crate::pods::generate(&profile.node, &resolver)?;
     steps.say(&format!(
         "{} static pods ({} base daemons without an image not run)",
@@ -258,7 +259,7 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
             eprintln!("{w}");
         }
     }
-    let store_images = store_images(&profile, &resolver)?;
+    let store_images = seed.store_images();
     Ok(Prepared {
         profile,
         work,
@@ -271,50 +272,6 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
         pods,
         store_images,
     })
-}
-
-/// The images of the static pods, each named as the pods name it (the resolver's
-/// repository), so that CRI-O finds them in the store by name and digest.
-fn store_images(
-    profile: &Profile,
-    resolver: &crate::pods::MapResolver,
-) -> Result<Vec<crate::store::cstorage::StoreImage>, BuildError> {
-    use crate::pods::ImageResolver as _;
-    let mut out: Vec<crate::store::cstorage::StoreImage> = Vec::new();
-    for d in &profile.node.daemons {
-        let Some(img) = &d.image else { continue };
-        let crate::profile::Source::OciLayout { dir, tag } = &img.value else {
-            continue;
-        };
-        let Some(pinned) = resolver.resolve(&img.value.to_string()) else {
-            continue;
-        };
-        let image = crate::oci::layout::open_layout(dir, tag.as_deref(), profile.arch.as_str())
-            .map_err(|source| inputs::InputError::Oci {
-                origin: img.origin.to_string(),
-                what: format!("daemon `{}`", d.name.value),
-                reference: img.value.to_string(),
-                source: Box::new(source),
-            })?;
-        if out
-            .iter()
-            .any(|s| s.image.manifest_digest == image.manifest_digest)
-        {
-            continue;
-        }
-        let repo = pinned
-            .reference_with_digest
-            .split('@')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let name = format!("{repo}:{}", tag.as_deref().unwrap_or("latest"));
-        out.push(crate::store::cstorage::StoreImage {
-            image,
-            names: vec![name],
-        });
-    }
-    Ok(out)
 }
 
 /// The kernel checked against `kernel-config/required.txt`: from its `boot/config`

@@ -49,7 +49,7 @@ pub enum InputError {
 }
 
 impl InputError {
-    fn bad(input: &Input, what: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad(input: &Input, what: &str, message: impl Into<String>) -> Self {
         InputError::Bad {
             origin: input.origin.to_string(),
             what: what.to_string(),

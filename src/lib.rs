@@ -19,6 +19,7 @@ pub mod oci;
 pub mod plan;
 pub mod pods;
 pub mod profile;
+pub mod seed;
 pub mod store;
 pub mod tree;
 pub mod units;

@@ -164,8 +164,10 @@ pub struct Plan {
 
 /// The registry references a profile names, with where each was written.
 pub fn registry_inputs(profile: &Profile) -> Vec<(ImageRef, String)> {
+    let seed = profile.node.seed_images();
     let mut inputs = vec![&profile.kernel.source, &profile.stub.source];
     inputs.extend(profile.system.as_ref());
+    inputs.extend(seed.iter());
     let mut out: Vec<(ImageRef, String)> = Vec::new();
     for i in inputs {
         if let Source::Registry(r) = &i.value {

@@ -115,12 +115,15 @@ struct RawProfile {
     pods: Option<Vec<S<String>>>,
     files: Option<Vec<RawFile>>,
     registries: Option<RawRegistries>,
+    images: Option<Vec<S<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKubernetes {
     version: Option<S<String>>,
+    #[serde(rename = "pauseImage")]
+    pause_image: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -801,44 +804,51 @@ fn input(
                 origin: layer.at(p),
             }))
         }
-        (None, Some(i)) => {
-            let v = i.value.trim();
-            if let Some(rest) = v.strip_prefix("oci:") {
-                let dir = layer.local_dir(i)?;
-                // oci:DIR[:TAG], as skopeo spells it; the tag is after the last ':'.
-                let (d, tag) = match rest.rsplit_once(':') {
-                    Some((d, t)) if !t.contains('/') && !t.is_empty() => (d, Some(t.to_string())),
-                    _ => (rest, None),
-                };
-                let abs = dir.join(d);
-                if !abs.join("index.json").is_file() {
-                    return Err(ProfileError::at(
-                        &layer.at(i),
-                        format!(
-                            "`{field}.image`: {} is not an OCI image layout (no index.json)",
-                            abs.display()
-                        ),
-                        Some("write oci:DIR:TAG with DIR relative to the profile's folder".into()),
-                    ));
-                }
-                return Ok(Some(Sourced {
-                    value: Source::OciLayout { dir: abs, tag },
-                    origin: layer.at(i),
-                }));
-            }
-            let parsed = crate::oci::reference::ImageRef::parse(v).map_err(|e| {
-                ProfileError::at(
-                    &layer.at(i),
-                    format!("`{field}.image`: `{v}` is not an image reference ({})", e.why),
-                    Some("write registry/repository:tag, registry/repository@sha256:..., or oci:DIR:TAG".into()),
-                )
-            })?;
-            Ok(Some(Sourced {
-                value: Source::Registry(parsed),
-                origin: layer.at(i),
-            }))
-        }
+        (None, Some(i)) => image_input(layer, i, &format!("{field}.image")).map(Some),
     }
+}
+
+/// Reads an image: `oci:DIR[:TAG]` (a local OCI layout, relative to the profile's
+/// folder) or a registry reference. `field` names it in errors.
+fn image_input(layer: &Layer, i: &S<String>, field: &str) -> Result<Input, ProfileError> {
+    let v = i.value.trim();
+    if let Some(rest) = v.strip_prefix("oci:") {
+        let dir = layer.local_dir(i)?;
+        // oci:DIR[:TAG], as skopeo spells it; the tag is after the last ':'.
+        let (d, tag) = match rest.rsplit_once(':') {
+            Some((d, t)) if !t.contains('/') && !t.is_empty() => (d, Some(t.to_string())),
+            _ => (rest, None),
+        };
+        let abs = dir.join(d);
+        if !abs.join("index.json").is_file() {
+            return Err(ProfileError::at(
+                &layer.at(i),
+                format!(
+                    "`{field}`: {} is not an OCI image layout (no index.json)",
+                    abs.display()
+                ),
+                Some("write oci:DIR:TAG with DIR relative to the profile's folder".into()),
+            ));
+        }
+        return Ok(Sourced {
+            value: Source::OciLayout { dir: abs, tag },
+            origin: layer.at(i),
+        });
+    }
+    let parsed = crate::oci::reference::ImageRef::parse(v).map_err(|e| {
+        ProfileError::at(
+            &layer.at(i),
+            format!("`{field}`: `{v}` is not an image reference ({})", e.why),
+            Some(
+                "write registry/repository:tag, registry/repository@sha256:..., or oci:DIR:TAG"
+                    .into(),
+            ),
+        )
+    })?;
+    Ok(Sourced {
+        value: Source::Registry(parsed),
+        origin: layer.at(i),
+    })
 }
 
 /// Merges the Kubernetes side of the layers (base first): `kubernetes.version`,
@@ -858,6 +868,8 @@ fn merge_node(layers: &[(Layer, RawProfile)]) -> Result<NodeSpec, ProfileError> 
         pods: Vec::new(),
         files: Vec::new(),
         allow: node::Allow::default(),
+        pause: None,
+        images: Vec::new(),
     };
     for (layer, raw) in layers {
         if let Some(v) = raw.kubernetes.as_ref().and_then(|k| k.version.as_ref()) {
@@ -872,6 +884,15 @@ fn merge_node(layers: &[(Layer, RawProfile)]) -> Result<NodeSpec, ProfileError> 
                 value: parsed,
                 origin: layer.at(v),
             };
+        }
+        if let Some(p) = raw.kubernetes.as_ref().and_then(|k| k.pause_image.as_ref()) {
+            spec.pause = Some(image_input(layer, p, "kubernetes.pauseImage")?);
+        }
+        for i in raw.images.iter().flatten() {
+            let img = image_input(layer, i, "images")?;
+            if !spec.images.iter().any(|x| x.value == img.value) {
+                spec.images.push(img);
+            }
         }
         if let Some(k) = &raw.kubelet {
             merge_kubelet(layer, k, &mut spec.kubelet)?;

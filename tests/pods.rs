@@ -47,6 +47,7 @@ fn fake_resolver(refs: &[&str]) -> MapResolver {
             r.to_string(),
             PinnedImage {
                 reference_with_digest: format!("{repo}@sha256:{}", digest_of(r)),
+                name: r.to_string(),
             },
         );
     }

@@ -11,13 +11,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-struct Mounted(std::path::PathBuf);
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 fn daemon_profile(d: &Path) -> (std::path::PathBuf, String) {
     let inputs = inputs();
     let layer = d.join("layer");
@@ -26,17 +19,16 @@ fn daemon_profile(d: &Path) -> (std::path::PathBuf, String) {
     fs::create_dir_all(layer.join("etc")).unwrap();
     fs::write(layer.join("etc/daemon-release"), "dhcp stand-in\n").unwrap();
     let digest = oci_layout(&d.join("dhcp-layout"), "dhcp", &[&layer]);
-    let text = profile_text(
-        "daemons:\n  - name: dhcp\n    image: oci:dhcp-layout:dhcp\n    command: [/bin/busybox, udhcpc, -n, -q]\ndisk:\n  size: 320MiB\n",
-    );
+    let text = profile_text(&format!(
+        "daemons:\n  - name: dhcp\n    image: oci:dhcp-layout:dhcp\n    command: [/bin/busybox, udhcpc, -n, -q]\ndisk:\n  size: 320MiB\n{}",
+        pause_yaml()
+    ));
     (write_profile(d, "node.yaml", &text), digest)
 }
 
 #[test]
 fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() {
-    require_tool("fsck.erofs", "erofs-utils");
-    require_tool("podman", "podman");
-    require_tool("runc", "runc");
+    require_tool("skopeo", "skopeo");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (profile, digest) = daemon_profile(d);
@@ -44,7 +36,8 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
     build(&profile, &img, 1_700_000_000);
     let i = inspect(&img);
 
-    // The layout: ESP, store, data; the store listed with the image's digest.
+    // The layout: ESP, store, data; the store lists the pod's image and the pause
+    // image, each with its digest.
     let roles: Vec<&str> = i["partitions"]
         .as_array()
         .unwrap()
@@ -52,11 +45,30 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
         .map(|p| p["role"].as_str().unwrap())
         .collect();
     assert_eq!(roles, ["esp", "store", "data"]);
-    let images = i["images"].as_array().unwrap();
-    assert_eq!(images.len(), 1, "{images:?}");
-    assert_eq!(images[0]["digest"], digest.as_str());
-    assert_eq!(images[0]["names"][0], "localhost/kios/dhcp-layout:dhcp");
-    // The pod names its image by that digest.
+    let pause = kios_build::oci::layout::open_layout(&pause_layout(), Some("kios"), "amd64")
+        .unwrap()
+        .manifest_digest
+        .to_string();
+    let mut images: Vec<(String, String)> = i["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["names"][0].as_str().unwrap().to_string(),
+                x["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    images.sort();
+    assert_eq!(
+        images,
+        [
+            ("localhost/kios/dhcp-layout:dhcp".to_string(), digest.clone()),
+            ("localhost/kios/pause:kios".to_string(), pause.clone())
+        ]
+    );
+    // The pod names its image by that digest; CRI-O's pause image is the store's.
     let pod = i["pods"]
         .as_array()
         .unwrap()
@@ -67,89 +79,94 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
     let reference = format!("localhost/kios/dhcp-layout@{digest}");
     assert!(pod_text.contains(&reference), "{pod_text}");
     let etc = i["initramfs"]["etc"].as_array().unwrap();
-    let conf = etc
-        .iter()
-        .find(|e| e["path"] == "/etc/containers/storage.conf")
-        .expect("storage.conf");
-    assert!(
-        conf["content"]
+    let etc_file = |path: &str| {
+        etc.iter()
+            .find(|e| e["path"] == path)
+            .unwrap_or_else(|| panic!("no {path} in {etc:?}"))["content"]
             .as_str()
             .unwrap()
-            .contains("/var/lib/kios/store"),
-        "{conf}"
+            .to_string()
+    };
+    assert!(etc_file("/etc/containers/storage.conf").contains("/var/lib/kios/store"));
+    let crio = etc_file("/etc/crio/crio.conf.d/10-kios-pause.conf");
+    assert!(
+        crio.contains("pause_image = \"localhost/kios/pause:kios\""),
+        "{crio}"
     );
 
     // The store partition: EROFS that fsck.erofs accepts and the kernel mounts.
-    let store = i["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["role"] == "store")
-        .unwrap();
-    let part = d.join("store.erofs");
-    extract(
-        &img,
-        store["offset"].as_u64().unwrap(),
-        store["size"].as_u64().unwrap(),
-        &part,
-    );
-    let o = run(Command::new("fsck.erofs").arg(&part));
-    assert!(
-        o.status.success() && !text(&o).contains("<E>"),
-        "{}",
-        text(&o)
-    );
-    let mnt = d.join("mnt");
-    fs::create_dir_all(&mnt).unwrap();
-    let o = run(Command::new("mount")
-        .args(["-t", "erofs", "-o", "loop,ro"])
-        .arg(&part)
-        .arg(&mnt));
-    assert!(
-        o.status.success(),
-        "mounting the store needs root and a loop device: {}",
-        text(&o)
-    );
-    let _m = Mounted(mnt.clone());
+    let (_m, mnt) = mount_store(&img, d);
     assert!(mnt.join("overlay-images/images.json").is_file());
 
     // podman: a fresh root, our store as an additional read-only image store.
-    let conf = d.join("containers.conf");
-    fs::write(
-        &conf,
-        "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
-    )
-    .unwrap();
-    let podman = || {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", &conf)
-            .arg("--root")
-            .arg(d.join("root"))
-            .arg("--runroot")
-            .arg(d.join("runroot"))
-            .args(["--storage-driver", "overlay", "--storage-opt"])
-            .arg(format!("overlay.imagestore={}", mnt.display()));
-        c
-    };
-    let o = run(podman().args([
+    let podman = Podman::new(d, &mnt, None);
+    let (ok, t) = podman.run(&[
         "images",
         "--digests",
         "--format",
         "{{.Repository}}:{{.Tag}} {{.Digest}}",
-    ]));
-    let t = text(&o);
-    assert!(o.status.success(), "{t}");
+    ]);
+    assert!(ok, "{t}");
     assert!(
         t.contains(&format!("localhost/kios/dhcp-layout:dhcp {digest}")),
         "{t}"
     );
-    let o = run(podman()
-        .args(["run", "--rm", "--network=none", "--pull=never"])
-        .arg(&reference)
-        .args(["/bin/busybox", "cat", "/etc/daemon-release"]));
-    let t = text(&o);
-    assert!(o.status.success(), "{t}");
+    assert!(t.contains(&format!("localhost/kios/pause:kios {pause}")), "{t}");
+    let (ok, t) = podman.run(&[
+        "run",
+        "--rm",
+        "--network=none",
+        "--pull=never",
+        &reference,
+        "/bin/busybox",
+        "cat",
+        "/etc/daemon-release",
+    ]);
+    assert!(ok, "{t}");
     assert!(t.contains("dhcp stand-in"), "{t}");
+
+    // skopeo reads each image back out of the mounted partition: the same config,
+    // and each layer uncompresses to the original's diff_id (rebuilt from our
+    // tar-split files and the diff trees).
+    for (name, layout, tag) in [
+        ("localhost/kios/dhcp-layout:dhcp", d.join("dhcp-layout"), "dhcp"),
+        ("localhost/kios/pause:kios", pause_layout(), "kios"),
+    ] {
+        let original =
+            kios_build::oci::layout::open_layout(&layout, Some(tag), "amd64").unwrap();
+        let back = d.join(format!("back-{tag}"));
+        let o = run(Command::new("skopeo").args([
+            "copy",
+            "--quiet",
+            &format!(
+                "containers-storage:[overlay@{}+{}:overlay.imagestore={}]{name}",
+                podman.root.display(),
+                podman.runroot.display(),
+                mnt.display()
+            ),
+            &format!("oci:{}:{tag}", back.display()),
+        ]));
+        assert!(o.status.success(), "skopeo copy {name}: {}", text(&o));
+        let read = kios_build::oci::layout::open_layout(&back, Some(tag), "amd64").unwrap();
+        assert_eq!(read.config_digest, original.config_digest, "{name}");
+        assert_eq!(read.layers.len(), original.layers.len(), "{name}");
+        for (n, layer) in read.layers.iter().enumerate() {
+            assert_eq!(layer.diff_id, original.layers[n].diff_id, "{name} layer {n}");
+            let mut tar = Vec::new();
+            let f = fs::File::open(&layer.path).unwrap();
+            if layer.media_type.ends_with("gzip") {
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(f), &mut tar)
+                    .unwrap();
+            } else {
+                std::io::Read::read_to_end(&mut std::io::BufReader::new(f), &mut tar).unwrap();
+            }
+            assert_eq!(
+                kios_build::oci::Digest::of_bytes(&tar),
+                original.layers[n].diff_id,
+                "{name} layer {n} as skopeo read it from the store"
+            );
+        }
+    }
 }
 
 #[test]

@@ -260,7 +260,7 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
                 f.error(
                     at,
                     format!("image {image} of pod `{}` is not pre-seeded", u.name),
-                    Some("every static pod image must be in the node's image store: use a local layout (oci:DIR:TAG); registry images are pre-seeded by the store stage".into()),
+                    Some("every static pod image must be in the node's image store: list it under `images:` (a registry reference or oci:DIR:TAG) so that it is pre-seeded".into()),
                 );
             }
         }

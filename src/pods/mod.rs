@@ -36,6 +36,9 @@ pub use spec::NodeSpec;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinnedImage {
     pub reference_with_digest: String,
+    /// The name the store records, `repository:tag`: what a pod file that writes a
+    /// tag is looked up by.
+    pub name: String,
 }
 
 /// Pins the image references a profile writes, and says which images the node will
@@ -56,11 +59,22 @@ impl ImageResolver for MapResolver {
         if let Some(p) = self.0.get(reference) {
             return Some(p.clone());
         }
-        // An image already written by a digest the resolver knows is pinned as is.
-        self.0
-            .values()
-            .find(|p| p.reference_with_digest == reference)
-            .cloned()
+        // A pod file's image, written by the digest or the name the store records,
+        // in full or short (`busybox:1.36` is `docker.io/library/busybox:1.36`).
+        let normal = crate::oci::reference::ImageRef::parse(reference).ok();
+        let same = |p: &PinnedImage| {
+            if p.reference_with_digest == reference || p.name == reference {
+                return true;
+            }
+            match &normal {
+                Some(r) => match &r.digest {
+                    Some(d) => p.reference_with_digest == format!("{}@{d}", r.name()),
+                    None => !r.tag_defaulted && p.name == r.to_string(),
+                },
+                None => false,
+            }
+        };
+        self.0.values().find(|p| same(p)).cloned()
     }
 }
 
@@ -175,61 +189,9 @@ pub fn generate(spec: &NodeSpec, resolver: &dyn ImageResolver) -> Result<Generat
         ..Generated::default()
     };
     generate::write(spec, &pods, &mut out)?;
-    kubelet::write(spec, &mut out)?;
+    kubelet::write(spec, resolver, &mut out)?;
     generate::extra_files(spec, &mut out)?;
     Ok(out)
-}
-
-/// The resolver a build has before the image store exists: every daemon image given
-/// as a local OCI layout (`oci:DIR[:TAG]`) is pinned to its manifest digest, named
-/// `localhost/kios/<DIR's name>@sha256:...` (the store names it `<DIR's name>:<TAG>`). Registry references stay
-/// unresolved (the lint reports them as not pre-seeded).
-pub fn local_layout_resolver(
-    spec: &NodeSpec,
-    arch: crate::profile::Arch,
-) -> Result<MapResolver, PodsError> {
-    let mut map = BTreeMap::new();
-    for d in &spec.daemons {
-        let Some(img) = &d.image else { continue };
-        let crate::profile::Source::OciLayout { dir, tag } = &img.value else {
-            continue;
-        };
-        let layout =
-            crate::oci::layout::open_layout(dir, tag.as_deref(), arch.as_str()).map_err(|e| {
-                PodsError::at(&img.origin, format!("daemon `{}`: {e}", d.name.value), None)
-            })?;
-        // Named after the layout's folder, as podman names an `oci:DIR` pull: the
-        // tag alone is no name ("1", "latest"), and two layouts may share one.
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| d.name.value.clone());
-        let repo = format!("localhost/kios/{}", sanitize_repo(&name));
-        map.insert(
-            img.value.to_string(),
-            PinnedImage {
-                reference_with_digest: format!("{repo}@{}", layout.manifest_digest),
-            },
-        );
-    }
-    Ok(MapResolver(map))
-}
-
-/// A repository path component: lower-case letters, digits and separators.
-fn sanitize_repo(s: &str) -> String {
-    let out: String = s
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    out.trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
 }
 
 /// Adds the generated files to a filesystem tree (the initramfs), making their

@@ -190,6 +190,51 @@ pub struct NodeSpec {
     pub pods: Vec<Sourced<PathBuf>>,
     pub files: Vec<ExtraFile>,
     pub allow: Allow,
+    /// `kubernetes.pauseImage` when a profile of the chain sets it; else the pause
+    /// image of the version ([`NodeSpec::pause_image`]).
+    pub pause: Option<Input>,
+    /// `images:`, the extra images to pre-seed (for `pods:` files, or for pods the
+    /// node runs later without pulling), in profile order, each once.
+    pub images: Vec<Input>,
+}
+
+impl NodeSpec {
+    /// The pause (sandbox) image: `kubernetes.pauseImage`, else the one of the
+    /// Kubernetes version from registry.k8s.io.
+    pub fn pause_image(&self) -> Input {
+        if let Some(p) = &self.pause {
+            return p.clone();
+        }
+        let r = crate::oci::reference::ImageRef::parse(self.kubernetes.value.pause_image())
+            .expect("the built-in pause references parse");
+        Sourced {
+            value: crate::profile::Source::Registry(r),
+            origin: self.kubernetes.origin.clone(),
+        }
+    }
+
+    /// Every image the node must have without pulling, each once, in this order:
+    /// the daemons' images, `images:`, then the pause image when there is any
+    /// pod to run (a pod's sandbox needs it before the network is up) or the
+    /// profile names one.
+    pub fn seed_images(&self) -> Vec<Input> {
+        let mut out: Vec<Input> = Vec::new();
+        let add = |out: &mut Vec<Input>, i: &Input| {
+            if !out.iter().any(|x| x.value == i.value) {
+                out.push(i.clone());
+            }
+        };
+        for i in self.daemons.iter().filter_map(|d| d.image.as_ref()) {
+            add(&mut out, i);
+        }
+        for i in &self.images {
+            add(&mut out, i);
+        }
+        if !out.is_empty() || !self.pods.is_empty() || self.pause.is_some() {
+            add(&mut out, &self.pause_image());
+        }
+        out
+    }
 }
 
 /// Deep merge for YAML/JSON values: mappings merge key by key, anything else replaces.

@@ -565,3 +565,121 @@ pub fn oci_multi_arch_layout(layout: &Path, tag: &str, images: &[(&str, &Path)])
     .unwrap();
     digests
 }
+
+/// kiOS' pause image as an OCI layout (`scripts/make-pause-image`, which
+/// scripts/test runs): what test profiles with pods pre-seed as their pause image.
+pub fn pause_layout() -> PathBuf {
+    let p = inputs().join("pause");
+    assert!(
+        p.join("index.json").is_file(),
+        "{} is missing: run scripts/make-pause-image (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// The profile lines naming [`pause_layout`] as the pause image; it is stored as
+/// `localhost/kios/pause:kios`.
+pub fn pause_yaml() -> String {
+    format!(
+        "kubernetes:\n  pauseImage: oci:{}:kios\n",
+        pause_layout().display()
+    )
+}
+
+/// A mount, unmounted when dropped.
+pub struct Mounted(pub PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The `store` partition of a built image, checked by `fsck.erofs` and mounted
+/// read-only (loop) at `dir/store-mnt`, as kios-init mounts it. Needs root.
+pub fn mount_store(img: &Path, dir: &Path) -> (Mounted, PathBuf) {
+    require_tool("fsck.erofs", "erofs-utils");
+    let i = inspect(img);
+    let store = i["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "store")
+        .unwrap_or_else(|| panic!("no store partition in {i}"))
+        .clone();
+    let part = dir.join("store.erofs");
+    extract(
+        img,
+        store["offset"].as_u64().unwrap(),
+        store["size"].as_u64().unwrap(),
+        &part,
+    );
+    let o = run(Command::new("fsck.erofs").arg(&part));
+    assert!(
+        o.status.success() && !text(&o).contains("<E>"),
+        "{}",
+        text(&o)
+    );
+    let mnt = dir.join("store-mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let o = run(Command::new("mount")
+        .args(["-t", "erofs", "-o", "loop,ro"])
+        .arg(&part)
+        .arg(&mnt));
+    assert!(
+        o.status.success(),
+        "mounting the store needs root and a loop device: {}",
+        text(&o)
+    );
+    (Mounted(mnt.clone()), mnt)
+}
+
+/// podman with a fresh root under `dir`, runc, and `store` (a mounted pre-seeded
+/// store) as its read-only additional image store; `infra` is the pods' infra
+/// (pause) image, as CRI-O's `pause_image` names it on a node.
+pub struct Podman {
+    pub conf: PathBuf,
+    pub root: PathBuf,
+    pub runroot: PathBuf,
+    pub store: PathBuf,
+}
+
+impl Podman {
+    pub fn new(dir: &Path, store: &Path, infra: Option<&str>) -> Podman {
+        require_tool("podman", "podman");
+        require_tool("runc", "runc");
+        let conf = dir.join("containers.conf");
+        let mut text = String::from(
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        );
+        if let Some(i) = infra {
+            text.push_str(&format!("infra_image = \"{i}\"\n"));
+        }
+        fs::write(&conf, text).unwrap();
+        Podman {
+            conf,
+            root: dir.join("podman-root"),
+            runroot: dir.join("podman-run"),
+            store: store.to_path_buf(),
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", &self.conf)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--runroot")
+            .arg(&self.runroot)
+            .args(["--storage-driver", "overlay", "--storage-opt"])
+            .arg(format!("overlay.imagestore={}", self.store.display()));
+        c
+    }
+
+    /// Runs podman with `args`: whether it succeeded, and what it printed.
+    pub fn run(&self, args: &[&str]) -> (bool, String) {
+        let o = run(self.cmd().args(args));
+        (o.status.success(), format!("podman {args:?}:\n{}", text(&o)))
+    }
+}
