@@ -68,6 +68,13 @@ pub enum PlanError {
     },
     #[error(transparent)]
     Registry(Box<RegistryError>),
+    #[error("{reference} is the pause image of Kubernetes {version} (the profile sets no kubernetes.pauseImage), and it cannot be pulled: {source}\n  hint: every pod needs the pause image before the node has a network, so it is pre-seeded; set kubernetes.pauseImage to a registry you can reach, or to oci:DIR:TAG to build offline (scripts/make-pause-image makes kiOS' own)")]
+    DefaultPause {
+        reference: String,
+        version: String,
+        #[source]
+        source: Box<RegistryError>,
+    },
 }
 
 impl From<RegistryError> for PlanError {
@@ -81,6 +88,7 @@ impl PlanError {
     pub fn is_input_error(&self) -> bool {
         match self {
             PlanError::Registry(e) => matches!(**e, RegistryError::Offline { .. }),
+            PlanError::DefaultPause { .. } => true,
             PlanError::ReadLock { .. } | PlanError::WriteLock { .. } => false,
             PlanError::BadLock { .. } | PlanError::NotLocked { .. } | PlanError::Changed { .. } => {
                 true
@@ -238,7 +246,30 @@ pub fn resolve(
             digest,
         });
     }
-    let pulled = registry::pull(&requests, profile.arch.as_str(), &reg, progress)?;
+    // The default pause image is pulled on its own, so that its failure says where
+    // the reference came from (no line of the profile names it).
+    let default_pause = match (&profile.node.pause, &profile.node.pause_image().value) {
+        (None, Source::Registry(r)) => Some(r.clone()),
+        _ => None,
+    };
+    let (pause, others): (Vec<Request>, Vec<Request>) = requests
+        .into_iter()
+        .partition(|q| Some(&q.reference) == default_pause.as_ref());
+    let mut pulled = if others.is_empty() {
+        Vec::new()
+    } else {
+        registry::pull(&others, profile.arch.as_str(), &reg, progress)?
+    };
+    if !pause.is_empty() {
+        let p = registry::pull(&pause, profile.arch.as_str(), &reg, progress).map_err(|e| {
+            PlanError::DefaultPause {
+                reference: pause[0].reference.to_string(),
+                version: profile.node.kubernetes.value.to_string(),
+                source: Box::new(e),
+            }
+        })?;
+        pulled.extend(p);
+    }
 
     let mut entries = Vec::new();
     for p in &pulled {

@@ -1404,4 +1404,70 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn the_pause_image_and_extra_images_decide_what_is_pre_seeded() {
+        let d = tempfile::tempdir().unwrap();
+        // No pods, no images: nothing to pre-seed, not even the pause image.
+        let p = write(d.path(), "p.yaml", &minimal(d.path()));
+        let prof = load(&p).unwrap();
+        assert!(prof.node.seed_images().is_empty());
+        assert_eq!(
+            prof.node.pause_image().value.to_string(),
+            "registry.k8s.io/pause:3.10"
+        );
+        // An image to pre-seed brings the version's pause image (last, once).
+        let text = minimal(d.path())
+            + "kubernetes: {version: \"1.35\"}\nimages: [quay.io/a/b:1, quay.io/a/b:1, busybox:1.36]\n";
+        let prof = load(&write(d.path(), "p.yaml", &text)).unwrap();
+        let seeded: Vec<String> = prof
+            .node
+            .seed_images()
+            .iter()
+            .map(|i| i.value.to_string())
+            .collect();
+        assert_eq!(
+            seeded,
+            [
+                "quay.io/a/b:1",
+                "docker.io/library/busybox:1.36",
+                "registry.k8s.io/pause:3.10.1"
+            ]
+        );
+        // A pause image of the profile's own is pre-seeded even without pods.
+        let text = minimal(d.path()) + "kubernetes:\n  pauseImage: example.com/pause:1\n";
+        let prof = load(&write(d.path(), "p.yaml", &text)).unwrap();
+        let seeded: Vec<String> = prof
+            .node
+            .seed_images()
+            .iter()
+            .map(|i| i.value.to_string())
+            .collect();
+        assert_eq!(seeded, ["example.com/pause:1"]);
+        // Bad references name their field and line.
+        let e = err(
+            d.path(),
+            &(minimal(d.path()) + "kubernetes:\n  pauseImage: Bad/Pause\n"),
+        );
+        assert!(
+            e.contains("p.yaml:11") && e.contains("`kubernetes.pauseImage`"),
+            "{e}"
+        );
+        let e = err(
+            d.path(),
+            &(minimal(d.path()) + "images:\n  - oci:missing:1\n"),
+        );
+        assert!(
+            e.contains("p.yaml:11") && e.contains("`images`") && e.contains("no index.json"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_supported_version_has_a_pause_image_that_parses() {
+        for minor in crate::pods::spec::SUPPORTED_MINORS {
+            let v = node::KubeVersion { minor };
+            crate::oci::reference::ImageRef::parse(v.pause_image()).unwrap();
+        }
+    }
 }

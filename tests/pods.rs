@@ -480,8 +480,9 @@ fn secrets_are_written_0600_and_never_shown() {
     let p = secret_profile(
         d.path(),
         &format!(
-            "daemons: [{{name: dhcp, image: \"oci:{}:busybox\"}}]\n",
-            layout.display()
+            "daemons: [{{name: dhcp, image: \"oci:{}:busybox\"}}]\n{}",
+            layout.display(),
+            common::pause_yaml()
         ),
     );
     let img = d.path().join("node.img");
@@ -567,144 +568,25 @@ proptest! {
 
 // ---- the real consumer: podman kube play ----
 
-/// An OCI layout `DIR:busybox` whose one layer holds the static busybox of the
-/// offline inputs as /bin/busybox (tar, gzip and JSON written here).
+/// An OCI layout `DIR/layout:busybox` whose one layer holds the static busybox of
+/// the offline inputs as /bin/busybox.
 fn busybox_layout(dir: &Path) -> PathBuf {
-    use sha2::Digest as _;
-    let root = dir.join("root/bin");
-    fs::create_dir_all(&root).unwrap();
+    let root = dir.join("root");
+    fs::create_dir_all(root.join("bin")).unwrap();
     fs::copy(
         common::inputs().join("system/bin/busybox"),
-        root.join("busybox"),
+        root.join("bin/busybox"),
     )
     .unwrap();
-    let tar = dir.join("layer.tar");
-    let ok = Command::new("tar")
-        .args([
-            "--sort=name",
-            "--mtime=@0",
-            "--owner=0",
-            "--group=0",
-            "--numeric-owner",
-            "-C",
-        ])
-        .arg(dir.join("root"))
-        .arg("-cf")
-        .arg(&tar)
-        .arg("bin")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let tar_bytes = fs::read(&tar).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &tar_bytes).unwrap();
-    let gz = gz.finish().unwrap();
-    let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
     let layout = dir.join("layout");
-    let blobs = layout.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
-    let put = |b: &[u8]| {
-        let h = sha(b);
-        fs::write(blobs.join(&h), b).unwrap();
-        (format!("sha256:{h}"), b.len())
-    };
-    let (layer, layer_len) = put(&gz);
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": ["/bin/busybox"], "Cmd": ["sleep", "2147483647"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha(&tar_bytes))]}
-    });
-    let (cfg, cfg_len) = put(config.to_string().as_bytes());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": cfg_len},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_len}]
-    });
-    let (man, man_len) = put(manifest.to_string().as_bytes());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": man, "size": man_len,
-                       "annotations": {"org.opencontainers.image.ref.name": "busybox"}}]
-    });
-    fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
+    common::oci_layout(&layout, "busybox", &[&root]);
     layout
 }
 
-struct Podman {
-    conf: PathBuf,
-    root: PathBuf,
-    runroot: PathBuf,
-}
-
-impl Podman {
-    fn new(dir: &Path) -> Podman {
-        common::require_tool("podman", "podman runc");
-        common::require_tool("runc", "runc");
-        let conf = dir.join("containers.conf");
-        fs::write(
-            &conf,
-            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n# The pod's infra (pause) container from the store too, as on a node\n# (the image's command sleeps).\ninfra_image = \"localhost/kios/layout:latest\"\n",
-        )
-        .unwrap();
-        Podman {
-            conf,
-            root: dir.join("storage"),
-            runroot: dir.join("run"),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> (bool, String) {
-        let o = Command::new("podman")
-            .env("CONTAINERS_CONF", &self.conf)
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--runroot")
-            .arg(&self.runroot)
-            .args(["--storage-driver", "overlay"])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            o.status.success(),
-            format!(
-                "podman {args:?}:\n{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        )
-    }
-}
-
 #[test]
-fn podman_runs_each_generated_pod_from_the_store_with_exactly_its_capabilities() {
-    // podman names an image pulled from oci:DIR after DIR: keep it lower-case.
-    let d = tempfile::Builder::new()
-        .prefix(&format!("kios-pods-{}", std::process::id()))
-        .rand_bytes(0)
-        .tempdir()
-        .unwrap();
+fn podman_runs_each_generated_pod_from_the_pre_seeded_store_with_exactly_its_capabilities() {
+    let d = tempfile::tempdir().unwrap();
     let layout = busybox_layout(d.path());
-    let podman = Podman::new(d.path());
-    // Load the image into the store from the layout (no registry), and give it the
-    // name the resolver writes in the manifests.
-    let (ok, t) = podman.run(&["pull", &format!("oci:{}:busybox", layout.display())]);
-    assert!(ok, "{t}");
-    // `pull` prints the image id last.
-    let id = t
-        .lines()
-        .map(str::trim)
-        .find(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
-        .unwrap_or_else(|| panic!("no image id in {t}"))
-        .to_string();
-    let (ok, t) = podman.run(&["tag", &id, "localhost/kios/layout:latest"]);
-    assert!(ok, "{t}");
     let work = d.path().join("hostdir");
     fs::create_dir_all(&work).unwrap();
     let show = "[/bin/busybox, sh, -c, 'grep CapEff /proc/self/status; touch /probe 2>/dev/null && echo rootfs-writable; sleep 300']";
@@ -734,7 +616,16 @@ allow: {{hostPaths: [{w}]}}
         l = layout.display(),
         w = work.display()
     );
-    let p = profile_in(d.path(), &extra);
+    // A whole build: the pods' image and the pause image go into the store
+    // partition; podman reads them from it, mounted read-only, with no registry.
+    let p = common::write_profile(
+        d.path(),
+        "node.yaml",
+        &common::profile_text(&format!(
+            "{extra}{}disk:\n  size: 320MiB\n",
+            common::pause_yaml()
+        )),
+    );
     let prof = profile::load(&p).unwrap();
     // A container cannot get more than this process may give (some sandboxes drop
     // e.g. SYS_RESOURCE from the bounding set): then the test would prove nothing.
@@ -744,7 +635,7 @@ allow: {{hostPaths: [{w}]}}
         .find_map(|l| l.strip_prefix("CapBnd:"))
         .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
         .unwrap();
-    for daemon in &prof.node.daemons {
+    for daemon in prof.node.daemons.iter().filter(|d| d.image.is_some()) {
         let want = caps::mask(daemon.capabilities.iter().map(|c| c.value.as_str()));
         assert_eq!(
             want & bounding,
@@ -753,13 +644,34 @@ allow: {{hostPaths: [{w}]}}
             daemon.name.value
         );
     }
-    let resolver = pods::local_layout_resolver(&prof.node, prof.arch).unwrap();
-    let g = pods::generate(&prof.node, &resolver).unwrap();
-    assert_eq!(g.pods.len(), 4);
-    for daemon in &prof.node.daemons {
+    let img = d.path().join("node.img");
+    common::build(&p, &img, 1_700_000_000);
+    let i = common::inspect(&img);
+    let etc = i["initramfs"]["etc"].as_array().unwrap().clone();
+    let etc_file = |path: &str| -> String {
+        etc.iter()
+            .find(|e| e["path"] == path)
+            .unwrap_or_else(|| panic!("no {path} in the image"))["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // The infra (pause) container as CRI-O would run it: the drop-in's image.
+    let crio = etc_file("/etc/crio/crio.conf.d/10-kios-pause.conf");
+    let pause = crio
+        .lines()
+        .find_map(|l| l.strip_prefix("pause_image = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| panic!("no pause_image in {crio}"));
+    assert_eq!(pause, "localhost/kios/pause:kios");
+    let (_mounted, store) = common::mount_store(&img, d.path());
+    let podman = common::Podman::new(d.path(), &store, Some(&pause));
+    let (ok, t) = podman.run(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(ok && t.contains(&pause), "{t}");
+    assert_eq!(i["pods"].as_array().unwrap().len(), 4, "{}", i["pods"]);
+    for daemon in prof.node.daemons.iter().filter(|d| d.image.is_some()) {
         let name = &daemon.name.value;
-        let f = file(&g, &format!("etc/kubernetes/manifests/{name}.yaml"));
-        let text = String::from_utf8(f.content.clone()).unwrap();
+        let text = etc_file(&format!("/etc/kubernetes/manifests/{name}.yaml"));
         assert!(
             text.contains("image: localhost/kios/layout@sha256:"),
             "{text}"
@@ -776,6 +688,10 @@ allow: {{hostPaths: [{w}]}}
         args.push(&m);
         let (ok, t) = podman.run(&args);
         assert!(ok, "{name}: {t}");
+        // The pod's sandbox runs the pre-seeded pause image.
+        let infra = podman.stdout(&["pod", "inspect", "--format", "{{.InfraContainerID}}", name]);
+        let image = podman.stdout(&["inspect", "--format", "{{.ImageName}}", &infra]);
+        assert_eq!(image, pause, "{name}: the infra container's image");
         let container = format!("{name}-{name}");
         let mut logs = String::new();
         for _ in 0..100 {

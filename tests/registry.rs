@@ -567,3 +567,133 @@ fn a_registry_stopped_mid_pull_is_retried_then_the_next_build_resumes_from_the_c
     assert_eq!(reg.blob_gets() - before, 1, "{}", text(&o));
     assert!(marker_in(&img));
 }
+
+/// Registry images into the pre-seeded store: a daemon's image, an `images:` entry
+/// and the pause image, all from the registry, are pinned in the lock, written into
+/// the store partition under their registry names, named by digest in the pod and
+/// by name in CRI-O's drop-in; with the registry gone, `--locked --offline` builds
+/// the same bytes again.
+#[test]
+fn registry_images_of_pods_images_and_pause_are_pre_seeded() {
+    let mut reg = Registry::start();
+    let work = TempDir::new().unwrap();
+    let w = work.path();
+    let dhcp = w.join("dhcp");
+    let d = fixture::image(&dhcp, "amd64", &[(OCI_GZIP, fixture::busybox_tar())]);
+    fixture::tag(&dhcp, &[("1", d.clone())]);
+    let extra = w.join("extra");
+    let e = fixture::image(
+        &extra,
+        "amd64",
+        &[(OCI_GZIP, fixture::tar_of(&[("etc/extra", 0o644, b"x\n")]))],
+    );
+    fixture::tag(&extra, &[("2", e.clone())]);
+    reg.push(&dhcp, "1", "test/dhcp", "1", &[]);
+    reg.push(&extra, "2", "test/extra", "2", &[]);
+    reg.push(&common::pause_layout(), "kios", "kios/pause", "3.10", &[]);
+    let pause_digest =
+        kios_build::oci::layout::open_layout(&common::pause_layout(), Some("kios"), "amd64")
+            .unwrap()
+            .manifest_digest
+            .to_string();
+    let h = reg.host();
+    let p = common::write_profile(
+        w,
+        "node.yaml",
+        &common::profile_text(&format!(
+            "kubernetes:\n  pauseImage: {h}/kios/pause:3.10\ndaemons:\n  - name: dhcp\n    image: {h}/test/dhcp:1\nimages:\n  - {h}/test/extra:2\ndisk:\n  size: 320MiB\n"
+        )),
+    );
+    let cache = w.join("cache");
+    let img = w.join("node.img");
+    let o = build_cmd(&p, &img, &cache, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let lock: Value = serde_json::from_slice(&fs::read(w.join("kios.lock")).unwrap()).unwrap();
+    assert_eq!(lock["images"].as_array().unwrap().len(), 3, "{lock}");
+
+    let i = common::inspect(&img);
+    let mut images: Vec<(String, String)> = i["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["names"][0].as_str().unwrap().to_string(),
+                x["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    images.sort();
+    assert_eq!(
+        images,
+        [
+            (format!("{h}/kios/pause:3.10"), pause_digest),
+            (
+                format!("{h}/test/dhcp:1"),
+                d["digest"].as_str().unwrap().to_string()
+            ),
+            (
+                format!("{h}/test/extra:2"),
+                e["digest"].as_str().unwrap().to_string()
+            ),
+        ]
+    );
+    let etc = i["initramfs"]["etc"].as_array().unwrap();
+    let content = |path: &str| {
+        etc.iter()
+            .find(|x| x["path"] == path)
+            .unwrap_or_else(|| panic!("no {path}"))["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let pod = content("/etc/kubernetes/manifests/dhcp.yaml");
+    assert!(
+        pod.contains(&format!(
+            "image: {h}/test/dhcp@{}",
+            d["digest"].as_str().unwrap()
+        )),
+        "{pod}"
+    );
+    let crio = content("/etc/crio/crio.conf.d/10-kios-pause.conf");
+    assert!(
+        crio.contains(&format!("pause_image = \"{h}/kios/pause:3.10\"")),
+        "{crio}"
+    );
+
+    // The registry gone: the lock and the cache make the same image.
+    reg.stop();
+    let again = w.join("again.img");
+    let o = build_cmd(&p, &again, &cache, &["--locked", "--offline"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(common::sha256_file(&img), common::sha256_file(&again));
+}
+
+/// A profile with pods that names no pause image needs registry.k8s.io's: offline
+/// and without it in the cache, the error says where that reference comes from and
+/// how to build without it.
+#[test]
+fn the_default_pause_image_that_cannot_be_had_is_explained() {
+    let work = TempDir::new().unwrap();
+    let w = work.path();
+    let layer = w.join("layer");
+    fs::create_dir_all(layer.join("bin")).unwrap();
+    fs::write(layer.join("bin/x"), b"x").unwrap();
+    common::oci_layout(&w.join("dhcp"), "1", &[&layer]);
+    let p = common::write_profile(
+        w,
+        "node.yaml",
+        &common::profile_text("daemons:\n  - name: dhcp\n    image: oci:dhcp:1\n"),
+    );
+    let img = w.join("node.img");
+    let o = build_cmd(&p, &img, &w.join("cache"), &["--offline"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("registry.k8s.io/pause:3.10 is the pause image of Kubernetes 1.33")
+            && err.contains("kubernetes.pauseImage")
+            && err.contains("scripts/make-pause-image"),
+        "{err}"
+    );
+    assert!(!img.exists());
+}

@@ -64,7 +64,10 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
     assert_eq!(
         images,
         [
-            ("localhost/kios/dhcp-layout:dhcp".to_string(), digest.clone()),
+            (
+                "localhost/kios/dhcp-layout:dhcp".to_string(),
+                digest.clone()
+            ),
             ("localhost/kios/pause:kios".to_string(), pause.clone())
         ]
     );
@@ -111,7 +114,10 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
         t.contains(&format!("localhost/kios/dhcp-layout:dhcp {digest}")),
         "{t}"
     );
-    assert!(t.contains(&format!("localhost/kios/pause:kios {pause}")), "{t}");
+    assert!(
+        t.contains(&format!("localhost/kios/pause:kios {pause}")),
+        "{t}"
+    );
     let (ok, t) = podman.run(&[
         "run",
         "--rm",
@@ -129,11 +135,14 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
     // and each layer uncompresses to the original's diff_id (rebuilt from our
     // tar-split files and the diff trees).
     for (name, layout, tag) in [
-        ("localhost/kios/dhcp-layout:dhcp", d.join("dhcp-layout"), "dhcp"),
+        (
+            "localhost/kios/dhcp-layout:dhcp",
+            d.join("dhcp-layout"),
+            "dhcp",
+        ),
         ("localhost/kios/pause:kios", pause_layout(), "kios"),
     ] {
-        let original =
-            kios_build::oci::layout::open_layout(&layout, Some(tag), "amd64").unwrap();
+        let original = kios_build::oci::layout::open_layout(&layout, Some(tag), "amd64").unwrap();
         let back = d.join(format!("back-{tag}"));
         let o = run(Command::new("skopeo").args([
             "copy",
@@ -151,12 +160,14 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
         assert_eq!(read.config_digest, original.config_digest, "{name}");
         assert_eq!(read.layers.len(), original.layers.len(), "{name}");
         for (n, layer) in read.layers.iter().enumerate() {
-            assert_eq!(layer.diff_id, original.layers[n].diff_id, "{name} layer {n}");
+            assert_eq!(
+                layer.diff_id, original.layers[n].diff_id,
+                "{name} layer {n}"
+            );
             let mut tar = Vec::new();
             let f = fs::File::open(&layer.path).unwrap();
             if layer.media_type.ends_with("gzip") {
-                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(f), &mut tar)
-                    .unwrap();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(f), &mut tar).unwrap();
             } else {
                 std::io::Read::read_to_end(&mut std::io::BufReader::new(f), &mut tar).unwrap();
             }

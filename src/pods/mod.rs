@@ -230,3 +230,45 @@ pub(crate) fn to_yaml<T: serde::Serialize>(value: &T, what: &str) -> Result<Stri
         message: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const OTHER: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn resolver() -> MapResolver {
+        MapResolver(BTreeMap::from([(
+            "docker.io/library/busybox:1.36".to_string(),
+            PinnedImage {
+                reference_with_digest: format!("docker.io/library/busybox@{D}"),
+                name: "docker.io/library/busybox:1.36".into(),
+            },
+        )]))
+    }
+
+    #[test]
+    fn pod_file_images_resolve_by_full_or_short_name_and_by_digest() {
+        let r = resolver();
+        for known in [
+            "docker.io/library/busybox:1.36".to_string(),
+            "busybox:1.36".to_string(),
+            format!("busybox@{D}"),
+            format!("docker.io/library/busybox@{D}"),
+            format!("busybox:1.36@{D}"),
+        ] {
+            assert!(r.resolve(&known).is_some(), "{known}");
+        }
+        for unknown in [
+            // No tag: the kubelet would pull `latest` (Always).
+            "busybox".to_string(),
+            "busybox:1.37".to_string(),
+            format!("busybox@{OTHER}"),
+            format!("quay.io/busybox@{D}"),
+            "not a reference".to_string(),
+        ] {
+            assert!(r.resolve(&unknown).is_none(), "{unknown}");
+        }
+    }
+}

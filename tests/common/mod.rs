@@ -677,9 +677,19 @@ impl Podman {
         c
     }
 
+    /// Runs podman with `args`, which must succeed: its standard output, trimmed.
+    pub fn stdout(&self, args: &[&str]) -> String {
+        let o = run(self.cmd().args(args));
+        assert!(o.status.success(), "podman {args:?}:\n{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
     /// Runs podman with `args`: whether it succeeded, and what it printed.
     pub fn run(&self, args: &[&str]) -> (bool, String) {
         let o = run(self.cmd().args(args));
-        (o.status.success(), format!("podman {args:?}:\n{}", text(&o)))
+        (
+            o.status.success(),
+            format!("podman {args:?}:\n{}", text(&o)),
+        )
     }
 }
