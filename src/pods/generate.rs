@@ -123,7 +123,9 @@ pub fn daemon_pod(d: &Daemon, image: &str) -> Pod {
             name: vol.clone(),
             host_path: Some(HostPathVolumeSource {
                 path: h.path.value.clone(),
-                type_: None,
+                // A folder the daemon writes (its state, /etc/kubernetes) may not
+                // exist on a first boot; a read-only one may be a file.
+                type_: (!h.read_only).then(|| "DirectoryOrCreate".into()),
             }),
             ..Volume::default()
         });
