@@ -59,8 +59,10 @@ pub enum BuildError {
     Pods(#[from] crate::pods::PodsError),
     #[error(transparent)]
     Disk(#[from] disk::DiskError),
-    #[error("cannot write the image store: {0}")]
-    Store(String),
+    #[error("cannot write the image store")]
+    Store(#[source] crate::store::cstorage::StoreError),
+    #[error("cannot write the image store's filesystem")]
+    StoreFilesystem(#[source] crate::store::erofs::ErofsError),
     #[error("cannot convert the disk")]
     Format(#[source] crate::format::FormatError),
     #[error(transparent)]
@@ -89,8 +91,10 @@ impl From<crate::plan::PlanError> for BuildError {
 impl BuildError {
     /// True for errors the user fixes in the profile or its inputs (exit code 2).
     pub fn is_input_error(&self) -> bool {
-        if let BuildError::Plan(p) = self {
-            return p.is_input_error();
+        match self {
+            BuildError::Plan(p) => return p.is_input_error(),
+            BuildError::Store(s) => return s.is_input_error(),
+            _ => {}
         }
         matches!(
             self,
@@ -537,6 +541,41 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
     let p = prepare(profile_path, opts)?;
     let epoch = opts.epoch;
 
+    // The pre-seeded image store first: the containers/storage layout as an EROFS
+    // image. It reads every layer of every image, so a hostile or broken one fails
+    // the build before anything else is written.
+    let store_path = p.work.path.join("store.erofs");
+    let store = if p.store_images.is_empty() {
+        None
+    } else {
+        let spool = p.work.path.join("store-spool");
+        fs::create_dir_all(&spool).map_err(io_err("cannot make", &spool))?;
+        let tree = crate::store::cstorage::build_store(
+            &p.store_images,
+            &spool,
+            &crate::store::cstorage::StoreOptions::new(epoch),
+        )
+        .map_err(BuildError::Store)?;
+        let mut f = File::create(&store_path).map_err(io_err("cannot write", &store_path))?;
+        let vol = disk::gpt::Guid::derive(&p.profile.hash, "store:erofs-uuid").disk_bytes();
+        let size = crate::store::erofs::write_erofs(
+            &tree,
+            &mut f,
+            &crate::store::erofs::ErofsOptions {
+                uuid: vol,
+                volume_name: disk::STORE_NAME.into(),
+                mtime: epoch,
+            },
+        )
+        .map_err(BuildError::StoreFilesystem)?;
+        steps.say(&format!(
+            "image store: {} images, {} bytes (EROFS)",
+            p.store_images.len(),
+            size
+        ));
+        Some(store_path.as_path())
+    };
+
     // initramfs
     let (tree, _) = initramfs_tree(&p, epoch)?;
     let initrd_path = p.work.path.join("initrd.img");
@@ -632,38 +671,6 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         .suffix(".partial")
         .tempfile_in(&out_dir)
         .map_err(io_err("cannot create a file in", &out_dir))?;
-    // The pre-seeded image store: the containers/storage layout as an EROFS image.
-    let store_path = p.work.path.join("store.erofs");
-    let store = if p.store_images.is_empty() {
-        None
-    } else {
-        let spool = p.work.path.join("store-spool");
-        fs::create_dir_all(&spool).map_err(io_err("cannot make", &spool))?;
-        let tree = crate::store::cstorage::build_store(
-            &p.store_images,
-            &spool,
-            &crate::store::cstorage::StoreOptions::new(epoch),
-        )
-        .map_err(|e| BuildError::Store(e.to_string()))?;
-        let mut f = File::create(&store_path).map_err(io_err("cannot write", &store_path))?;
-        let vol = disk::gpt::Guid::derive(&p.profile.hash, "store:erofs-uuid").disk_bytes();
-        let size = crate::store::erofs::write_erofs(
-            &tree,
-            &mut f,
-            &crate::store::erofs::ErofsOptions {
-                uuid: vol,
-                volume_name: disk::STORE_NAME.into(),
-                mtime: epoch,
-            },
-        )
-        .map_err(|e| BuildError::Store(e.to_string()))?;
-        steps.say(&format!(
-            "image store: {} images, {} bytes (EROFS)",
-            p.store_images.len(),
-            size
-        ));
-        Some(store_path.as_path())
-    };
     let spec = DiskSpec {
         size: p.profile.disk_size.value.bytes(),
         seed: p.profile.hash,

@@ -5,6 +5,8 @@
 //! kios-init mounts it read-only at boot.
 
 mod common;
+#[path = "common/registry.rs"]
+mod fixture;
 use common::*;
 use std::fs;
 use std::path::Path;
@@ -196,4 +198,84 @@ fn kios_init_mounts_the_store_partition_read_only_at_boot() {
         log.contains("mounted store partition /dev/vda2 on /var/lib/kios/store (read-only)"),
         "{log}"
     );
+}
+
+/// A daemon image whose layer is hostile (an entry climbing out with `..`, a
+/// symlink then a file written through it, a hard link to a path outside): the
+/// build fails with exit code 2, naming the image and the entry, and leaves no
+/// image behind.
+#[test]
+fn a_hostile_daemon_image_fails_the_build_naming_image_and_entry() {
+    /// A tar with raw member names (the tar crate refuses to write these).
+    fn raw_tar(members: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, link, data) in members {
+            let mut h = tar::Header::new_old();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+    use tar::EntryType as E;
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "dotdot",
+            raw_tar(&[("../escape", E::Regular, "", b"x")]),
+            "../escape",
+        ),
+        (
+            "through-symlink",
+            raw_tar(&[
+                ("etc", E::Symlink, "/tmp", b""),
+                ("etc/evil", E::Regular, "", b"x"),
+            ]),
+            "etc/evil",
+        ),
+        (
+            "hardlink-out",
+            raw_tar(&[("passwd", E::Link, "../../etc/passwd", b"")]),
+            "passwd",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (name, tar, entry) in cases {
+        let layout = d.join(name);
+        let m = fixture::image(&layout, "amd64", &[(fixture::OCI_GZIP, tar)]);
+        fixture::tag(&layout, &[("1", m)]);
+        let p = write_profile(
+            d,
+            "node.yaml",
+            &profile_text(&format!(
+                "daemons:\n  - name: dhcp\n    image: oci:{name}:1\n{}",
+                pause_yaml()
+            )),
+        );
+        let img = d.join("node.img");
+        let o = run(kios_build().arg("build").arg(&p).arg("-o").arg(&img));
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: {t}");
+        assert!(
+            t.contains(&format!("oci:{}:1", layout.display())),
+            "{name}: the image is not named: {t}"
+        );
+        assert!(t.contains(entry), "{name}: the entry is not named: {t}");
+        assert!(!img.exists(), "{name}: an image was left behind");
+        assert!(
+            fs::read_dir(d).unwrap().all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("node.img")),
+            "{name}: a temporary file was left behind"
+        );
+    }
 }

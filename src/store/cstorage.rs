@@ -42,7 +42,7 @@ mod tarsplit;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -103,13 +103,6 @@ pub enum StoreError {
         digest: Digest,
         why: String,
     },
-    #[error("{reference}: cannot read {path}")]
-    Io {
-        reference: String,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("image name {name:?} is given to two different images, {first} and {second}; a store can map a name to one image only")]
     NameConflict {
         name: String,
@@ -125,6 +118,21 @@ pub enum StoreError {
         #[source]
         source: TreeError,
     },
+}
+
+impl StoreError {
+    /// True when an image is at fault (a hostile or broken layer, a name given to
+    /// two images): the user fixes the profile or the image, not the machine.
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            StoreError::Oci(OciError::Io { .. }) | StoreError::Tree { .. } => false,
+            StoreError::Oci(_)
+            | StoreError::Entry { .. }
+            | StoreError::Layer { .. }
+            | StoreError::NameConflict { .. }
+            | StoreError::Image { .. } => true,
+        }
+    }
 }
 
 /// Builds the store's directory tree for `images` (see the module doc). Layer
@@ -607,7 +615,7 @@ fn layer_tar_path(blob: &LayerBlob, spool_dir: &Path) -> PathBuf {
 /// verified when opened; this is the copy that goes into the store).
 fn read_blob(reference: &str, digest: &Digest, layout: &Path) -> Result<Vec<u8>, StoreError> {
     let path = digest.blob_path(layout);
-    let bytes = std::fs::read(&path).map_err(|source| StoreError::Io {
+    let bytes = std::fs::read(&path).map_err(|source| OciError::Io {
         reference: reference.to_string(),
         path: path.clone(),
         source,
