@@ -1,0 +1,415 @@
+//! The Kubernetes side of a profile: `kubernetes`, `kubelet`, `daemons`, `allow`,
+//! `pods`, `files` and `images`, as read from each layer and merged over the bases
+//! into a [`NodeSpec`] (plain values, `crate::pods::spec`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{image_input, input, Layer, Origin, ProfileError, RawProfile, Sourced, S};
+use crate::pods::spec::{self as node, NodeSpec};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKubernetes {
+    pub(super) version: Option<S<String>>,
+    #[serde(rename = "pauseImage")]
+    pub(super) pause_image: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawKubelet {
+    pub(super) config: Option<HashMap<S<String>, serde_json::Value>>,
+    pub(super) labels: Option<HashMap<S<String>, S<String>>>,
+    #[serde(rename = "nodeIP")]
+    pub(super) node_ip: Option<S<String>>,
+    pub(super) kubeconfig: Option<RawSecret>,
+    pub(super) bootstrap_kubeconfig: Option<RawSecret>,
+    #[serde(rename = "clusterCA")]
+    pub(super) cluster_ca: Option<RawSecret>,
+    pub(super) credential_provider: Option<RawSecret>,
+}
+
+/// A secret: a file, or an environment variable holding the content.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSecret {
+    pub(super) file: Option<S<String>>,
+    pub(super) env: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawDaemon {
+    pub(super) name: S<String>,
+    pub(super) image: Option<S<String>>,
+    pub(super) command: Option<Vec<S<String>>>,
+    pub(super) args: Option<Vec<S<String>>>,
+    pub(super) capabilities: Option<Vec<S<String>>>,
+    pub(super) host_network: Option<S<bool>>,
+    pub(super) oneshot: Option<S<bool>>,
+    pub(super) host_paths: Option<Vec<RawHostPath>>,
+    pub(super) devices: Option<Vec<S<String>>>,
+    pub(super) env: Option<HashMap<S<String>, S<String>>>,
+    pub(super) privileged: Option<S<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawHostPath {
+    pub(super) path: S<String>,
+    pub(super) read_only: Option<S<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct RawAllow {
+    pub(super) privileged: Option<Vec<S<String>>>,
+    pub(super) sys_admin: Option<Vec<S<String>>>,
+    pub(super) host_paths: Option<Vec<S<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFile {
+    pub(super) path: S<String>,
+    pub(super) mode: Option<S<String>>,
+    pub(super) content: Option<S<String>>,
+    pub(super) source: Option<S<String>>,
+}
+
+/// Merges the Kubernetes side of the layers (base first): `kubernetes.version`,
+/// `kubelet.nodeIP` and the kubelet's files replace; `kubelet.config` is deep-merged
+/// and `kubelet.labels` merged by key; `daemons` are merged by name (the fields a
+/// profile sets replace the base's); `allow` lists and `pods` are appended; `files`
+/// are merged by path.
+pub(super) fn merge_node(layers: &[(Layer, RawProfile)]) -> Result<NodeSpec, ProfileError> {
+    let top = &layers[layers.len() - 1].0;
+    let mut spec = NodeSpec {
+        kubernetes: Sourced {
+            value: node::DEFAULT_VERSION,
+            origin: top.origin(1, 1),
+        },
+        kubelet: node::KubeletSpec::default(),
+        daemons: Vec::new(),
+        pods: Vec::new(),
+        files: Vec::new(),
+        allow: node::Allow::default(),
+        pause: None,
+        images: Vec::new(),
+    };
+    for (layer, raw) in layers {
+        if let Some(v) = raw.kubernetes.as_ref().and_then(|k| k.version.as_ref()) {
+            let parsed = node::KubeVersion::parse(&v.value).map_err(|e| {
+                ProfileError::at(
+                    &layer.at(v),
+                    e,
+                    Some("write for example `version: \"1.34\"`".into()),
+                )
+            })?;
+            spec.kubernetes = Sourced {
+                value: parsed,
+                origin: layer.at(v),
+            };
+        }
+        if let Some(p) = raw.kubernetes.as_ref().and_then(|k| k.pause_image.as_ref()) {
+            spec.pause = Some(image_input(layer, p, "kubernetes.pauseImage")?);
+        }
+        for i in raw.images.iter().flatten() {
+            let img = image_input(layer, i, "images")?;
+            if !spec.images.iter().any(|x| x.value == img.value) {
+                spec.images.push(img);
+            }
+        }
+        if let Some(k) = &raw.kubelet {
+            merge_kubelet(layer, k, &mut spec.kubelet)?;
+        }
+        let mut seen_here: Vec<&S<String>> = Vec::new();
+        for d in raw.daemons.iter().flatten() {
+            if let Some(first) = seen_here.iter().find(|n| n.value == d.name.value) {
+                return Err(ProfileError::at(
+                    &layer.at(&d.name),
+                    format!(
+                        "duplicate pod name `{}`: already used at {}",
+                        d.name.value,
+                        layer.at(first)
+                    ),
+                    Some("each daemon needs its own name; a profile changes a base's daemon by naming it once".into()),
+                ));
+            }
+            seen_here.push(&d.name);
+            merge_daemon(layer, d, &mut spec.daemons)?;
+        }
+        if let Some(a) = &raw.allow {
+            let names = |v: &Option<Vec<S<String>>>| -> Vec<Sourced<String>> {
+                v.iter().flatten().map(|x| layer.sourced(x)).collect()
+            };
+            spec.allow.privileged.extend(names(&a.privileged));
+            spec.allow.sys_admin.extend(names(&a.sys_admin));
+            for p in a.host_paths.iter().flatten() {
+                if !p.value.starts_with('/') || p.value.split('/').any(|c| c == "..") {
+                    return Err(ProfileError::at(
+                        &layer.at(p),
+                        format!("allow.hostPaths: `{}` is not an absolute path", p.value),
+                        None,
+                    ));
+                }
+                spec.allow.host_paths.push(layer.sourced(p));
+            }
+        }
+        for p in raw.pods.iter().flatten() {
+            let path = local_file(layer, p, "pods")?;
+            spec.pods.push(Sourced {
+                value: path,
+                origin: layer.at(p),
+            });
+        }
+        for f in raw.files.iter().flatten() {
+            let file = extra_file(layer, f)?;
+            spec.files.retain(|x| x.path.value != file.path.value);
+            spec.files.push(file);
+        }
+    }
+    Ok(spec)
+}
+
+fn merge_kubelet(
+    layer: &Layer,
+    k: &RawKubelet,
+    out: &mut node::KubeletSpec,
+) -> Result<(), ProfileError> {
+    let mut keys: Vec<(&S<String>, &serde_json::Value)> = k.config.iter().flatten().collect();
+    keys.sort_by(|a, b| a.0.value.cmp(&b.0.value));
+    for (key, value) in keys {
+        crate::pods::kubelet::check_config_key(&key.value)
+            .map_err(|(m, h)| ProfileError::at(&layer.at(key), m, h))?;
+        let merged = match out.config.remove(&key.value) {
+            Some((_, mut old)) => {
+                node::deep_merge(&mut old, value.clone());
+                old
+            }
+            None => value.clone(),
+        };
+        out.config
+            .insert(key.value.clone(), (layer.at(key), merged));
+    }
+    for (key, value) in k.labels.iter().flatten() {
+        out.labels.insert(key.value.clone(), layer.sourced(value));
+    }
+    if let Some(ip) = &k.node_ip {
+        out.node_ip = Some(layer.sourced(ip));
+    }
+    for (raw, slot, field) in [
+        (&k.kubeconfig, &mut out.kubeconfig, "kubelet.kubeconfig"),
+        (
+            &k.bootstrap_kubeconfig,
+            &mut out.bootstrap_kubeconfig,
+            "kubelet.bootstrapKubeconfig",
+        ),
+        (&k.cluster_ca, &mut out.cluster_ca, "kubelet.clusterCA"),
+        (
+            &k.credential_provider,
+            &mut out.credential_provider,
+            "kubelet.credentialProvider",
+        ),
+    ] {
+        let Some(r) = raw else { continue };
+        *slot = Some(match (&r.file, &r.env) {
+            (Some(f), None) => Sourced {
+                value: node::SecretSource::File(local_file(layer, f, field)?),
+                origin: layer.at(f),
+            },
+            (None, Some(e)) => {
+                let name = e.value.trim();
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(ProfileError::at(
+                        &layer.at(e),
+                        format!("`{field}.env`: `{name}` is not an environment variable name"),
+                        None,
+                    ));
+                }
+                Sourced {
+                    value: node::SecretSource::Env(name.to_string()),
+                    origin: layer.at(e),
+                }
+            }
+            (Some(_), Some(e)) => {
+                return Err(ProfileError::at(
+                    &layer.at(e),
+                    format!("`{field}` has both `file` and `env`"),
+                    Some("keep one".into()),
+                ))
+            }
+            (None, None) => {
+                return Err(ProfileError::at(
+                    &top_of(layer),
+                    format!("`{field}` needs `file: PATH` or `env: VARIABLE`"),
+                    None,
+                ))
+            }
+        });
+    }
+    Ok(())
+}
+
+fn top_of(layer: &Layer) -> Origin {
+    layer.origin(1, 1)
+}
+
+fn merge_daemon(
+    layer: &Layer,
+    d: &RawDaemon,
+    daemons: &mut Vec<node::Daemon>,
+) -> Result<(), ProfileError> {
+    let name = d.name.value.trim();
+    let dns_label = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !dns_label {
+        return Err(ProfileError::at(
+            &layer.at(&d.name),
+            format!("`{name}` is not a valid daemon name"),
+            Some(
+                "use lower-case letters, digits and '-', at most 63 characters (it names the pod)"
+                    .into(),
+            ),
+        ));
+    }
+    let idx = match daemons.iter().position(|x| x.name.value == name) {
+        Some(i) => i,
+        None => {
+            daemons.push(node::Daemon {
+                name: layer.sourced(&d.name),
+                image: None,
+                command: Vec::new(),
+                args: Vec::new(),
+                capabilities: Vec::new(),
+                host_network: false,
+                oneshot: false,
+                host_paths: Vec::new(),
+                devices: Vec::new(),
+                env: Default::default(),
+                privileged: None,
+                from_builtin_base: layer.dir.is_none(),
+            });
+            daemons.len() - 1
+        }
+    };
+    let t = &mut daemons[idx];
+    if let Some(img) = input(layer, None, d.image.as_ref(), &format!("daemons[{name}]"))? {
+        t.image = Some(img);
+    }
+    let strings = |v: &Vec<S<String>>| v.iter().map(|x| x.value.clone()).collect::<Vec<_>>();
+    if let Some(c) = &d.command {
+        t.command = strings(c);
+    }
+    if let Some(a) = &d.args {
+        t.args = strings(a);
+    }
+    if let Some(c) = &d.capabilities {
+        t.capabilities = c.iter().map(|x| layer.sourced(x)).collect();
+    }
+    if let Some(h) = &d.host_network {
+        t.host_network = h.value;
+    }
+    if let Some(o) = &d.oneshot {
+        t.oneshot = o.value;
+    }
+    if let Some(p) = &d.privileged {
+        t.privileged = Some(layer.sourced(p));
+    }
+    if let Some(hp) = &d.host_paths {
+        t.host_paths = hp
+            .iter()
+            .map(|h| node::HostPath {
+                path: layer.sourced(&h.path),
+                read_only: h.read_only.as_ref().map(|r| r.value).unwrap_or(true),
+            })
+            .collect();
+    }
+    if let Some(dev) = &d.devices {
+        t.devices = dev.iter().map(|x| layer.sourced(x)).collect();
+    }
+    if let Some(env) = &d.env {
+        for (k, v) in env {
+            t.env.insert(k.value.clone(), v.value.clone());
+        }
+    }
+    Ok(())
+}
+
+/// A local file a profile names (absolute; it must exist).
+pub(super) fn local_file(
+    layer: &Layer,
+    p: &S<String>,
+    field: &str,
+) -> Result<PathBuf, ProfileError> {
+    let dir = layer.local_dir(p)?;
+    let abs = dir.join(&p.value);
+    if !abs.is_file() {
+        return Err(ProfileError::at(
+            &layer.at(p),
+            format!("`{field}`: {} is not a file", abs.display()),
+            Some(format!(
+                "paths are relative to the profile's folder ({})",
+                dir.display()
+            )),
+        ));
+    }
+    Ok(abs)
+}
+
+fn extra_file(layer: &Layer, f: &RawFile) -> Result<node::ExtraFile, ProfileError> {
+    let path = f.path.value.trim();
+    let normal = path.starts_with("/etc/")
+        && !path.ends_with('/')
+        && path[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !normal {
+        return Err(ProfileError::at(
+            &layer.at(&f.path),
+            format!("files: `{path}` is not a file path under /etc"),
+            Some("write an absolute path such as /etc/kubernetes/pki/ca.crt".into()),
+        ));
+    }
+    let mode = match &f.mode {
+        None => 0o644,
+        Some(m) => u32::from_str_radix(m.value.trim(), 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| {
+                ProfileError::at(
+                    &layer.at(m),
+                    format!("`{}` is not a file mode", m.value),
+                    Some("write it in octal, quoted: mode: \"0644\"".into()),
+                )
+            })?,
+    };
+    let content = match (&f.content, &f.source) {
+        (Some(c), None) => node::ExtraContent::Inline(c.value.clone()),
+        (None, Some(s)) => node::ExtraContent::Source(local_file(layer, s, "files.source")?),
+        _ => {
+            return Err(ProfileError::at(
+                &layer.at(&f.path),
+                format!("files: `{path}` needs exactly one of `content` and `source`"),
+                None,
+            ))
+        }
+    };
+    Ok(node::ExtraFile {
+        path: Sourced {
+            value: path.to_string(),
+            origin: layer.at(&f.path),
+        },
+        mode,
+        content,
+    })
+}
