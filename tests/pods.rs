@@ -647,17 +647,8 @@ allow: {{hostPaths: [{w}]}}
     let img = d.path().join("node.img");
     common::build(&p, &img, 1_700_000_000);
     let i = common::inspect(&img);
-    let etc = i["initramfs"]["etc"].as_array().unwrap().clone();
-    let etc_file = |path: &str| -> String {
-        etc.iter()
-            .find(|e| e["path"] == path)
-            .unwrap_or_else(|| panic!("no {path} in the image"))["content"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
     // The infra (pause) container as CRI-O would run it: the drop-in's image.
-    let crio = etc_file("/etc/crio/crio.conf.d/10-kios-pause.conf");
+    let crio = common::etc_file(&i, "/etc/crio/crio.conf.d/10-kios-pause.conf");
     let pause = crio
         .lines()
         .find_map(|l| l.strip_prefix("pause_image = "))
@@ -671,7 +662,7 @@ allow: {{hostPaths: [{w}]}}
     assert_eq!(i["pods"].as_array().unwrap().len(), 4, "{}", i["pods"]);
     for daemon in prof.node.daemons.iter().filter(|d| d.image.is_some()) {
         let name = &daemon.name.value;
-        let text = etc_file(&format!("/etc/kubernetes/manifests/{name}.yaml"));
+        let text = common::etc_file(&i, &format!("/etc/kubernetes/manifests/{name}.yaml"));
         assert!(
             text.contains("image: localhost/kios/layout@sha256:"),
             "{text}"

@@ -612,18 +612,7 @@ fn registry_images_of_pods_images_and_pause_are_pre_seeded() {
     assert_eq!(lock["images"].as_array().unwrap().len(), 3, "{lock}");
 
     let i = common::inspect(&img);
-    let mut images: Vec<(String, String)> = i["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| {
-            (
-                x["names"][0].as_str().unwrap().to_string(),
-                x["digest"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    images.sort();
+    let images = common::store_images(&i);
     assert_eq!(
         images,
         [
@@ -638,16 +627,7 @@ fn registry_images_of_pods_images_and_pause_are_pre_seeded() {
             ),
         ]
     );
-    let etc = i["initramfs"]["etc"].as_array().unwrap();
-    let content = |path: &str| {
-        etc.iter()
-            .find(|x| x["path"] == path)
-            .unwrap_or_else(|| panic!("no {path}"))["content"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let pod = content("/etc/kubernetes/manifests/dhcp.yaml");
+    let pod = common::etc_file(&i, "/etc/kubernetes/manifests/dhcp.yaml");
     assert!(
         pod.contains(&format!(
             "image: {h}/test/dhcp@{}",
@@ -655,7 +635,7 @@ fn registry_images_of_pods_images_and_pause_are_pre_seeded() {
         )),
         "{pod}"
     );
-    let crio = content("/etc/crio/crio.conf.d/10-kios-pause.conf");
+    let crio = common::etc_file(&i, "/etc/crio/crio.conf.d/10-kios-pause.conf");
     assert!(
         crio.contains(&format!("pause_image = \"{h}/kios/pause:3.10\"")),
         "{crio}"

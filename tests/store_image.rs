@@ -51,18 +51,7 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
         .unwrap()
         .manifest_digest
         .to_string();
-    let mut images: Vec<(String, String)> = i["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| {
-            (
-                x["names"][0].as_str().unwrap().to_string(),
-                x["digest"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    images.sort();
+    let images = store_images(&i);
     assert_eq!(
         images,
         [
@@ -83,17 +72,8 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
     let pod_text = pod.to_string();
     let reference = format!("localhost/kios/dhcp-layout@{digest}");
     assert!(pod_text.contains(&reference), "{pod_text}");
-    let etc = i["initramfs"]["etc"].as_array().unwrap();
-    let etc_file = |path: &str| {
-        etc.iter()
-            .find(|e| e["path"] == path)
-            .unwrap_or_else(|| panic!("no {path} in {etc:?}"))["content"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    assert!(etc_file("/etc/containers/storage.conf").contains("/var/lib/kios/store"));
-    let crio = etc_file("/etc/crio/crio.conf.d/10-kios-pause.conf");
+    assert!(etc_file(&i, "/etc/containers/storage.conf").contains("/var/lib/kios/store"));
+    let crio = etc_file(&i, "/etc/crio/crio.conf.d/10-kios-pause.conf");
     assert!(
         crio.contains("pause_image = \"localhost/kios/pause:kios\""),
         "{crio}"

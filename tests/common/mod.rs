@@ -693,3 +693,33 @@ impl Podman {
         )
     }
 }
+
+/// The pre-seeded images `inspect --json` lists, as sorted (first name, digest).
+pub fn store_images(inspected: &serde_json::Value) -> Vec<(String, String)> {
+    let mut images: Vec<(String, String)> = inspected["images"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no images in {inspected}"))
+        .iter()
+        .map(|x| {
+            (
+                x["names"][0].as_str().unwrap().to_string(),
+                x["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    images.sort();
+    images
+}
+
+/// The content of the file `path` of the image's /etc, as `inspect --json` shows it.
+pub fn etc_file(inspected: &serde_json::Value, path: &str) -> String {
+    inspected["initramfs"]["etc"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == path)
+        .unwrap_or_else(|| panic!("no {path} in the image's /etc"))["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{path} has no text content"))
+        .to_string()
+}
