@@ -3,6 +3,8 @@
 //! recompressed, or kept uncompressed) must read back to exactly the files put in.
 //! Missing tools fail the test with the package to install; they are never skipped.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -58,21 +60,13 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-fn write_blob(dir: &Path, media_type: &str, bytes: &[u8]) -> serde_json::Value {
-    let d = Digest::of_bytes(bytes);
-    let path = d.blob_path(dir);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, bytes).unwrap();
-    json!({"mediaType": media_type, "digest": d.to_string(), "size": bytes.len()})
-}
-
 /// Writes the layout by hand; returns the manifest bytes.
 fn write_layout(dir: &Path, layers: &[(&str, Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     fs::create_dir_all(dir).unwrap();
     fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let descs: Vec<_> = layers
         .iter()
-        .map(|(mt, blob, _)| write_blob(dir, mt, blob))
+        .map(|(mt, blob, _)| common::layout::blob(dir, mt, blob))
         .collect();
     let diff_ids: Vec<_> = layers
         .iter()
@@ -83,7 +77,7 @@ fn write_layout(dir: &Path, layers: &[(&str, Vec<u8>, Vec<u8>)]) -> Vec<u8> {
         "config": {"Entrypoint": ["/bin/hello"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
-    let config = write_blob(
+    let config = common::layout::blob(
         dir,
         "application/vnd.oci.image.config.v1+json",
         &serde_json::to_vec(&config).unwrap(),
@@ -95,7 +89,8 @@ fn write_layout(dir: &Path, layers: &[(&str, Vec<u8>, Vec<u8>)]) -> Vec<u8> {
         "layers": descs,
     }))
     .unwrap();
-    let mut desc = write_blob(dir, "application/vnd.oci.image.manifest.v1+json", &manifest);
+    let mut desc =
+        common::layout::blob(dir, "application/vnd.oci.image.manifest.v1+json", &manifest);
     desc["annotations"] = json!({"org.opencontainers.image.ref.name": "t"});
     let index = json!({"schemaVersion": 2, "manifests": [desc]});
     fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();

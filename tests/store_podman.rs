@@ -21,7 +21,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -167,52 +167,18 @@ fn layers() -> Vec<Vec<u8>> {
     vec![base, top]
 }
 
-fn blob(dir: &Path, media_type: &str, bytes: &[u8]) -> Value {
-    let d = Digest::of_bytes(bytes);
-    let p = d.blob_path(dir);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(&p, bytes).unwrap();
-    json!({"mediaType": media_type, "digest": d.to_string(), "size": bytes.len()})
-}
-
 fn write_layout(dir: &Path) {
-    fs::create_dir_all(dir).unwrap();
-    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let tars = layers();
-    let descs: Vec<Value> = tars
-        .iter()
-        .map(|t| {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-            e.write_all(t).unwrap();
-            blob(
-                dir,
-                "application/vnd.oci.image.layer.v1.tar+gzip",
-                &e.finish().unwrap(),
-            )
-        })
+    let tars: Vec<(&str, Vec<u8>)> = layers()
+        .into_iter()
+        .map(|t| (common::layout::OCI_GZIP, t))
         .collect();
-    let diff_ids: Vec<String> = tars
-        .iter()
-        .map(|t| Digest::of_bytes(t).to_string())
-        .collect();
-    let config = json!({"created": "2024-01-02T03:04:05Z", "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/busybox", "true"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}});
-    let config = blob(
+    let d = common::layout::image_with(
         dir,
-        "application/vnd.oci.image.config.v1+json",
-        &serde_json::to_vec(&config).unwrap(),
+        "amd64",
+        &tars,
+        json!({"created": "2024-01-02T03:04:05Z", "config": {"Cmd": ["/bin/busybox", "true"]}}),
     );
-    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config, "layers": descs});
-    let mut mdesc = blob(
-        dir,
-        "application/vnd.oci.image.manifest.v1+json",
-        &serde_json::to_vec(&manifest).unwrap(),
-    );
-    mdesc["annotations"] = json!({"org.opencontainers.image.ref.name": "1"});
-    let index = json!({"schemaVersion": 2, "manifests": [mdesc]});
-    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    common::layout::tag(dir, &[("1", d)]);
 }
 
 // ---------------------------------------------------------------- the fixture

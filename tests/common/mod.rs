@@ -5,6 +5,8 @@
 //! test is ever skipped.
 #![allow(dead_code)]
 
+pub mod layout;
+
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -230,78 +232,13 @@ pub fn boot(img: &Path, until: &str, timeout: Duration, writable: bool) -> (bool
 /// whose layers are the given host folders, in order (GNU tar, gzip -n; owners and
 /// modes as they are on the host, mtimes 0). Returns the manifest digest.
 pub fn oci_layout(layout: &Path, tag: &str, layers: &[&Path]) -> String {
-    use sha2::{Digest, Sha256};
-    require_tool("tar", "tar");
-    require_tool("gzip", "gzip");
-    let blobs = layout.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| -> (String, u64) {
-        let hex = hex::encode(Sha256::digest(bytes));
-        fs::write(blobs.join(&hex), bytes).unwrap();
-        (format!("sha256:{hex}"), bytes.len() as u64)
-    };
-    let mut diff_ids = Vec::new();
-    let mut layer_descs = Vec::new();
-    for dir in layers {
-        let tar = run(Command::new("tar")
-            .args([
-                "--sort=name",
-                "--mtime=@0",
-                "--numeric-owner",
-                "--format=posix",
-                "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
-                "-C",
-            ])
-            .arg(dir)
-            .args(["-cf", "-", "."]));
-        assert!(tar.status.success(), "tar: {}", text(&tar));
-        diff_ids.push(format!(
-            "sha256:{}",
-            hex::encode(Sha256::digest(&tar.stdout))
-        ));
-        let mut gz = Command::new("gzip")
-            .args(["-n", "-c"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = gz.stdin.take().unwrap();
-        let data = tar.stdout.clone();
-        let writer = std::thread::spawn(move || stdin.write_all(&data).unwrap());
-        let out = gz.wait_with_output().unwrap();
-        writer.join().unwrap();
-        let (d, s) = put(&out.stdout);
-        layer_descs.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s
-        }));
-    }
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}
-    });
-    let (cd, cs) = put(serde_json::to_vec(&config).unwrap().as_slice());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-        "layers": layer_descs
-    });
-    let (md, ms) = put(serde_json::to_vec(&manifest).unwrap().as_slice());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-                        "annotations": {"org.opencontainers.image.ref.name": tag}}]
-    });
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    fs::write(
-        layout.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    md
+    let tars: Vec<(&str, Vec<u8>)> = layers
+        .iter()
+        .map(|d| (layout::OCI_GZIP, layout::folder_tar(d, false)))
+        .collect();
+    let d = layout::image(layout, "amd64", &tars);
+    layout::tag(layout, &[(tag, d.clone())]);
+    d["digest"].as_str().unwrap().to_string()
 }
 
 /// Boots `img` itself (writable) in QEMU until the guest powers off or `timeout`
@@ -500,70 +437,22 @@ pub fn wait_for_console(
 /// single layer made of the folder (GNU tar, gzip -n, mtimes 0, owners 0): the shape
 /// `skopeo copy --all` gives a multi-arch image. Returns the manifest digests, in order.
 pub fn oci_multi_arch_layout(layout: &Path, tag: &str, images: &[(&str, &Path)]) -> Vec<String> {
-    use sha2::{Digest, Sha256};
-    require_tool("tar", "tar");
-    let blobs = layout.join("blobs/sha256");
-    fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| -> (String, u64) {
-        let hex = hex::encode(Sha256::digest(bytes));
-        fs::write(blobs.join(&hex), bytes).unwrap();
-        (format!("sha256:{hex}"), bytes.len() as u64)
-    };
-    let mut entries = Vec::new();
-    let mut digests = Vec::new();
-    for (arch, dir) in images {
-        let tar = run(Command::new("tar")
-            .args([
-                "--sort=name",
-                "--mtime=@0",
-                "--owner=0",
-                "--group=0",
-                "--numeric-owner",
-            ])
-            .args([
-                "--format=posix",
-                "--pax-option=delete=atime,delete=ctime",
-                "-C",
-            ])
-            .arg(dir)
-            .args(["-cf", "-", "."]));
-        assert!(tar.status.success(), "tar: {}", text(&tar));
-        let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar.stdout)));
-        let mut gz = flate2::GzBuilder::new()
-            .mtime(0)
-            .write(Vec::new(), flate2::Compression::default());
-        gz.write_all(&tar.stdout).unwrap();
-        let (ld, ls) = put(&gz.finish().unwrap());
-        let config = serde_json::json!({
-            "architecture": arch, "os": "linux", "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]}
-        });
-        let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
-        let manifest = serde_json::json!({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": ls}]
-        });
-        let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
-        entries.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-            "platform": {"architecture": arch, "os": "linux"},
-            "annotations": {"org.opencontainers.image.ref.name": tag}
-        }));
-        digests.push(md);
-    }
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": entries});
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    fs::write(
-        layout.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    digests
+    let descs: Vec<serde_json::Value> = images
+        .iter()
+        .map(|(arch, dir)| {
+            layout::image(
+                layout,
+                arch,
+                &[(layout::OCI_GZIP, layout::folder_tar(dir, true))],
+            )
+        })
+        .collect();
+    let tagged: Vec<(&str, serde_json::Value)> = descs.iter().map(|d| (tag, d.clone())).collect();
+    layout::tag(layout, &tagged);
+    descs
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// kiOS' pause image as an OCI layout (`scripts/make-pause-image`, which
