@@ -501,11 +501,15 @@ pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildE
             .store_images
             .iter()
             .map(|s| {
-                serde_json::json!({
+                let mut v = serde_json::json!({
                     "names": s.names,
                     "digest": s.image.manifest_digest.to_string(),
                     "id": s.image.config_digest.hex(),
-                })
+                });
+                if let Some(i) = &s.image.index_digest {
+                    v["indexDigest"] = i.to_string().into();
+                }
+                v
             })
             .collect();
         let mut text = serde_json::to_string_pretty(&listing).unwrap_or_default();

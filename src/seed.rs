@@ -32,6 +32,8 @@ pub struct SeedImage {
     pub name: String,
     /// What pods are written with: `repo@sha256:<platform manifest digest>`.
     pub pinned: String,
+    /// `repo@sha256:<index digest>` when the image was reached through an index.
+    pub index: Option<String>,
     pub image: LayoutImage,
 }
 
@@ -76,9 +78,12 @@ pub fn collect(
                     InputError::bad(&source, &what, format!("{r} was not pulled (no plan)"))
                 })?;
                 let repo = r.name();
-                let name = match &r.tag {
-                    Some(t) => format!("{repo}:{t}"),
-                    None => format!("{repo}@{}", image.manifest_digest),
+                // As containers/image names a pull: the tag, else the digest as
+                // written (an index's, for a multi-arch image).
+                let name = match (&r.tag, &r.digest) {
+                    (Some(t), _) => format!("{repo}:{t}"),
+                    (None, Some(d)) => format!("{repo}@{d}"),
+                    (None, None) => format!("{repo}@{}", image.manifest_digest),
                 };
                 (repo, name, image)
             }
@@ -95,6 +100,7 @@ pub fn collect(
         }
         seed.images.push(SeedImage {
             pinned: format!("{repo}@{}", image.manifest_digest),
+            index: image.index_digest.as_ref().map(|d| format!("{repo}@{d}")),
             name,
             image,
             source,
@@ -145,6 +151,7 @@ impl Seed {
                         PinnedImage {
                             reference_with_digest: s.pinned.clone(),
                             name: s.name.clone(),
+                            index: s.index.clone(),
                         },
                     )
                 })

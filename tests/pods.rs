@@ -48,6 +48,7 @@ fn fake_resolver(refs: &[&str]) -> MapResolver {
             PinnedImage {
                 reference_with_digest: format!("{repo}@sha256:{}", digest_of(r)),
                 name: r.to_string(),
+                index: None,
             },
         );
     }

@@ -677,3 +677,113 @@ fn the_default_pause_image_that_cannot_be_had_is_explained() {
     );
     assert!(!img.exists());
 }
+
+/// A multi-arch image named by its index digest (as `crane digest` or a registry
+/// UI gives it) in `images:` and in a `pods:` file: pre-seeded with the index kept
+/// beside the platform manifest, exactly as `podman pull` of the same reference
+/// stores it, so that podman (containers/storage) finds and runs it by the index
+/// digest from our store partition.
+#[test]
+fn an_image_named_by_its_index_digest_is_found_by_it_in_the_store() {
+    let reg = Registry::start();
+    let work = TempDir::new().unwrap();
+    let w = work.path();
+    let multi = w.join("multi");
+    let amd = fixture::image(&multi, "amd64", &[(OCI_GZIP, fixture::busybox_tar())]);
+    let arm = fixture::image(
+        &multi,
+        "arm64",
+        &[(OCI_GZIP, fixture::tar_of(&[("arm", 0o644, b"arm\n")]))],
+    );
+    let index = fixture::index(&multi, &[amd.clone(), arm]);
+    fixture::tag(&multi, &[("1", index.clone())]);
+    reg.push(&multi, "1", "test/multi", "1", &["--all"]);
+    let h = reg.host();
+    let by_index = format!("{h}/test/multi@{}", index["digest"].as_str().unwrap());
+    fs::write(
+        w.join("relay.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: relay, namespace: kube-system}}\nspec:\n  containers:\n  - name: relay\n    image: {by_index}\n    command: [/bin/busybox, sleep, \"3600\"]\n"
+        ),
+    )
+    .unwrap();
+    let p = common::write_profile(
+        w,
+        "node.yaml",
+        &common::profile_text(&format!(
+            "{}images:\n  - {by_index}\npods: [relay.yaml]\ndisk:\n  size: 320MiB\n",
+            common::pause_yaml()
+        )),
+    );
+    let img = w.join("node.img");
+    let o = build_cmd(&p, &img, &w.join("cache"), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let i = common::inspect(&img);
+    let listed = i["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["digest"] == amd["digest"])
+        .unwrap_or_else(|| panic!("the amd64 manifest is not pre-seeded: {i}"))
+        .clone();
+    assert_eq!(listed["indexDigest"], index["digest"], "{listed}");
+
+    // podman pulls the same reference into a fresh store: the image's record must
+    // carry the same names and big data (the index under manifest-<index digest>).
+    let (_m, mnt) = common::mount_store(&img, w);
+    let ours: Value =
+        serde_json::from_slice(&fs::read(mnt.join("overlay-images/images.json")).unwrap()).unwrap();
+    let ours = ours
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["digest"] == index["digest"])
+        .unwrap_or_else(|| panic!("no image recorded with the index's digest"))
+        .clone();
+    let theirs_root = w.join("podman-pulled");
+    let o = run(std::process::Command::new("podman")
+        .arg("--root")
+        .arg(&theirs_root)
+        .arg("--runroot")
+        .arg(w.join("podman-pulled-run"))
+        .args([
+            "--storage-driver",
+            "overlay",
+            "pull",
+            "--quiet",
+            "--tls-verify=false",
+        ])
+        .arg(&by_index));
+    assert!(o.status.success(), "{}", text(&o));
+    let theirs: Value =
+        serde_json::from_slice(&fs::read(theirs_root.join("overlay-images/images.json")).unwrap())
+            .unwrap();
+    let theirs = theirs[0].clone();
+    for field in [
+        "id",
+        "digest",
+        "names",
+        "big-data-names",
+        "big-data-sizes",
+        "big-data-digests",
+    ] {
+        assert_eq!(
+            ours[field], theirs[field],
+            "{field}:\nours   {ours}\npodman {theirs}"
+        );
+    }
+
+    // podman with our partition as its additional store runs it by the index digest.
+    let podman = common::Podman::new(w, &mnt, None);
+    let (ok, t) = podman.run(&[
+        "run",
+        "--rm",
+        "--network=none",
+        "--pull=never",
+        &by_index,
+        "/bin/busybox",
+        "echo",
+        "found-by-index",
+    ]);
+    assert!(ok && t.contains("found-by-index"), "{t}");
+}

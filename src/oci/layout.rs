@@ -74,6 +74,10 @@ pub struct LayoutImage {
     /// How errors name this image: `oci:DIR:TAG` (or `oci:DIR`).
     pub reference: String,
     pub manifest_digest: Digest,
+    /// The outermost image index the manifest was chosen from, when the image was
+    /// reached through one (a multi-arch reference): stored beside the manifest so
+    /// that the image is also found by the index's digest.
+    pub index_digest: Option<Digest>,
     pub manifest: ImageManifest,
     pub config_digest: Digest,
     pub config: ImageConfiguration,
@@ -168,6 +172,7 @@ pub fn open_descriptor(
     };
     let (arch_name, variant) = split_arch(arch);
     let mut depth = 0;
+    let mut index_digest = None;
     while is_one_of(desc.media_type().as_ref(), &INDEX_TYPES) {
         depth += 1;
         if depth > MAX_INDEX_DEPTH {
@@ -176,7 +181,8 @@ pub fn open_descriptor(
                 format!("indexes are nested more than {MAX_INDEX_DEPTH} deep"),
             ));
         }
-        let (_, bytes, path) = cx.read_blob(&desc, "image index")?;
+        let (digest, bytes, path) = cx.read_blob(&desc, "image index")?;
+        index_digest.get_or_insert(digest);
         let nested: ImageIndex = cx.parse_json(&bytes, "image index", &path)?;
         let all: Vec<&Descriptor> = nested.manifests().iter().collect();
         desc = select_by_platform(&cx, &all, arch_name, variant)?;
@@ -262,6 +268,7 @@ pub fn open_descriptor(
         layout: dir.to_path_buf(),
         reference,
         manifest_digest,
+        index_digest,
         manifest,
         config_digest,
         config,

@@ -39,6 +39,9 @@ pub struct PinnedImage {
     /// The name the store records, `repository:tag`: what a pod file that writes a
     /// tag is looked up by.
     pub name: String,
+    /// `repository@sha256:<index digest>` when the image came through an image
+    /// index (the store keeps the index too, so CRI-O finds it by that digest).
+    pub index: Option<String>,
 }
 
 /// Pins the image references a profile writes, and says which images the node will
@@ -63,12 +66,19 @@ impl ImageResolver for MapResolver {
         // in full or short (`busybox:1.36` is `docker.io/library/busybox:1.36`).
         let normal = crate::oci::reference::ImageRef::parse(reference).ok();
         let same = |p: &PinnedImage| {
-            if p.reference_with_digest == reference || p.name == reference {
+            if p.reference_with_digest == reference
+                || p.name == reference
+                || p.index.as_deref() == Some(reference)
+            {
                 return true;
             }
             match &normal {
                 Some(r) => match &r.digest {
-                    Some(d) => p.reference_with_digest == format!("{}@{d}", r.name()),
+                    Some(d) => {
+                        let by_digest = format!("{}@{d}", r.name());
+                        p.reference_with_digest == by_digest
+                            || p.index.as_deref() == Some(by_digest.as_str())
+                    }
                     None => !r.tag_defaulted && p.name == r.to_string(),
                 },
                 None => false,
@@ -236,6 +246,7 @@ mod tests {
     use super::*;
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const INDEX: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const OTHER: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
     fn resolver() -> MapResolver {
@@ -244,6 +255,7 @@ mod tests {
             PinnedImage {
                 reference_with_digest: format!("docker.io/library/busybox@{D}"),
                 name: "docker.io/library/busybox:1.36".into(),
+                index: Some(format!("docker.io/library/busybox@{INDEX}")),
             },
         )]))
     }
@@ -257,6 +269,8 @@ mod tests {
             format!("busybox@{D}"),
             format!("docker.io/library/busybox@{D}"),
             format!("busybox:1.36@{D}"),
+            format!("busybox@{INDEX}"),
+            format!("docker.io/library/busybox:1.36@{INDEX}"),
         ] {
             assert!(r.resolve(&known).is_some(), "{known}");
         }

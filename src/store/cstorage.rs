@@ -376,6 +376,13 @@ impl Writer<'_> {
             if !rec.big_data_names.contains(&key) {
                 big.push((key, manifest, manifest_digest));
             }
+            if let Some(index) = &img.index_digest {
+                let key = format!("manifest-{index}");
+                if !rec.big_data_names.contains(&key) {
+                    let bytes = read_blob(reference, index, &img.layout)?;
+                    big.push((key, bytes, index.to_string()));
+                }
+            }
         } else {
             let created = img
                 .config
@@ -385,6 +392,16 @@ impl Writer<'_> {
                 .unwrap_or_else(|| records::go_time(self.opts.created));
             let config_key = img.config_digest.to_string();
             big.push((config_key.clone(), config, config_key));
+            // Reached through an image index (a multi-arch reference): containers/image
+            // keeps the index too, under its own key and before the instance's, and
+            // records the index's digest as the image's; the image is then found by
+            // either digest.
+            let mut digest = manifest_digest.clone();
+            if let Some(index) = &img.index_digest {
+                let bytes = read_blob(reference, index, &img.layout)?;
+                big.push((format!("manifest-{index}"), bytes, index.to_string()));
+                digest = index.to_string();
+            }
             big.push((
                 format!("manifest-{manifest_digest}"),
                 manifest.clone(),
@@ -411,7 +428,7 @@ impl Writer<'_> {
             self.image_index.insert(image_id.clone(), self.images.len());
             self.images.push(ImageRecord {
                 id: image_id.clone(),
-                digest: manifest_digest,
+                digest,
                 names_history: names.iter().rev().cloned().collect(),
                 names,
                 layer: top,
