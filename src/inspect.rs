@@ -48,8 +48,9 @@ pub struct Inspection {
     pub initramfs: Option<InitramfsInfo>,
     /// The static pods of /etc/kubernetes/manifests.
     pub pods: Vec<StaticPodInfo>,
-    /// The images pre-seeded in the store partition, as the build recorded them in
-    /// /etc/kios/images.json: `names`, `digest` (manifest), `id` (config digest).
+    /// The images pre-seeded in the store partition, read from the partition's
+    /// `overlay-images/images.json`: `names`, `digest` (platform manifest), `id`
+    /// (config digest), `indexDigest` for an image reached through an index.
     pub images: Vec<serde_json::Value>,
 }
 
@@ -138,6 +139,43 @@ pub struct EtcFile {
     pub target: Option<String>,
 }
 
+/// The images of a containers/storage store on EROFS at `offset`: each one's names,
+/// `digest` (the platform manifest's), `id` and, when it came through an image
+/// index, `indexDigest`; as `/etc/kios/images.json` spells them.
+fn store_listing(f: &mut File, offset: u64, len: u64) -> std::io::Result<Vec<serde_json::Value>> {
+    let mut fs = crate::store::erofs::ErofsReader::open(&mut *f, offset, len)?;
+    let Some(bytes) = fs.read_file("overlay-images/images.json", 64 << 20)? else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "it holds no overlay-images/images.json",
+        ));
+    };
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("overlay-images/images.json: {e}"),
+        )
+    })?;
+    Ok(records
+        .iter()
+        .map(|r| {
+            let digest = r["big-data-digests"]["manifest"]
+                .as_str()
+                .or(r["digest"].as_str())
+                .unwrap_or_default();
+            let mut v = serde_json::json!({
+                "names": r["names"].clone(),
+                "digest": digest,
+                "id": r["id"].clone(),
+            });
+            if let Some(top) = r["digest"].as_str().filter(|d| *d != digest) {
+                v["indexDigest"] = top.into();
+            }
+            v
+        })
+        .collect())
+}
+
 pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     let io_err = |source| InspectError::Io {
         path: path.to_path_buf(),
@@ -193,6 +231,21 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         pods: Vec::new(),
         images: Vec::new(),
     };
+    // The pre-seeded images, read from the store partition itself.
+    let store_images = match table
+        .partitions
+        .iter()
+        .find(|p| p.type_guid == disk::STORE_TYPE)
+    {
+        Some(part) => Some(
+            store_listing(&mut f, part.offset(), part.size())
+                .map_err(|e| bad(format!("the store partition cannot be read: {e}")))?,
+        ),
+        None => None,
+    };
+    if let Some(images) = &store_images {
+        out.images = images.clone();
+    }
     let Some(esp_part) = table
         .partitions
         .iter()
@@ -281,7 +334,8 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
                 size: e.size,
             });
         }
-        if p == crate::build::STORE_LISTING {
+        // Images without a readable partition: what the build recorded.
+        if p == crate::build::STORE_LISTING && store_images.is_none() {
             if let Some(d) = &e.data {
                 out.images = serde_json::from_slice(d).unwrap_or_default();
             }

@@ -622,3 +622,53 @@ fn the_size_estimate_bounds_the_image() {
     assert!(size <= estimate, "image {size} > estimate {estimate}");
     assert_eq!(size % 4096, 0);
 }
+
+/// The reader `inspect` uses is not tied to our writer: it reads what erofs-utils'
+/// `mkfs.erofs` makes (uncompressed; compact inodes, inline tails), by path.
+#[test]
+fn our_reader_reads_what_mkfs_erofs_writes() {
+    require_tool("mkfs.erofs", "erofs-utils");
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    fs::create_dir_all(root.join("overlay-images/abc")).unwrap();
+    let json = br#"[{"id":"abc","names":["docker.io/library/busybox:1.36"]}]"#;
+    fs::write(root.join("overlay-images/images.json"), json).unwrap();
+    let big: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(root.join("overlay-images/abc/manifest"), &big).unwrap();
+    for i in 0..300 {
+        fs::write(
+            root.join(format!("entry-with-a-rather-long-name-{i:03}")),
+            format!("{i}"),
+        )
+        .unwrap();
+    }
+    let img = d.path().join("fs.erofs");
+    let o = run(Command::new("mkfs.erofs").arg(&img).arg(&root));
+    assert!(o.status.success(), "{}", text(&o));
+    let len = fs::metadata(&img).unwrap().len();
+    let mut r =
+        kios_build::store::erofs::ErofsReader::open(fs::File::open(&img).unwrap(), 0, len).unwrap();
+    assert_eq!(
+        r.read_file("overlay-images/images.json", 1 << 20)
+            .unwrap()
+            .unwrap(),
+        json
+    );
+    assert_eq!(
+        r.read_file("overlay-images/abc/manifest", 1 << 20)
+            .unwrap()
+            .unwrap(),
+        big
+    );
+    for i in [0, 150, 299] {
+        let got = r
+            .read_file(&format!("entry-with-a-rather-long-name-{i:03}"), 100)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, format!("{i}").as_bytes());
+    }
+    assert!(r
+        .read_file("overlay-images/missing", 100)
+        .unwrap()
+        .is_none());
+}

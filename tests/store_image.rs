@@ -79,6 +79,32 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
         "{crio}"
     );
 
+    // inspect reads the list from the partition itself: a damaged partition is an
+    // error, not a listing of what the build meant to write.
+    let store = i["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "store")
+        .unwrap()
+        .clone();
+    let damaged = d.join("damaged.img");
+    fs::copy(&img, &damaged).unwrap();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new().write(true).open(&damaged).unwrap();
+        f.seek(SeekFrom::Start(store["offset"].as_u64().unwrap() + 1024))
+            .unwrap();
+        f.write_all(&[0; 4]).unwrap();
+    }
+    let o = run(kios_build().arg("inspect").arg(&damaged).arg("--json"));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("the store partition cannot be read"),
+        "{}",
+        text(&o)
+    );
+
     // The store partition: EROFS that fsck.erofs accepts and the kernel mounts.
     let (_m, mnt) = mount_store(&img, d);
     assert!(mnt.join("overlay-images/images.json").is_file());

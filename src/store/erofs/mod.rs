@@ -23,6 +23,9 @@
 
 mod format;
 mod layout;
+mod read;
+
+pub use read::ErofsReader;
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 

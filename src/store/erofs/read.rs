@@ -1,0 +1,326 @@
+//! EROFS reader: enough of the format to find a file by path and read it, for
+//! `inspect` to list the store from the partition itself rather than from what the
+//! build says it wrote.
+//!
+//! It reads uncompressed images (what [`super::write_erofs`] writes, and what
+//! `mkfs.erofs` writes without `-z`): compact and extended inodes, the flat plain and
+//! flat inline data layouts, directory blocks. Everything is bounds-checked against
+//! the partition: a damaged or hostile image gives an `InvalidData` error, never a
+//! panic or an unbounded allocation.
+
+use std::io::{self, Read, Seek, SeekFrom};
+
+use super::format::{DIRENT_SIZE, INODE_SLOT, MAGIC, SUPER_OFFSET};
+
+const LAYOUT_FLAT_PLAIN: u8 = 0;
+const LAYOUT_FLAT_INLINE: u8 = 2;
+const S_IFMT: u16 = 0o170000;
+const S_IFDIR: u16 = 0o040000;
+const S_IFREG: u16 = 0o100000;
+/// Directories larger than this are refused (a store's largest holds one entry per
+/// layer and image: thousands, not millions).
+const MAX_DIR: u64 = 64 << 20;
+
+fn bad(why: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.into())
+}
+
+/// An EROFS filesystem at `offset` of `r` (a partition of a disk image), `len`
+/// bytes long.
+pub struct ErofsReader<R> {
+    r: R,
+    offset: u64,
+    len: u64,
+    block_size: u64,
+    meta: u64,
+    root: u64,
+}
+
+/// What the reader needs of an inode.
+#[derive(Clone, Debug)]
+struct Inode {
+    mode: u16,
+    size: u64,
+    layout: u8,
+    blkaddr: u64,
+    /// Where an inline tail starts (after the inode and its xattrs).
+    inline_at: u64,
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
+}
+
+impl<R: Read + Seek> ErofsReader<R> {
+    /// Reads the superblock; fails unless it is EROFS with a block size of 512 B to
+    /// 64 KiB.
+    pub fn open(mut r: R, offset: u64, len: u64) -> io::Result<Self> {
+        let mut sb = [0u8; 128];
+        if len < (SUPER_OFFSET + sb.len()) as u64 {
+            return Err(bad("too small for an EROFS superblock"));
+        }
+        r.seek(SeekFrom::Start(offset + SUPER_OFFSET as u64))?;
+        r.read_exact(&mut sb)?;
+        if u32_at(&sb, 0) != MAGIC {
+            return Err(bad("no EROFS superblock (bad magic)"));
+        }
+        let bits = sb[12];
+        if !(9..=16).contains(&bits) {
+            return Err(bad(format!("block size 2^{bits} is not supported")));
+        }
+        let block_size = 1u64 << bits;
+        let root = u64::from(u16_at(&sb, 14));
+        let meta = u64::from(u32_at(&sb, 40)) * block_size;
+        Ok(ErofsReader {
+            r,
+            offset,
+            len,
+            block_size,
+            meta,
+            root,
+        })
+    }
+
+    /// `len` bytes at `at` (relative to the filesystem), checked against its end.
+    fn read_at(&mut self, at: u64, len: u64) -> io::Result<Vec<u8>> {
+        if len == 0 {
+            // Nothing to read; the address may be EROFS' null block (0xffffffff).
+            return Ok(Vec::new());
+        }
+        match at.checked_add(len) {
+            Some(end) if end <= self.len => {}
+            _ => {
+                return Err(bad(format!(
+                    "{len} bytes at {at} lie beyond the filesystem"
+                )))
+            }
+        }
+        self.r.seek(SeekFrom::Start(self.offset + at))?;
+        let mut buf = vec![0u8; len as usize];
+        self.r.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn inode(&mut self, nid: u64) -> io::Result<Inode> {
+        let at = nid
+            .checked_mul(INODE_SLOT)
+            .and_then(|x| x.checked_add(self.meta))
+            .ok_or_else(|| bad(format!("inode {nid} is out of range")))?;
+        let head = self.read_at(at, 32)?;
+        let format = u16_at(&head, 0);
+        let extended = format & 1 == 1;
+        let layout = ((format >> 1) & 0x7) as u8;
+        let xattr_count = u64::from(u16_at(&head, 2));
+        let mode = u16_at(&head, 4);
+        let (size, blkaddr, inode_size) = if extended {
+            let full = self.read_at(at, 64)?;
+            (u64_at(&full, 8), u64::from(u32_at(&full, 16)), 64)
+        } else {
+            (
+                u64::from(u32_at(&head, 8)),
+                u64::from(u32_at(&head, 16)),
+                32,
+            )
+        };
+        let xattrs = if xattr_count == 0 {
+            0
+        } else {
+            12 + (xattr_count - 1) * 4
+        };
+        Ok(Inode {
+            mode,
+            size,
+            layout,
+            blkaddr,
+            inline_at: at + inode_size + xattrs,
+        })
+    }
+
+    /// The inode's data, at most `max` bytes long.
+    fn data(&mut self, ino: &Inode, max: u64) -> io::Result<Vec<u8>> {
+        if ino.size > max {
+            return Err(bad(format!(
+                "{} bytes is more than the {max} bytes allowed",
+                ino.size
+            )));
+        }
+        let start = ino.blkaddr * self.block_size; // u32 block times at most 64 KiB
+        match ino.layout {
+            LAYOUT_FLAT_PLAIN => self.read_at(start, ino.size),
+            LAYOUT_FLAT_INLINE => {
+                let tail = ino.size % self.block_size;
+                let mut out = self.read_at(start, ino.size - tail)?;
+                out.extend(self.read_at(ino.inline_at, tail)?);
+                Ok(out)
+            }
+            other => Err(bad(format!(
+                "data layout {other} (compressed or chunked) is not supported"
+            ))),
+        }
+    }
+
+    /// The entries of directory `ino`: (name, nid).
+    fn entries(&mut self, ino: &Inode) -> io::Result<Vec<(Vec<u8>, u64)>> {
+        let data = self.data(ino, MAX_DIR)?;
+        let mut out = Vec::new();
+        for block in data.chunks(self.block_size as usize) {
+            if block.len() < DIRENT_SIZE {
+                return Err(bad("a directory block is shorter than one entry"));
+            }
+            let first = usize::from(u16_at(block, 8));
+            if first < DIRENT_SIZE || first % DIRENT_SIZE != 0 || first > block.len() {
+                return Err(bad("a directory block's first name offset is invalid"));
+            }
+            let count = first / DIRENT_SIZE;
+            for i in 0..count {
+                let d = &block[i * DIRENT_SIZE..(i + 1) * DIRENT_SIZE];
+                let nid = u64_at(d, 0);
+                let start = usize::from(u16_at(d, 8));
+                let end = if i + 1 < count {
+                    usize::from(u16_at(block, (i + 1) * DIRENT_SIZE + 8))
+                } else {
+                    block.len()
+                };
+                if start > end || end > block.len() || start < first {
+                    return Err(bad("a directory entry's name lies outside its block"));
+                }
+                let mut name = &block[start..end];
+                if i + 1 == count {
+                    // The last name runs to the end of the block's used part.
+                    if let Some(nul) = name.iter().position(|&b| b == 0) {
+                        name = &name[..nul];
+                    }
+                }
+                out.push((name.to_vec(), nid));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The regular file at `path` (relative, `/`-separated), at most `max` bytes;
+    /// `None` when there is no such file.
+    pub fn read_file(&mut self, path: &str, max: u64) -> io::Result<Option<Vec<u8>>> {
+        let mut ino = self.inode(self.root)?;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            if ino.mode & S_IFMT != S_IFDIR {
+                return Ok(None);
+            }
+            let entries = self.entries(&ino)?;
+            let Some((_, nid)) = entries.into_iter().find(|(n, _)| n == part.as_bytes()) else {
+                return Ok(None);
+            };
+            ino = self.inode(nid)?;
+        }
+        if ino.mode & S_IFMT != S_IFREG {
+            return Ok(None);
+        }
+        self.data(&ino, max).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::erofs::{write_erofs, ErofsOptions};
+    use crate::tree::Tree;
+    use std::io::Cursor;
+
+    #[test]
+    fn files_written_by_our_writer_read_back() {
+        let mut t = Tree::new(0);
+        t.add_file("etc/hostname", "kios\n", 0o644).unwrap();
+        t.add_file("big", vec![0x5a; 3 * 4096 + 100], 0o644)
+            .unwrap();
+        t.add_file("exact", vec![7; 4096], 0o644).unwrap();
+        // Enough entries for several directory blocks.
+        for i in 0..400 {
+            t.add_file(
+                &format!("many/file-with-a-long-name-{i:04}"),
+                format!("{i}"),
+                0o644,
+            )
+            .unwrap();
+        }
+        let mut img = Cursor::new(Vec::new());
+        write_erofs(
+            &t,
+            &mut img,
+            &ErofsOptions {
+                uuid: [1; 16],
+                volume_name: "T".into(),
+                mtime: 0,
+            },
+        )
+        .unwrap();
+        let bytes = img.into_inner();
+        // At an offset, as a partition of a disk.
+        let mut disk = vec![0u8; 8192];
+        disk.extend_from_slice(&bytes);
+        let len = bytes.len() as u64;
+        let mut r = ErofsReader::open(Cursor::new(disk), 8192, len).unwrap();
+        assert_eq!(
+            r.read_file("etc/hostname", 100).unwrap().unwrap(),
+            b"kios\n"
+        );
+        assert_eq!(
+            r.read_file("big", 1 << 20).unwrap().unwrap(),
+            vec![0x5a; 3 * 4096 + 100]
+        );
+        assert_eq!(
+            r.read_file("exact", 1 << 20).unwrap().unwrap(),
+            vec![7; 4096]
+        );
+        for i in [0, 1, 199, 399] {
+            let got = r
+                .read_file(&format!("many/file-with-a-long-name-{i:04}"), 100)
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, format!("{i}").as_bytes());
+        }
+        assert!(r.read_file("many/nope", 100).unwrap().is_none());
+        assert!(r.read_file("etc", 100).unwrap().is_none(), "a directory");
+        assert!(r.read_file("etc/hostname/x", 100).unwrap().is_none());
+        // Limits hold.
+        assert!(r.read_file("big", 100).is_err());
+    }
+
+    #[test]
+    fn damaged_images_are_errors_not_panics() {
+        assert!(ErofsReader::open(Cursor::new(vec![0u8; 4096]), 0, 4096).is_err());
+        let mut t = Tree::new(0);
+        t.add_file("a/b", "x", 0o644).unwrap();
+        let mut img = Cursor::new(Vec::new());
+        write_erofs(
+            &t,
+            &mut img,
+            &ErofsOptions {
+                uuid: [1; 16],
+                volume_name: "T".into(),
+                mtime: 0,
+            },
+        )
+        .unwrap();
+        let good = img.into_inner();
+        // Flip every byte after the superblock in turn: reading may fail, never panic.
+        for at in (2048..good.len()).step_by(7) {
+            let mut b = good.clone();
+            b[at] ^= 0xff;
+            let len = b.len() as u64;
+            if let Ok(mut r) = ErofsReader::open(Cursor::new(b), 0, len) {
+                let _ = r.read_file("a/b", 1 << 20);
+            }
+        }
+        // A filesystem cut short.
+        let cut = good[..good.len() / 2].to_vec();
+        let len = cut.len() as u64;
+        if let Ok(mut r) = ErofsReader::open(Cursor::new(cut), 0, len) {
+            let _ = r.read_file("a/b", 1 << 20);
+        }
+    }
+}
