@@ -2,7 +2,7 @@
 //! the test doubles of CRI-O and the kubelet (`tests/standins`, installed as
 //! `/usr/bin/crio` and `/usr/bin/kubelet`) driven by `kios.test.*` kernel
 //! arguments. Checked from the serial log and from the data partition read after
-//! power-off, and for ctrl-alt-del from QEMU's monitor. Six boots in all.
+//! power-off, and for ctrl-alt-del from QEMU's monitor. Seven boots in all.
 
 mod common;
 use common::*;
@@ -358,28 +358,27 @@ fn oci_bundle(bundle: &Path, args: &[&str]) {
     fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
 }
 
-#[test]
-fn a_container_runtime_can_pivot_root_out_of_the_root_and_sigterm_powers_off() {
+/// An image whose kubelet double runs a container with the real runc (Debian's),
+/// which `pivot_root`s into the bundle as CRI-O's runtimes do: the kernel refuses
+/// that on its initial rootfs ("pivot_root .: invalid argument") unless kios-init
+/// switched root. Then the double sends SIGTERM to PID 1.
+fn container_image(dir: &Path, name: &str, cmdline: &[&str]) -> PathBuf {
     require_tool("runc", "runc");
-    let dir = tempfile::tempdir().unwrap();
-    // The real runc (Debian's), run by the kubelet double: it pivot_roots into the
-    // bundle as CRI-O's runtimes do, which the kernel refuses on its initial
-    // rootfs ("pivot_root .: invalid argument") unless kios-init switched root.
-    let img = image_with(
-        dir.path(),
-        "container",
-        &["kios.test.kubelet=container"],
-        &[],
-        |system| {
-            install_host_program("/usr/sbin/runc", system);
-            oci_bundle(
-                &system.join("var/lib/kios-test/bundle"),
-                &["/bin/busybox", "echo", "hello from a container"],
-            );
-        },
-    );
-    let (exited, log) = boot_to_poweroff(&img, BOOT_TIMEOUT);
-    assert!(exited, "QEMU did not power off; the log:\n{log}");
+    let cmdline: Vec<&str> = ["kios.test.kubelet=container"]
+        .into_iter()
+        .chain(cmdline.iter().copied())
+        .collect();
+    image_with(dir, name, &cmdline, &[], |system| {
+        install_host_program("/usr/sbin/runc", system);
+        oci_bundle(
+            &system.join("var/lib/kios-test/bundle"),
+            &["/bin/busybox", "echo", "hello from a container"],
+        );
+    })
+}
+
+/// Checks that the container ran and that SIGTERM powered the node off cleanly.
+fn assert_container_ran_then_sigterm_powered_off(img: &Path, dir: &Path, log: &str) {
     assert!(
         log.contains("STANDIN kubelet container stdout: hello from a container"),
         "{log}"
@@ -388,8 +387,7 @@ fn a_container_runtime_can_pivot_root_out_of_the_root_and_sigterm_powers_off() {
         log.contains("STANDIN kubelet runc exited: exit status: 0"),
         "{log}"
     );
-    // Then the double sends SIGTERM to PID 1: a soft shutdown that powers off.
-    let lines = init_lines(&log);
+    let lines = init_lines(log);
     let at = |want: &str| {
         lines
             .iter()
@@ -406,7 +404,47 @@ fn a_container_runtime_can_pivot_root_out_of_the_root_and_sigterm_powers_off() {
     ];
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}\n{log}");
     assert!(log.contains("STANDIN kubelet got broadcast 0x01"), "{log}");
-    fsck_clean(&data_partition(&img, dir.path()));
+    fsck_clean(&data_partition(img, dir));
+}
+
+#[test]
+fn a_container_runtime_can_pivot_root_out_of_the_root_and_sigterm_powers_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = container_image(dir.path(), "container", &[]);
+    let (exited, log) = boot_to_poweroff(&img, BOOT_TIMEOUT);
+    assert!(exited, "QEMU did not power off; the log:\n{log}");
+    // The kernel's rootfs is a tmpfs: root is a bind of it, nothing is copied.
+    assert!(
+        log.contains(
+            "kios-init: switched root to a bind mount of the initramfs (tmpfs, nothing copied)"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("cannot remove the empty /newroot"), "{log}");
+    assert_container_ran_then_sigterm_powered_off(&img, dir.path(), &log);
+}
+
+#[test]
+fn on_a_ramfs_rootfs_the_initramfs_is_copied_to_a_tmpfs_and_containers_still_pivot_root() {
+    let dir = tempfile::tempdir().unwrap();
+    // With root= on the command line the kernel makes its rootfs a ramfs
+    // (init/do_mounts.c, init_rootfs); it still runs /init from the initramfs.
+    let img = container_image(dir.path(), "ramfs", &["root=/dev/kios-test-none"]);
+    let (exited, log) = boot_to_poweroff(&img, BOOT_TIMEOUT);
+    assert!(exited, "QEMU did not power off; the log:\n{log}");
+    assert!(
+        log.contains("kios-init: the initramfs is a ramfs; moved it to a tmpfs: "),
+        "{log}"
+    );
+    assert!(
+        log.contains("kios-init: running from the tmpfs root"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("entries of the initramfs could not be moved"),
+        "{log}"
+    );
+    assert_container_ran_then_sigterm_powered_off(&img, dir.path(), &log);
 }
 
 /// A QEMU run of an image (writable, so the data partition can be read after) with
