@@ -2,7 +2,7 @@
 //! the test doubles of CRI-O and the kubelet (`tests/standins`, installed as
 //! `/usr/bin/crio` and `/usr/bin/kubelet`) driven by `kios.test.*` kernel
 //! arguments. Checked from the serial log and from the data partition read after
-//! power-off, and for ctrl-alt-del from QEMU's monitor. Seven boots in all.
+//! power-off, and for ctrl-alt-del from QEMU's monitor. Eight boots in all.
 
 mod common;
 use common::*;
@@ -581,5 +581,70 @@ fn ctrl_alt_del_from_the_keyboard_is_a_sigint_that_reboots_cleanly() {
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}\n{log}");
     assert!(log.contains("STANDIN kubelet got broadcast 0x01"), "{log}");
     drop(vm);
+    fsck_clean(&data_partition(&img, dir.path()));
+}
+#[test]
+fn after_0x04_restarts_crio_the_kubelet_starts_only_once_its_socket_is_back_and_0x05_reboots() {
+    let dir = tempfile::tempdir().unwrap();
+    // The kubelet double sends 0x04 and 0x03 together, so the kubelet is down while
+    // CRI-O restarts; the restarted CRI-O double creates its socket 1.5 s late.
+    // Started again, the kubelet double asks for a reboot (0x05) and lets it go on.
+    let img = image(
+        dir.path(),
+        "restart",
+        &[
+            "kios.test.kubelet=restart-crio",
+            "kios.test.crio=slow-restart",
+        ],
+        &[],
+    );
+    let (exited, log) = boot_to_poweroff(&img, BOOT_TIMEOUT);
+    assert!(exited, "QEMU did not exit; the log:\n{log}");
+    let lines = init_lines(&log);
+    let times = |prefix: &str| -> Vec<f64> {
+        lines
+            .iter()
+            .filter(|(_, m)| m.starts_with(prefix))
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    let crio = times("crio started");
+    let socket = times("CRI-O socket /var/run/crio/crio.sock is ready");
+    let kubelet = times("kubelet started");
+    assert_eq!(crio.len(), 2, "{log}");
+    assert_eq!(socket.len(), 2, "{log}");
+    // Started at boot, and again for 0x03 only: CRI-O's restart leaves it alone.
+    assert_eq!(kubelet.len(), 2, "{log}");
+    let restart = times("0x04 on the system socket: restarting crio");
+    assert_eq!(restart.len(), 1, "{log}");
+    assert!(
+        restart[0] < crio[1] && crio[1] < socket[1] && socket[1] <= kubelet[1],
+        "0x04 at {restart:?}, crio {crio:?}, socket {socket:?}, kubelet {kubelet:?}\n{log}"
+    );
+    assert!(
+        kubelet[1] - crio[1] >= 1000.0,
+        "the kubelet did not wait for the late socket: crio {crio:?}, kubelet {kubelet:?}\n{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|(_, m)| m == "the kubelet waits for CRI-O's socket"),
+        "{log}"
+    );
+    assert!(log.contains("STANDIN kubelet started again"), "{log}");
+    let at = |want: &str| {
+        lines
+            .iter()
+            .position(|(_, m)| m.starts_with(want))
+            .unwrap_or_else(|| panic!("no `{want}` in the init's log:\n{log}"))
+    };
+    let order = [
+        at("0x05 on the system socket: shutdown (reboot) requested"),
+        at("0x02: continuing the shutdown"),
+        at("stopping kubelet (TERM"),
+        at("stopping crio (TERM"),
+        at("reboot now"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}\n{log}");
     fsck_clean(&data_partition(&img, dir.path()));
 }
