@@ -4,21 +4,18 @@
 //!   SIGTERM, SIGINT (ctrl-alt-del) and SIGUSR1;
 //! - an inotify descriptor (files appearing in `/etc/kubernetes`, the CRI-O socket);
 //! - the system socket, a listening `SOCK_STREAM` unix socket, and its clients;
-//! - the output pipe of each service, copied to its rotating log and tail.
+//! - the output pipe of each service, copied to its rotating log and tail (the
+//!   service itself is started by `spawn.rs`).
 //!
 //! Timers are the poll timeout: the supervisor passes the time to its next deadline.
 //! Output: [`Event`]s. No decisions are taken here (`supervise.rs` does).
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use crate::childlog::{RotatingLog, Tail};
 use crate::system::{ChildExit, Errno, Event, ExitStatus, Spawn, WatchKind};
-
-/// The `PATH` children get.
-const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 struct Output {
     pipe: Option<OwnedFd>,
@@ -139,7 +136,7 @@ impl Sources {
         // Our copy of the write end closes when this returns, so EOF on `read` means
         // the child (and anything it passed the pipe to) is gone.
         let write = owned(fds[1])?;
-        let pid = posix_spawn(spawn, &write)?;
+        let pid = crate::spawn::posix_spawn(spawn, &write)?;
         set_nonblocking(&read);
         self.outputs.insert(
             pid,
@@ -361,145 +358,6 @@ impl Sources {
     }
 }
 
-/// Starts `spawn.program` with `posix_spawn(3)`: stdin `/dev/null`, stdout and
-/// stderr the pipe `out`, in its own session, with an empty signal mask (PID 1
-/// blocks the signals it reads through its signalfd; a child must not inherit that,
-/// TERM would stay pending) and SIGPIPE back to its default (Rust ignores it), the
-/// environment [`CHILD_PATH`] and `HOME=/root`, in `/`.
-///
-/// glibc's posix_spawn shares PID 1's memory until the exec (`CLONE_VM |
-/// CLONE_VFORK`), where `fork` would copy its page tables and leave PID 1 to take a
-/// copy-on-write fault on each page it writes next. The exec's own errors (ENOENT,
-/// EACCES, ENOEXEC) come back as the result (glibc >= 2.24).
-fn posix_spawn(spawn: &Spawn, out: &OwnedFd) -> Result<i32, Errno> {
-    let c = |s: &str| CString::new(s).map_err(|_| Errno(libc::EINVAL));
-    let program = c(&spawn.program)?;
-    let mut argv_owned = vec![program.clone()];
-    for a in &spawn.args {
-        argv_owned.push(c(a)?);
-    }
-    let env_owned = [c(&format!("PATH={CHILD_PATH}"))?, c("HOME=/root")?];
-    let argv = null_terminated(&argv_owned);
-    let envp = null_terminated(&env_owned);
-    let mut actions = SpawnActions::new()?;
-    actions.open(0, c"/dev/null", libc::O_RDONLY)?;
-    actions.dup2(out.as_raw_fd(), 1)?;
-    actions.dup2(out.as_raw_fd(), 2)?;
-    actions.chdir(c"/")?;
-    let attr = SpawnAttr::new()?;
-    let mut pid: libc::pid_t = 0;
-    // SAFETY: program, argv and envp are NUL-terminated strings and NULL-terminated
-    // arrays that outlive the call; actions and attr are initialised.
-    let rc = unsafe {
-        libc::posix_spawn(
-            &mut pid,
-            program.as_ptr(),
-            &actions.0,
-            &attr.0,
-            argv.as_ptr().cast(),
-            envp.as_ptr().cast(),
-        )
-    };
-    if rc != 0 {
-        return Err(Errno(rc));
-    }
-    Ok(pid)
-}
-
-fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
-    strings
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect()
-}
-
-/// `posix_spawn_file_actions_t`, destroyed on drop.
-struct SpawnActions(libc::posix_spawn_file_actions_t);
-
-impl SpawnActions {
-    fn new() -> Result<Self, Errno> {
-        // SAFETY: plain data, initialised by posix_spawn_file_actions_init below.
-        let mut a: libc::posix_spawn_file_actions_t = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid object to initialise.
-        errno_rc(unsafe { libc::posix_spawn_file_actions_init(&mut a) })?;
-        Ok(Self(a))
-    }
-
-    fn open(&mut self, fd: i32, path: &std::ffi::CStr, flags: i32) -> Result<(), Errno> {
-        // SAFETY: an initialised object and a NUL-terminated path (copied by glibc).
-        errno_rc(unsafe {
-            libc::posix_spawn_file_actions_addopen(&mut self.0, fd, path.as_ptr(), flags, 0)
-        })
-    }
-
-    fn dup2(&mut self, from: i32, to: i32) -> Result<(), Errno> {
-        // SAFETY: an initialised object.
-        errno_rc(unsafe { libc::posix_spawn_file_actions_adddup2(&mut self.0, from, to) })
-    }
-
-    fn chdir(&mut self, path: &std::ffi::CStr) -> Result<(), Errno> {
-        // SAFETY: an initialised object and a NUL-terminated path (copied by glibc).
-        errno_rc(unsafe { libc::posix_spawn_file_actions_addchdir_np(&mut self.0, path.as_ptr()) })
-    }
-}
-
-impl Drop for SpawnActions {
-    fn drop(&mut self) {
-        // SAFETY: initialised in new().
-        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
-    }
-}
-
-/// `posix_spawnattr_t` for a service: own session, empty signal mask, SIGPIPE
-/// default. Destroyed on drop.
-struct SpawnAttr(libc::posix_spawnattr_t);
-
-impl SpawnAttr {
-    fn new() -> Result<Self, Errno> {
-        // SAFETY: plain data, initialised by posix_spawnattr_init below.
-        let mut a: libc::posix_spawnattr_t = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid object to initialise.
-        errno_rc(unsafe { libc::posix_spawnattr_init(&mut a) })?;
-        let mut attr = Self(a);
-        // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset.
-        let (empty, pipe) = unsafe {
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            let mut pipe: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut pipe);
-            libc::sigaddset(&mut pipe, libc::SIGPIPE);
-            (empty, pipe)
-        };
-        let flags = libc::POSIX_SPAWN_SETSID
-            | libc::POSIX_SPAWN_SETSIGMASK as libc::c_short
-            | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short;
-        // SAFETY: an initialised object and valid signal sets.
-        unsafe {
-            errno_rc(libc::posix_spawnattr_setsigmask(&mut attr.0, &empty))?;
-            errno_rc(libc::posix_spawnattr_setsigdefault(&mut attr.0, &pipe))?;
-            errno_rc(libc::posix_spawnattr_setflags(&mut attr.0, flags))?;
-        }
-        Ok(attr)
-    }
-}
-
-impl Drop for SpawnAttr {
-    fn drop(&mut self) {
-        // SAFETY: initialised in new().
-        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
-    }
-}
-
-/// The posix_spawn family returns an error number rather than setting errno.
-fn errno_rc(rc: libc::c_int) -> Result<(), Errno> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(Errno(rc))
-    }
-}
-
 /// A listening unix stream socket at `path`, root only (mode 0600).
 fn listen(path: &str) -> Result<OwnedFd, Errno> {
     // SAFETY: socket(2) has no memory effects.
@@ -545,80 +403,6 @@ fn listen(path: &str) -> Result<OwnedFd, Errno> {
 mod tests {
     use super::*;
     use crate::system::Service;
-
-    /// Runs `script` with /bin/sh through [`Sources::spawn`] and the event loop,
-    /// with SIGTERM blocked in the calling thread as PID 1 blocks it; returns the
-    /// child's pid and what it wrote to its log.
-    fn run_sh(script: &str) -> (i32, String) {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let log = dir.path().join("svc.log");
-        // SAFETY: plain signal-set manipulation of this thread's mask.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        }
-        let mut src = Sources::default();
-        let spawn = Spawn {
-            service: Service::Crio,
-            program: "/bin/sh".into(),
-            args: vec!["-c".into(), script.into()],
-            log: log.to_string_lossy().into_owned(),
-        };
-        let pid = src.spawn(&spawn).unwrap_or_else(|e| panic!("spawn: {e}"));
-        let mut exited = false;
-        for _ in 0..100 {
-            let events = src.next(Some(Duration::from_millis(100)));
-            exited |= events
-                .iter()
-                .any(|e| matches!(e, Event::ChildExited { exit, .. } if exit.pid == pid));
-            if exited {
-                break;
-            }
-        }
-        assert!(exited, "the child {pid} was not reaped");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        (pid, text)
-    }
-
-    #[test]
-    fn a_service_gets_its_own_session_a_clean_signal_state_and_only_path_and_home() {
-        let (pid, out) = run_sh(
-            "echo to-stdout; echo to-stderr >&2; pwd; env; \
-             read -r _ _ _ _ _ sid _ < /proc/$$/stat; echo \"sid=$sid\"; \
-             grep -E '^Sig(Blk|Ign):' /proc/$$/status; echo \"stdin=$(readlink /proc/$$/fd/0)\"",
-        );
-        let lines: Vec<&str> = out.lines().collect();
-        assert!(
-            lines.contains(&"to-stdout") && lines.contains(&"to-stderr"),
-            "{out}"
-        );
-        assert!(lines.contains(&"/"), "cwd is not /: {out}");
-        assert!(
-            lines.contains(&format!("PATH={CHILD_PATH}").as_str()),
-            "{out}"
-        );
-        assert!(lines.contains(&"HOME=/root"), "{out}");
-        // Nothing of this process's environment leaks (the shell adds PWD, SHLVL, _).
-        assert!(!out.contains("CARGO"), "{out}");
-        assert!(
-            lines.contains(&format!("sid={pid}").as_str()),
-            "not its own session: {out}"
-        );
-        assert!(lines.contains(&"SigBlk:\t0000000000000000"), "{out}");
-        let ignored = lines
-            .iter()
-            .find_map(|l| l.strip_prefix("SigIgn:\t"))
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-            .unwrap_or(u64::MAX);
-        assert_eq!(
-            ignored & (1 << (libc::SIGPIPE - 1)),
-            0,
-            "SIGPIPE ignored: {out}"
-        );
-        assert!(lines.contains(&"stdin=/dev/null"), "{out}");
-    }
 
     #[test]
     fn a_program_that_cannot_be_executed_is_an_error_and_leaves_no_output_behind() {
