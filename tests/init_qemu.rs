@@ -2,15 +2,17 @@
 //! the test doubles of CRI-O and the kubelet (`tests/standins`, installed as
 //! `/usr/bin/crio` and `/usr/bin/kubelet`) driven by `kios.test.*` kernel
 //! arguments. Checked from the serial log and from the data partition read after
-//! power-off. Four boots in all.
+//! power-off, and for ctrl-alt-del from QEMU's monitor. Eight boots in all.
 
 mod common;
 use common::*;
 
 use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const STORE_TYPE: &str = "6AA8382C-3F51-482D-AEF7-46F7E6811D8E";
@@ -37,6 +39,17 @@ fn standin(name: &str) -> PathBuf {
 /// Builds an image whose system tree has busybox and the test doubles, with
 /// `cmdline` added to the kernel command line and `modules` to the qemu base's.
 fn image(dir: &Path, name: &str, cmdline: &[&str], modules: &[&str]) -> PathBuf {
+    image_with(dir, name, cmdline, modules, |_| {})
+}
+
+/// [`image`], with `extra` adding to the system tree (given its root) first.
+fn image_with(
+    dir: &Path,
+    name: &str,
+    cmdline: &[&str],
+    modules: &[&str],
+    extra: impl FnOnce(&Path),
+) -> PathBuf {
     let system = dir.join(format!("{name}-system"));
     fs::create_dir_all(system.join("usr/bin")).unwrap();
     fs::create_dir_all(system.join("bin")).unwrap();
@@ -46,6 +59,7 @@ fn image(dir: &Path, name: &str, cmdline: &[&str], modules: &[&str]) -> PathBuf 
     }
     fs::copy(standin("kubelet-standin"), system.join("usr/bin/kubelet")).unwrap();
     fs::copy(standin("crio-standin"), system.join("usr/bin/crio")).unwrap();
+    extra(&system);
     let i = inputs();
     let list = |items: &[&str]| format!("[{}]", items.join(", "));
     let profile = format!(
@@ -297,5 +311,340 @@ fn store_partition_is_mounted_read_only_and_given_to_crio_as_an_image_store() {
             .is_some_and(|a| a.contains("--storage-opt overlay.imagestore=/var/lib/kios/store")),
         "{log}"
     );
+    fsck_clean(&data_partition(&img, dir.path()));
+}
+
+/// Copies the program at `path` on this host, and every library `ldd` says it
+/// loads (the dynamic loader included), to the same paths under `system`.
+fn install_host_program(path: &str, system: &Path) {
+    require_tool("ldd", "libc-bin");
+    let o = run(Command::new("ldd").arg(path));
+    assert!(o.status.success(), "ldd {path}: {}", text(&o));
+    let libs: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        libs.iter().any(|l| l.contains("ld-linux")),
+        "no dynamic loader in ldd {path}:\n{}",
+        text(&o)
+    );
+    for p in std::iter::once(path.to_owned()).chain(libs) {
+        let dest = system.join(p.trim_start_matches('/'));
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(&p, &dest).unwrap_or_else(|e| panic!("copy {p}: {e}"));
+    }
+}
+
+/// An OCI bundle at `bundle` (`runc spec`, not a terminal) whose rootfs is a static
+/// busybox that runs `args`.
+fn oci_bundle(bundle: &Path, args: &[&str]) {
+    let rootfs = bundle.join("rootfs");
+    for d in ["bin", "proc", "dev", "sys", "tmp"] {
+        fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    fs::copy(
+        inputs().join("system/bin/busybox"),
+        rootfs.join("bin/busybox"),
+    )
+    .unwrap();
+    let o = run(Command::new("runc").arg("spec").arg("--bundle").arg(bundle));
+    assert!(o.status.success(), "runc spec: {}", text(&o));
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    spec["process"]["terminal"] = serde_json::Value::Bool(false);
+    spec["process"]["args"] = serde_json::json!(args);
+    fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+}
+
+/// An image whose kubelet double runs a container with the real runc (Debian's),
+/// which `pivot_root`s into the bundle as CRI-O's runtimes do: the kernel refuses
+/// that on its initial rootfs ("pivot_root .: invalid argument") unless kios-init
+/// switched root. Then the double sends SIGTERM to PID 1.
+fn container_image(dir: &Path, name: &str, cmdline: &[&str]) -> PathBuf {
+    require_tool("runc", "runc");
+    let cmdline: Vec<&str> = ["kios.test.kubelet=container"]
+        .into_iter()
+        .chain(cmdline.iter().copied())
+        .collect();
+    image_with(dir, name, &cmdline, &[], |system| {
+        install_host_program("/usr/sbin/runc", system);
+        oci_bundle(
+            &system.join("var/lib/kios-test/bundle"),
+            &["/bin/busybox", "echo", "hello from a container"],
+        );
+    })
+}
+
+/// Checks that the container ran and that SIGTERM powered the node off cleanly.
+fn assert_container_ran_then_sigterm_powered_off(img: &Path, dir: &Path, log: &str) {
+    assert!(
+        log.contains("STANDIN kubelet container stdout: hello from a container"),
+        "{log}"
+    );
+    assert!(
+        log.contains("STANDIN kubelet runc exited: exit status: 0"),
+        "{log}"
+    );
+    let lines = init_lines(log);
+    let at = |want: &str| {
+        lines
+            .iter()
+            .position(|(_, m)| m.starts_with(want))
+            .unwrap_or_else(|| panic!("no `{want}` in the init's log:\n{log}"))
+    };
+    let order = [
+        at("SIGTERM: shutdown (power off) requested"),
+        at("0x02: continuing the shutdown"),
+        at("stopping kubelet (TERM"),
+        at("stopping crio (TERM"),
+        at("unmounted "),
+        at("power off now"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}\n{log}");
+    assert!(log.contains("STANDIN kubelet got broadcast 0x01"), "{log}");
+    fsck_clean(&data_partition(img, dir));
+}
+
+#[test]
+fn a_container_runtime_can_pivot_root_out_of_the_root_and_sigterm_powers_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = container_image(dir.path(), "container", &[]);
+    let (exited, log) = boot_to_poweroff(&img, BOOT_TIMEOUT);
+    assert!(exited, "QEMU did not power off; the log:\n{log}");
+    // The kernel's rootfs is a tmpfs: root is a bind of it, nothing is copied.
+    assert!(
+        log.contains(
+            "kios-init: switched root to a bind mount of the initramfs (tmpfs, nothing copied)"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("cannot remove the empty /newroot"), "{log}");
+    assert_container_ran_then_sigterm_powered_off(&img, dir.path(), &log);
+}
+
+#[test]
+fn on_a_ramfs_rootfs_the_initramfs_is_copied_to_a_tmpfs_and_containers_still_pivot_root() {
+    let dir = tempfile::tempdir().unwrap();
+    // With root= on the command line the kernel makes its rootfs a ramfs
+    // (init/do_mounts.c, init_rootfs); it still runs /init from the initramfs.
+    let img = container_image(dir.path(), "ramfs", &["root=/dev/kios-test-none"]);
+    let (exited, log) = boot_to_poweroff(&img, BOOT_TIMEOUT);
+    assert!(exited, "QEMU did not power off; the log:\n{log}");
+    assert!(
+        log.contains("kios-init: the initramfs is a ramfs; moved it to a tmpfs: "),
+        "{log}"
+    );
+    assert!(
+        log.contains("kios-init: running from the tmpfs root"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("entries of the initramfs could not be moved"),
+        "{log}"
+    );
+    assert_container_ran_then_sigterm_powered_off(&img, dir.path(), &log);
+}
+
+/// A QEMU run of an image (writable, so the data partition can be read after) with
+/// its human monitor on a unix socket, for acting on the VM from outside.
+struct Vm {
+    child: Child,
+    log: PathBuf,
+    monitor: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Vm {
+    fn start(img: &Path) -> Vm {
+        require_tool("qemu-system-x86_64", "qemu-system-x86");
+        let dir = tempfile::tempdir().unwrap();
+        let vars = dir.path().join("vars.fd");
+        fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+        let log = dir.path().join("serial.log");
+        let monitor = dir.path().join("monitor.sock");
+        let child = Command::new("qemu-system-x86_64")
+            .args(qemu_x86_args(img, &vars, &log, true, Some(&monitor)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu starts");
+        Vm {
+            child,
+            log,
+            monitor,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Whether `text` appears on the console before QEMU exits or `timeout` passes.
+    fn wait_for(&mut self, text: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log().contains(text) {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.log().contains(text);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        false
+    }
+
+    /// Whether QEMU exits by itself within `timeout`.
+    fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        false
+    }
+
+    /// Runs one human-monitor command; returns what QEMU printed up to its next prompt.
+    fn monitor(&self, command: &str) -> String {
+        let mut s = UnixStream::connect(&self.monitor).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut seen = Vec::new();
+        let mut read_to_prompt = |s: &mut UnixStream| {
+            let start = seen.len();
+            let mut buf = [0u8; 512];
+            while !String::from_utf8_lossy(&seen[start..]).contains("(qemu) ") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            String::from_utf8_lossy(&seen[start..]).into_owned()
+        };
+        let banner = read_to_prompt(&mut s);
+        assert!(banner.contains("(qemu) "), "no monitor prompt: {banner:?}");
+        s.write_all(format!("{command}\n").as_bytes()).unwrap();
+        read_to_prompt(&mut s)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ctrl_alt_del_from_the_keyboard_is_a_sigint_that_reboots_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "cad", &["kios.test.kubelet=drain"], &[]);
+    let mut vm = Vm::start(&img);
+    assert!(
+        vm.wait_for("STANDIN kubelet waiting for a shutdown", BOOT_TIMEOUT),
+        "the kubelet double never waited; the log:\n{}",
+        vm.log()
+    );
+    // The PS/2 keyboard (i8042) of q35: the kernel's keyboard handler turns
+    // ctrl-alt-del into SIGINT for PID 1, as kios-init asked with CAD_OFF.
+    let reply = vm.monitor("sendkey ctrl-alt-delete");
+    let exited = vm.wait_exit(Duration::from_secs(180));
+    let log = vm.log();
+    assert!(
+        exited,
+        "QEMU did not exit after ctrl-alt-del (monitor said {reply:?}); the log:\n{log}"
+    );
+    let lines = init_lines(&log);
+    let at = |want: &str| {
+        lines
+            .iter()
+            .position(|(_, m)| m.starts_with(want))
+            .unwrap_or_else(|| panic!("no `{want}` in the init's log:\n{log}"))
+    };
+    let order = [
+        at("SIGINT (ctrl-alt-del): shutdown (reboot) requested"),
+        at("0x02: continuing the shutdown"),
+        at("stopping kubelet (TERM"),
+        at("stopping crio (TERM"),
+        at("stopping every other process (TERM)"),
+        at("syncing filesystems"),
+        at("unmounted "),
+        at("reboot now"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}\n{log}");
+    assert!(log.contains("STANDIN kubelet got broadcast 0x01"), "{log}");
+    drop(vm);
+    fsck_clean(&data_partition(&img, dir.path()));
+}
+#[test]
+fn after_0x04_restarts_crio_the_kubelet_starts_only_once_its_socket_is_back_and_0x05_reboots() {
+    let dir = tempfile::tempdir().unwrap();
+    // The kubelet double sends 0x04 and 0x03 together, so the kubelet is down while
+    // CRI-O restarts; the restarted CRI-O double creates its socket 1.5 s late.
+    // Started again, the kubelet double asks for a reboot (0x05) and lets it go on.
+    let img = image(
+        dir.path(),
+        "restart",
+        &[
+            "kios.test.kubelet=restart-crio",
+            "kios.test.crio=slow-restart",
+        ],
+        &[],
+    );
+    let (exited, log) = boot_to_poweroff(&img, BOOT_TIMEOUT);
+    assert!(exited, "QEMU did not exit; the log:\n{log}");
+    let lines = init_lines(&log);
+    let times = |prefix: &str| -> Vec<f64> {
+        lines
+            .iter()
+            .filter(|(_, m)| m.starts_with(prefix))
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    let crio = times("crio started");
+    let socket = times("CRI-O socket /var/run/crio/crio.sock is ready");
+    let kubelet = times("kubelet started");
+    assert_eq!(crio.len(), 2, "{log}");
+    assert_eq!(socket.len(), 2, "{log}");
+    // Started at boot, and again for 0x03 only: CRI-O's restart leaves it alone.
+    assert_eq!(kubelet.len(), 2, "{log}");
+    let restart = times("0x04 on the system socket: restarting crio");
+    assert_eq!(restart.len(), 1, "{log}");
+    assert!(
+        restart[0] < crio[1] && crio[1] < socket[1] && socket[1] <= kubelet[1],
+        "0x04 at {restart:?}, crio {crio:?}, socket {socket:?}, kubelet {kubelet:?}\n{log}"
+    );
+    assert!(
+        kubelet[1] - crio[1] >= 1000.0,
+        "the kubelet did not wait for the late socket: crio {crio:?}, kubelet {kubelet:?}\n{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|(_, m)| m == "the kubelet waits for CRI-O's socket"),
+        "{log}"
+    );
+    assert!(log.contains("STANDIN kubelet started again"), "{log}");
+    let at = |want: &str| {
+        lines
+            .iter()
+            .position(|(_, m)| m.starts_with(want))
+            .unwrap_or_else(|| panic!("no `{want}` in the init's log:\n{log}"))
+    };
+    let order = [
+        at("0x05 on the system socket: shutdown (reboot) requested"),
+        at("0x02: continuing the shutdown"),
+        at("stopping kubelet (TERM"),
+        at("stopping crio (TERM"),
+        at("reboot now"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}\n{log}");
     fsck_clean(&data_partition(&img, dir.path()));
 }

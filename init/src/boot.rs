@@ -13,9 +13,9 @@ use crate::config::{self, HOSTNAME_FILE, MODULES_FILE};
 use crate::linux::STAGE_VAR;
 use crate::log::{info, warn, READY};
 use crate::storage::{self, Storage};
-use crate::system::{Errno, ModuleError, Mount, MountFlags, System};
+use crate::system::{Errno, InitialRoot, ModuleError, Mount, MountFlags, System};
 
-/// Where the tmpfs that becomes `/` is mounted while the initramfs is copied in.
+/// Where the mount that becomes `/` is made before it is moved there.
 pub const NEWROOT: &str = "/newroot";
 
 const NOSUID_NODEV: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV);
@@ -134,19 +134,68 @@ pub fn run(sys: &mut dyn System) -> Storage {
 }
 
 /// Container runtimes `pivot_root` out of `/`, which the kernel refuses on its
-/// initial rootfs (it has no parent mount). So, as LinuxKit's init does, copy the
-/// initramfs into a tmpfs, make that `/` (`MS_MOVE` + `chroot`), and re-execute
-/// `/init` from it so that nothing maps the old root. The re-executed init finds
-/// `KIOS_INIT_STAGE=switched` and goes on.
+/// initial rootfs: `pivot_root(2)` needs the current root mount to have a parent
+/// (fs/namespace.c: `if (!mnt_has_parent(root_mnt)) goto out4;`), and the initial
+/// rootfs is the one mount that has none. So `/` must become another mount, one
+/// attached on top of the rootfs.
+///
+/// - On a tmpfs rootfs (what the kernel makes when it has tmpfs and no `root=` is
+///   given: init/do_mounts.c), `/` is bound onto `/newroot` and that bind moved onto
+///   `/` (`MS_MOVE` + `chroot`). The bind shows the same files, so nothing is copied
+///   and this process goes on; the tmpfs keeps its default size limit (half of RAM),
+///   the one a new tmpfs would have. Shown to work with runc in `tests/init_qemu.rs`.
+/// - On a ramfs rootfs (no size limit, no usage figures), as LinuxKit's init does:
+///   copy the initramfs into a new tmpfs, make that `/`, and re-execute `/init` from
+///   it so that nothing maps the old root. The re-executed init finds
+///   `KIOS_INIT_STAGE=switched` and goes on.
 fn switch_root(sys: &mut dyn System) {
     if sys.env(STAGE_VAR).as_deref() == Some("switched") {
         info(sys, "running from the tmpfs root");
         return;
     }
-    if !sys.root_is_initramfs() {
-        info(sys, "/ is not the kernel's initial rootfs; no switch root");
+    match sys.initial_root() {
+        None => info(sys, "/ is not the kernel's initial rootfs; no switch root"),
+        Some(InitialRoot::Tmpfs) => bind_root(sys),
+        Some(InitialRoot::Ramfs) => copy_root(sys),
+    }
+}
+
+fn bind_root(sys: &mut dyn System) {
+    let start = sys.boot_time();
+    let bind = Mount {
+        source: Some("/"),
+        target: NEWROOT,
+        fstype: None,
+        flags: MountFlags::BIND.union(MountFlags::REC),
+        data: None,
+    };
+    if let Err(e) = sys
+        .mkdir_all(NEWROOT, 0o755)
+        .and_then(|()| sys.mount(&bind))
+    {
+        warn(sys, &format!("cannot bind / on {NEWROOT}: {e}; staying on the initramfs (container runtimes cannot pivot_root)"));
         return;
     }
+    if let Err(e) = sys.switch_root(NEWROOT) {
+        let _ = sys.umount(NEWROOT, true);
+        warn(sys, &format!("switching root to {NEWROOT} failed: {e}; staying on the initramfs (container runtimes cannot pivot_root)"));
+        return;
+    }
+    // The bind shows the whole initramfs, its own (now empty) mount point included.
+    if let Err(e) = sys.remove_dir(NEWROOT) {
+        warn(sys, &format!("cannot remove the empty {NEWROOT}: {e}"));
+    }
+    let took = sys.boot_time().since(start);
+    info(
+        sys,
+        &format!(
+            "switched root to a bind mount of the initramfs (tmpfs, nothing copied) in {:.1} ms",
+            took.as_secs_f64() * 1000.0
+        ),
+    );
+}
+
+fn copy_root(sys: &mut dyn System) {
     let start = sys.boot_time();
     let tmpfs = Mount {
         source: Some("rootfs"),
@@ -168,7 +217,7 @@ fn switch_root(sys: &mut dyn System) {
             info(
                 sys,
                 &format!(
-                    "moved the initramfs to a tmpfs: {} entries, {} KiB in {} ms",
+                    "the initramfs is a ramfs; moved it to a tmpfs: {} entries, {} KiB in {} ms",
                     stats.entries,
                     stats.bytes / 1024,
                     took.as_millis()
@@ -447,8 +496,68 @@ mod tests {
     }
 
     #[test]
-    fn on_the_initramfs_the_root_is_moved_to_a_tmpfs_before_anything_else() {
+    fn on_a_tmpfs_initramfs_root_is_a_bind_of_it_before_anything_else() {
         let rec = boot(Recorder::new().initramfs());
+        let a = rec.actions();
+        assert_eq!(a.first(), Some(&&Call::MkdirAll(NEWROOT.into(), 0o755)));
+        assert_eq!(
+            a.get(1),
+            Some(&&Call::Mount {
+                source: Some("/".into()),
+                target: NEWROOT.into(),
+                fstype: None,
+                flags: MountFlags(libc::MS_BIND | libc::MS_REC),
+                data: None,
+            })
+        );
+        assert_eq!(a.get(2), Some(&&Call::SwitchRoot(NEWROOT.into())));
+        assert_eq!(a.get(3), Some(&&Call::RemoveDir(NEWROOT.into())));
+        assert!(matches!(a.get(4), Some(Call::MkdirAll(p, _)) if p == "/proc"));
+        // Nothing is copied and this process goes on.
+        assert!(!rec
+            .calls
+            .iter()
+            .any(|c| matches!(c, Call::MoveRootEntries(_) | Call::Reexec)));
+        assert!(
+            rec.messages().contains(
+                &"switched root to a bind mount of the initramfs (tmpfs, nothing copied) in 1.2 ms"
+            ),
+            "{:?}",
+            rec.messages()
+        );
+        assert_eq!(rec.messages().last(), Some(&READY));
+    }
+
+    #[test]
+    fn a_failed_bind_stays_on_the_initramfs_and_boots_on() {
+        let rec = boot(
+            Recorder::new()
+                .initramfs()
+                .fail_mount(NEWROOT, libc::EINVAL),
+        );
+        assert!(!rec.calls.iter().any(|c| matches!(c, Call::SwitchRoot(_))));
+        assert!(rec.messages().contains(
+            &"cannot bind / on /newroot: EINVAL (errno 22); staying on the initramfs (container runtimes cannot pivot_root)"
+        ));
+        assert_eq!(rec.messages().last(), Some(&READY));
+    }
+
+    #[test]
+    fn a_failed_switch_detaches_the_bind_and_boots_on() {
+        let rec = boot(
+            Recorder::new()
+                .initramfs()
+                .fail_when(|c| matches!(c, Call::SwitchRoot(_)).then_some(Errno(libc::EPERM))),
+        );
+        let a = rec.actions();
+        assert_eq!(a.get(3), Some(&&Call::Umount(NEWROOT.into(), true)));
+        assert!(!rec.calls.iter().any(|c| matches!(c, Call::RemoveDir(_))));
+        assert_eq!(rec.messages().last(), Some(&READY));
+    }
+
+    #[test]
+    fn on_a_ramfs_initramfs_it_is_copied_to_a_tmpfs_and_init_reexecuted() {
+        let rec = boot(Recorder::new().initramfs_on_ramfs());
         let a = rec.actions();
         assert_eq!(a.first(), Some(&&Call::MkdirAll(NEWROOT.into(), 0o755)));
         assert!(
@@ -459,8 +568,9 @@ mod tests {
         assert_eq!(a.get(4), Some(&&Call::Reexec));
         assert!(matches!(a.get(5), Some(Call::MkdirAll(p, _)) if p == "/proc"));
         assert!(
-            rec.messages()
-                .contains(&"moved the initramfs to a tmpfs: 10 entries, 0 KiB in 1 ms"),
+            rec.messages().contains(
+                &"the initramfs is a ramfs; moved it to a tmpfs: 10 entries, 0 KiB in 1 ms"
+            ),
             "{:?}",
             rec.messages()
         );
@@ -470,25 +580,37 @@ mod tests {
     fn the_reexecuted_init_does_not_switch_again() {
         let rec = boot(
             Recorder::new()
-                .initramfs()
+                .initramfs_on_ramfs()
                 .with_file("env:KIOS_INIT_STAGE", b"switched"),
         );
         assert!(!rec
             .calls
             .iter()
-            .any(|c| matches!(c, Call::MoveRootEntries(_))));
+            .any(|c| matches!(c, Call::MoveRootEntries(_) | Call::SwitchRoot(_))));
         assert!(rec.messages().contains(&"running from the tmpfs root"));
     }
 
     #[test]
-    fn a_failed_tmpfs_mount_stays_on_the_initramfs_and_boots_on() {
+    fn a_failed_tmpfs_mount_stays_on_the_ramfs_and_boots_on() {
         let rec = boot(
             Recorder::new()
-                .initramfs()
+                .initramfs_on_ramfs()
                 .fail_mount(NEWROOT, libc::ENOMEM),
         );
         assert!(!rec.calls.iter().any(|c| matches!(c, Call::SwitchRoot(_))));
         assert_eq!(rec.messages().last(), Some(&READY));
+    }
+
+    #[test]
+    fn a_root_that_is_not_the_initial_rootfs_is_left_alone() {
+        let rec = boot(Recorder::new());
+        assert!(!rec
+            .calls
+            .iter()
+            .any(|c| matches!(c, Call::SwitchRoot(_) | Call::RemoveDir(_))));
+        assert!(rec
+            .messages()
+            .contains(&"/ is not the kernel's initial rootfs; no switch root"));
     }
 
     fn mount_targets(rec: &Recorder) -> Vec<&str> {

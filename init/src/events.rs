@@ -4,22 +4,18 @@
 //!   SIGTERM, SIGINT (ctrl-alt-del) and SIGUSR1;
 //! - an inotify descriptor (files appearing in `/etc/kubernetes`, the CRI-O socket);
 //! - the system socket, a listening `SOCK_STREAM` unix socket, and its clients;
-//! - the output pipe of each service, copied to its rotating log and tail.
+//! - the output pipe of each service, copied to its rotating log and tail (the
+//!   service itself is started by `spawn.rs`).
 //!
 //! Timers are the poll timeout: the supervisor passes the time to its next deadline.
 //! Output: [`Event`]s. No decisions are taken here (`supervise.rs` does).
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::childlog::{RotatingLog, Tail};
 use crate::system::{ChildExit, Errno, Event, ExitStatus, Spawn, WatchKind};
-
-/// The `PATH` children get.
-const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 struct Output {
     pipe: Option<OwnedFd>,
@@ -137,35 +133,11 @@ impl Sources {
             return Err(Errno::last());
         }
         let read = owned(fds[0])?;
+        // Our copy of the write end closes when this returns, so EOF on `read` means
+        // the child (and anything it passed the pipe to) is gone.
         let write = owned(fds[1])?;
-        let write2 = write.try_clone().map_err(|e| Errno::from_io(&e))?;
-        let mut cmd = Command::new(&spawn.program);
-        cmd.args(&spawn.args)
-            .env_clear()
-            .env("PATH", CHILD_PATH)
-            .env("HOME", "/root")
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(write))
-            .stderr(Stdio::from(write2));
-        // SAFETY: setsid(2), sigemptyset(3) and sigprocmask(2) are async-signal-safe
-        // and touch only the local set. PID 1 blocks the signals it reads through its
-        // signalfd; a child must not inherit that mask (TERM would stay pending).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|e| Errno::from_io(&e))?;
-        // Dropping `cmd` closes our copies of the write end, so EOF means the child
-        // (and anything it passed the pipe to) is gone.
-        drop(cmd);
+        let pid = crate::spawn::posix_spawn(spawn, &write)?;
         set_nonblocking(&read);
-        let pid = i32::try_from(child.id()).unwrap_or(-1);
         self.outputs.insert(
             pid,
             Output {
@@ -425,4 +397,23 @@ fn listen(path: &str) -> Result<OwnedFd, Errno> {
         return Err(Errno::last());
     }
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::Service;
+
+    #[test]
+    fn a_program_that_cannot_be_executed_is_an_error_and_leaves_no_output_behind() {
+        let mut src = Sources::default();
+        let spawn = Spawn {
+            service: Service::Kubelet,
+            program: "/nonexistent/kubelet".into(),
+            args: vec![],
+            log: "/nonexistent/kubelet.log".into(),
+        };
+        assert_eq!(src.spawn(&spawn), Err(Errno(libc::ENOENT)));
+        assert!(src.outputs.is_empty());
+    }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::events::Sources;
 use crate::log::{BootTime, LogLine};
 use crate::system::{
-    Errno, Event, ModuleError, Mount, MoveStats, PowerAction, Spawn, System, WatchKind,
+    Errno, Event, InitialRoot, ModuleError, Mount, MoveStats, PowerAction, Spawn, System, WatchKind,
 };
 
 /// The variable set for the re-executed init after the switch root.
@@ -150,8 +150,10 @@ fn rc(ret: libc::c_int) -> Result<(), Errno> {
 }
 
 /// Moves one entry of the old root to `dst`, recursively, deleting the source once
-/// copied. Ownership and mode are kept; xattrs and timestamps are not (nothing in
-/// the initramfs needs them at run time).
+/// copied. Ownership and mode are kept; timestamps are not (nothing needs them at
+/// run time). There are no xattrs to keep: cpio newc has no field for them and the
+/// kernel's unpacker (init/initramfs.c) sets only mode, owner and mtime, and this
+/// runs before anything else could set one.
 fn move_entry(src: &std::path::Path, dst: &std::path::Path, stats: &mut MoveStats) {
     let Ok(meta) = std::fs::symlink_metadata(src) else {
         stats.failed += 1;
@@ -389,18 +391,26 @@ impl System for Linux {
         std::env::var(name).ok()
     }
 
-    fn root_is_initramfs(&mut self) -> bool {
+    fn initial_root(&mut self) -> Option<InitialRoot> {
         // SAFETY: statfs is plain data; all zeroes is a valid value.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
         // SAFETY: a NUL-terminated path and a valid statfs to write into.
         if unsafe { libc::statfs(c"/".as_ptr(), &mut st) } != 0 {
-            return false;
+            return None;
         }
         const RAMFS_MAGIC: i64 = 0x8584_58f6;
         const TMPFS_MAGIC: i64 = 0x0102_1994;
         #[allow(clippy::unnecessary_cast)]
-        let fs = st.f_type as i64;
-        (fs == RAMFS_MAGIC || fs == TMPFS_MAGIC) && self.exists("/init")
+        let kind = match st.f_type as i64 {
+            TMPFS_MAGIC => InitialRoot::Tmpfs,
+            RAMFS_MAGIC => InitialRoot::Ramfs,
+            _ => return None,
+        };
+        self.exists("/init").then_some(kind)
+    }
+
+    fn remove_dir(&mut self, path: &str) -> Result<(), Errno> {
+        std::fs::remove_dir(path).map_err(|e| Errno::from_io(&e))
     }
 
     fn move_root_entries(&mut self, newroot: &str) -> Result<MoveStats, Errno> {

@@ -18,6 +18,7 @@ mod log;
 #[cfg(test)]
 mod record;
 mod shutdown;
+mod spawn;
 mod storage;
 mod supervise;
 mod system;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::log::{BootTime, LogLine};
 use crate::system::{
-    ChildExit, Errno, Event, ExitStatus, ModuleError, Mount, MountFlags, MoveStats, PowerAction,
-    Spawn, System, WatchKind,
+    ChildExit, Errno, Event, ExitStatus, InitialRoot, ModuleError, Mount, MountFlags, MoveStats,
+    PowerAction, Spawn, System, WatchKind,
 };
 
 /// One answer of `next_events`, in script order.
@@ -54,6 +54,7 @@ pub enum Call {
     Sleep(Duration),
     Umount(String, bool),
     CreateFile(String, Vec<u8>),
+    RemoveDir(String),
     MoveRootEntries(String),
     SwitchRoot(String),
     Reexec,
@@ -81,7 +82,7 @@ pub struct Recorder {
     dirs: HashMap<String, Vec<String>>,
     script: VecDeque<Step>,
     next_pid: i32,
-    initramfs: bool,
+    initial_root: Option<InitialRoot>,
     clock_nanos: u64,
 }
 
@@ -130,9 +131,15 @@ impl Recorder {
         self
     }
 
-    /// `/` is the kernel's initial rootfs.
+    /// `/` is the kernel's initial rootfs, a tmpfs (as when no `root=` is given).
     pub fn initramfs(mut self) -> Self {
-        self.initramfs = true;
+        self.initial_root = Some(InitialRoot::Tmpfs);
+        self
+    }
+
+    /// `/` is the kernel's initial rootfs, a ramfs.
+    pub fn initramfs_on_ramfs(mut self) -> Self {
+        self.initial_root = Some(InitialRoot::Ramfs);
         self
     }
 
@@ -238,8 +245,12 @@ impl System for Recorder {
             .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
-    fn root_is_initramfs(&mut self) -> bool {
-        self.initramfs
+    fn initial_root(&mut self) -> Option<InitialRoot> {
+        self.initial_root
+    }
+
+    fn remove_dir(&mut self, path: &str) -> Result<(), Errno> {
+        self.record(Call::RemoveDir(path.to_owned()))
     }
 
     fn move_root_entries(&mut self, newroot: &str) -> Result<MoveStats, Errno> {

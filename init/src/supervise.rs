@@ -1,6 +1,11 @@
 //! What PID 1 does after the host is set up: start CRI-O, then the kubelet once
 //! CRI-O's socket exists, keep both running, and shut the machine down when asked.
 //!
+//! The kubelet is never started while CRI-O is down: at boot and after every CRI-O
+//! restart (a crash or `0x04`) it waits until the CRI-O that runs has created its
+//! socket, or [`SOCKET_WAIT`] has passed since CRI-O went down. A kubelet that is
+//! running is left alone when CRI-O restarts (it reconnects by itself).
+//!
 //! Input: [`Event`]s from [`System::next_events`] (children reaped, files appearing,
 //! bytes on the system socket, signals) and the clock. Output: processes started and
 //! signalled, log lines, and at the end the shutdown sequence (`shutdown.rs`). The
@@ -112,7 +117,10 @@ pub struct Supervisor {
     crio: Svc,
     kubelet: Svc,
     crio_args: Vec<String>,
+    /// The running CRI-O has created its socket (or CRI-O is not installed, or the
+    /// wait for the socket timed out): the kubelet may start.
     socket_ready: bool,
+    /// Until when the kubelet waits for the socket.
     socket_deadline: Option<BootTime>,
     phase: Phase,
 }
@@ -262,6 +270,11 @@ impl Supervisor {
         if self.phase != Phase::Up {
             return;
         }
+        if s == Service::Kubelet && !self.socket_ready {
+            self.kubelet.run = Run::Idle;
+            info(sys, "the kubelet waits for CRI-O's socket");
+            return;
+        }
         let program = self.svc(s).program;
         if !sys.exists(program) {
             self.svc(s).run = Run::Disabled;
@@ -318,6 +331,15 @@ impl Supervisor {
         }
     }
 
+    /// CRI-O stops or has exited: its socket is gone with it, so the kubelet may not
+    /// be started again until the next CRI-O has made one, or [`SOCKET_WAIT`] passed.
+    fn crio_going_down(&mut self, sys: &mut dyn System) {
+        if self.socket_ready {
+            self.socket_ready = false;
+            self.socket_deadline = Some(sys.boot_time().plus(SOCKET_WAIT));
+        }
+    }
+
     fn maybe_start_kubelet(&mut self, sys: &mut dyn System) {
         if self.kubelet.run == Run::Idle && self.socket_ready {
             self.start_service(sys, Service::Kubelet);
@@ -332,6 +354,9 @@ impl Supervisor {
             info(sys, &format!("reaped pid {}: {}", exit.pid, exit.status));
             return;
         };
+        if s == Service::Crio {
+            self.crio_going_down(sys);
+        }
         let now = sys.boot_time();
         let run = std::mem::replace(&mut self.svc(s).run, Run::Idle);
         match run {
@@ -388,7 +413,9 @@ impl Supervisor {
 
     fn file_appeared(&mut self, sys: &mut dyn System, path: &str) {
         if path == CRIO_SOCKET {
-            if !self.socket_ready {
+            // A socket made by a CRI-O that has exited since does not count.
+            let crio_runs = matches!(self.crio.run, Run::Running { .. });
+            if crio_runs && !self.socket_ready {
                 self.socket_ready = true;
                 info(sys, &format!("CRI-O socket {CRIO_SOCKET} is ready"));
                 self.maybe_start_kubelet(sys);
@@ -422,6 +449,9 @@ impl Supervisor {
         match self.svc(s).run.clone() {
             Run::Running { pid, .. } => {
                 info(sys, &format!("{why}: restarting {s} (TERM to pid {pid})"));
+                if s == Service::Crio {
+                    self.crio_going_down(sys);
+                }
                 let _ = sys.signal(pid, libc::SIGTERM);
                 let svc = self.svc(s);
                 svc.failures = 0;
@@ -572,9 +602,6 @@ impl Supervisor {
             match self.svc(s).run.clone() {
                 Run::Backoff { until } if now >= until && up => {
                     self.svc(s).run = Run::Idle;
-                    if s == Service::Kubelet && !self.socket_ready {
-                        continue;
-                    }
                     self.start_service(sys, s);
                 }
                 Run::Stopping { pid, kill_at, .. } if now >= kill_at => {

@@ -247,6 +247,15 @@ impl fmt::Display for PowerAction {
     }
 }
 
+/// What the kernel's initial rootfs (the unpacked initramfs) is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitialRoot {
+    /// A tmpfs: what the kernel uses when it has tmpfs and no `root=` is given.
+    Tmpfs,
+    /// A ramfs: no size limit and no usage figures.
+    Ramfs,
+}
+
 /// What moving the initramfs onto the new root copied.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MoveStats {
@@ -298,8 +307,11 @@ pub trait System {
     fn write_log(&mut self, line: &LogLine);
     /// An environment variable of this process.
     fn env(&mut self, name: &str) -> Option<String>;
-    /// Whether `/` is the kernel's initial rootfs (ramfs or tmpfs holding `/init`).
-    fn root_is_initramfs(&mut self) -> bool;
+    /// What `/` is made of when it is the kernel's initial rootfs (a ramfs or tmpfs
+    /// holding `/init`); `None` otherwise.
+    fn initial_root(&mut self) -> Option<InitialRoot>;
+    /// `rmdir(2)`.
+    fn remove_dir(&mut self, path: &str) -> Result<(), Errno>;
     /// Copies every entry of `/` that is on the root filesystem into `newroot` (a
     /// mounted tmpfs), deleting each original once copied to free its memory.
     fn move_root_entries(&mut self, newroot: &str) -> Result<MoveStats, Errno>;
@@ -435,8 +447,13 @@ impl System for DryRun {
         std::env::var(name).ok()
     }
 
-    fn root_is_initramfs(&mut self) -> bool {
-        false
+    fn initial_root(&mut self) -> Option<InitialRoot> {
+        None
+    }
+
+    fn remove_dir(&mut self, path: &str) -> Result<(), Errno> {
+        self.show(format_args!("rmdir {path}"));
+        Ok(())
     }
 
     fn move_root_entries(&mut self, newroot: &str) -> Result<MoveStats, Errno> {

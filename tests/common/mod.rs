@@ -162,41 +162,8 @@ pub fn boot(img: &Path, until: &str, timeout: Duration, writable: bool) -> (bool
     let vars = dir.path().join("vars.fd");
     fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
     let log = dir.path().join("serial.log");
-    let fmt = if img.extension().map(|e| e == "qcow2").unwrap_or(false) {
-        "qcow2"
-    } else {
-        "raw"
-    };
     let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-machine",
-            "q35",
-            "-m",
-            "1024",
-            "-smp",
-            "1",
-            "-nographic",
-            "-no-reboot",
-        ])
-        .args(["-monitor", "none", "-display", "none"])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={}",
-            code.display()
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            vars.display()
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "if=virtio,format={fmt},file={}{}",
-            img.display(),
-            if writable { "" } else { ",snapshot=on" }
-        ))
-        .arg("-serial")
-        .arg(format!("file:{}", log.display()))
+        .args(qemu_x86_args(img, &vars, &log, writable, None))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -226,6 +193,59 @@ pub fn boot(img: &Path, until: &str, timeout: Duration, writable: bool) -> (bool
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     (seen, s)
+}
+
+/// The QEMU arguments of [`boot`]: q35 under TCG (KVM is unusable here), one CPU,
+/// OVMF in the two pflash banks (`vars` a writable copy of the variables), `img` as a
+/// virtio disk (a snapshot unless `writable`), the serial console to `log`, and the
+/// human monitor on the unix socket `monitor` (a server QEMU listens on) or none.
+pub fn qemu_x86_args(
+    img: &Path,
+    vars: &Path,
+    log: &Path,
+    writable: bool,
+    monitor: Option<&Path>,
+) -> Vec<String> {
+    let fmt = if img.extension().map(|e| e == "qcow2").unwrap_or(false) {
+        "qcow2"
+    } else {
+        "raw"
+    };
+    let monitor = match monitor {
+        Some(m) => format!("unix:{},server=on,wait=off", m.display()),
+        None => "none".into(),
+    };
+    [
+        "-machine",
+        "q35",
+        "-m",
+        "1024",
+        "-smp",
+        "1",
+        "-nographic",
+        "-no-reboot",
+        "-display",
+        "none",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "-monitor".into(),
+        monitor,
+        "-drive".into(),
+        "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+        "-drive".into(),
+        format!(
+            "if=virtio,format={fmt},file={}{}",
+            img.display(),
+            if writable { "" } else { ",snapshot=on" }
+        ),
+        "-serial".into(),
+        format!("file:{}", log.display()),
+    ])
+    .collect()
 }
 
 /// Writes an OCI image layout at `layout` with one image tagged `tag` for linux/amd64,

@@ -305,3 +305,150 @@ fn unknown_command_bytes_and_a_stray_continue_are_ignored() {
     assert!(m.contains(&"0x02 without a shutdown in progress; ignored"));
     assert!(signals(&rec).is_empty());
 }
+
+/// The kubelet's starts: their index among the recorded calls.
+fn kubelet_spawns(rec: &Recorder) -> Vec<usize> {
+    rec.calls
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| matches!(c, Call::Spawn(s) if s.program == KUBELET).then_some(i))
+        .collect()
+}
+
+/// Where the `n`th (from 0) CRI-O socket event was handed to the supervisor: the
+/// index of the `next_events` call that returned it.
+fn socket_event(rec: &Recorder, script: &[Step], n: usize) -> usize {
+    let rounds: Vec<usize> = rec
+        .calls
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| matches!(c, Call::NextEvents(_)).then_some(i))
+        .collect();
+    let step = script
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            matches!(s, Step::Events(e) if e.contains(&Event::FileAppeared(CRIO_SOCKET.into())))
+        })
+        .nth(n)
+        .map(|(i, _)| i)
+        .unwrap_or(usize::MAX);
+    rounds.get(step).copied().unwrap_or(usize::MAX)
+}
+
+#[test]
+fn after_0x04_a_kubelet_restart_waits_for_the_new_crio_socket() {
+    // 0x04 and 0x03 at once: both stop; CRI-O is started again at once, and the
+    // kubelet only once the new CRI-O's socket appears.
+    let script = vec![
+        socket(),
+        Step::Events(vec![
+            Event::Command(CMD_RESTART_CRIO),
+            Event::Command(CMD_RESTART_KUBELET),
+        ]),
+        Step::Exit(CRIO_PID, 0),
+        Step::Exit(KUBELET_PID, 0),
+        socket(),
+    ];
+    let rec = supervise(installed().with_script(script.clone()), script.len());
+    assert_eq!(programs(&rec), [CRIO, KUBELET, CRIO, KUBELET]);
+    let starts = kubelet_spawns(&rec);
+    let socket_again = socket_event(&rec, &script, 1);
+    assert!(starts[1] > socket_again, "{:?}", rec.calls);
+    let m = rec.messages();
+    assert!(m.contains(&"the kubelet waits for CRI-O's socket"), "{m:?}");
+    assert_eq!(
+        m.iter()
+            .filter(|l| **l == "CRI-O socket /var/run/crio/crio.sock is ready")
+            .count(),
+        2,
+        "{m:?}"
+    );
+}
+
+#[test]
+fn a_crio_restart_alone_leaves_a_running_kubelet_alone() {
+    let script = vec![
+        socket(),
+        Step::Events(vec![Event::Command(CMD_RESTART_CRIO)]),
+        Step::Exit(CRIO_PID, 0),
+        socket(),
+    ];
+    let rec = supervise(installed().with_script(script.clone()), script.len());
+    assert_eq!(programs(&rec), [CRIO, KUBELET, CRIO]);
+    assert_eq!(signals(&rec), [(CRIO_PID, libc::SIGTERM)]);
+}
+
+#[test]
+fn a_kubelet_crashing_while_crio_is_down_is_restarted_only_after_the_socket() {
+    // CRI-O crashes (restart in 500 ms); the kubelet crashes too; both backoffs
+    // pass: CRI-O is started again, the kubelet waits for its socket.
+    let script = vec![
+        socket(),
+        Step::Exit(CRIO_PID, 1),
+        Step::Exit(KUBELET_PID, 1),
+        Step::Timeout,
+        Step::Timeout,
+        socket(),
+    ];
+    let rec = supervise(installed().with_script(script.clone()), script.len());
+    assert_eq!(programs(&rec), [CRIO, KUBELET, CRIO, KUBELET]);
+    let starts = kubelet_spawns(&rec);
+    assert!(
+        starts[1] > socket_event(&rec, &script, 1),
+        "{:?}",
+        rec.calls
+    );
+}
+
+#[test]
+fn a_socket_event_of_a_crio_that_has_exited_does_not_count() {
+    // CRI-O creates its socket and dies in the same round: the event is stale, so
+    // the crashed kubelet is not started before the next CRI-O's socket.
+    let script = vec![
+        socket(),
+        Step::Exit(KUBELET_PID, 1),
+        Step::Events(vec![
+            Event::ChildExited {
+                exit: ChildExit {
+                    pid: CRIO_PID,
+                    status: ExitStatus::Exited(1),
+                },
+                last_lines: vec![],
+            },
+            Event::FileAppeared(CRIO_SOCKET.into()),
+        ]),
+        Step::Timeout,
+        Step::Timeout,
+    ];
+    let rec = supervise(installed().with_script(script.clone()), script.len());
+    assert_eq!(programs(&rec), [CRIO, KUBELET, CRIO]);
+    assert!(rec
+        .messages()
+        .contains(&"the kubelet waits for CRI-O's socket"));
+}
+
+#[test]
+fn a_restarted_crio_that_never_makes_its_socket_holds_the_kubelet_at_most_the_bound() {
+    let script = vec![
+        socket(),
+        Step::Events(vec![
+            Event::Command(CMD_RESTART_CRIO),
+            Event::Command(CMD_RESTART_KUBELET),
+        ]),
+        Step::Exit(CRIO_PID, 0),
+        Step::Exit(KUBELET_PID, 0),
+    ];
+    // Then every round times out: the next deadline is the socket bound.
+    let rec = supervise(installed().with_script(script), 6);
+    assert_eq!(programs(&rec), [CRIO, KUBELET, CRIO, KUBELET]);
+    let m = rec.messages();
+    assert!(
+        m.contains(&"no CRI-O socket after 30 s; starting the kubelet anyway"),
+        "{m:?}"
+    );
+    let waited = rec.calls.iter().any(
+        |c| matches!(c, Call::NextEvents(Some(d)) if *d > SOCKET_WAIT - Duration::from_millis(50)),
+    );
+    assert!(waited, "{:?}", rec.calls);
+}

@@ -65,3 +65,35 @@ pub fn shutdown(name: &str) {
     let _ = s.write_all(&[0x02]);
     say(&format!("STANDIN {name} sent 0x01 then 0x02"));
 }
+
+/// Connects to `/run/system.sock` and keeps the connection, as a drain agent does
+/// to hear of a shutdown.
+pub fn connect() -> Option<UnixStream> {
+    UnixStream::connect("/run/system.sock").ok()
+}
+
+/// Waits (without a bound) for kios-init's shutdown broadcast on `s`, then answers
+/// `0x02` (continue the shutdown), as a drain agent that has finished.
+pub fn answer_shutdown(name: &str, mut s: UnixStream) {
+    let mut b = [0u8; 1];
+    match s.read_exact(&mut b) {
+        Ok(()) => say(&format!("STANDIN {name} got broadcast {:#04x}", b[0])),
+        Err(e) => {
+            say(&format!("STANDIN {name} no broadcast: {e}"));
+            return;
+        }
+    }
+    match s.write_all(&[0x02]) {
+        Ok(()) => say(&format!("STANDIN {name} sent 0x02")),
+        Err(e) => say(&format!("STANDIN {name} cannot send 0x02: {e}")),
+    }
+}
+
+/// Creates `path` and tells whether it was there already: a marker in `/run` (a
+/// tmpfs, so it is gone at the next boot) that lets a double tell its first start
+/// from a restart.
+pub fn started_before(path: &str) -> bool {
+    let before = std::path::Path::new(path).exists();
+    let _ = std::fs::write(path, b"");
+    before
+}

@@ -1,8 +1,16 @@
 //! Test double for the kubelet (not the kubelet): see tests/standins/README.md.
 
-use kios_standins::{announce, mode, say, send, shutdown, stay};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use kios_standins::{
+    announce, answer_shutdown, connect, mode, say, send, shutdown, started_before, stay,
+};
 
 const KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
+const MARKER: &str = "/run/kios-test-kubelet-started";
+/// The OCI bundle the `container` mode runs (put in the image by the test).
+const BUNDLE: &str = "/var/lib/kios-test/bundle";
 
 fn main() {
     let args = announce("kubelet");
@@ -21,7 +29,95 @@ fn main() {
                 let _ = send(0x03);
             }
         }
+        "drain" => drain(),
+        "restart-crio" => restart_crio(),
+        "container" => {
+            run_container();
+            sigterm_init();
+        }
         _ => {}
     }
     stay()
+}
+
+/// Waits for a shutdown (from anywhere: ctrl-alt-del, say) and lets it continue.
+fn drain() {
+    let Some(s) = connect() else {
+        say("STANDIN kubelet cannot reach /run/system.sock");
+        return;
+    };
+    say("STANDIN kubelet waiting for a shutdown");
+    answer_shutdown("kubelet", s);
+}
+
+/// First start: asks for a CRI-O restart and a kubelet restart at once (`0x04`,
+/// `0x03`). Started again: asks for a reboot (`0x05`) and lets it continue.
+fn restart_crio() {
+    if !started_before(MARKER) {
+        say("STANDIN kubelet sends 0x04 then 0x03");
+        let _keep = send_bytes(&[0x04, 0x03]);
+        stay()
+    }
+    say("STANDIN kubelet started again");
+    match send_bytes(&[0x05]) {
+        Some(s) => answer_shutdown("kubelet", s),
+        None => say("STANDIN kubelet cannot reach /run/system.sock"),
+    }
+}
+
+fn send_bytes(bytes: &[u8]) -> Option<std::os::unix::net::UnixStream> {
+    use std::io::Write;
+    let mut s = connect()?;
+    s.write_all(bytes).ok()?;
+    Some(s)
+}
+
+/// Runs a container with the real runc, which `pivot_root`s into the bundle's
+/// rootfs as CRI-O's runtimes do: that fails with EINVAL on the kernel's initial
+/// rootfs, so this shows the switch root did its job.
+fn run_container() {
+    let child = Command::new("/usr/sbin/runc")
+        .args([
+            "--root",
+            "/run/runc",
+            "run",
+            "--bundle",
+            BUNDLE,
+            "kios-test",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output();
+    match child {
+        Ok(out) => {
+            for l in BufReader::new(&out.stdout[..])
+                .lines()
+                .map_while(Result::ok)
+            {
+                say(&format!("STANDIN kubelet container stdout: {l}"));
+            }
+            for l in BufReader::new(&out.stderr[..])
+                .lines()
+                .map_while(Result::ok)
+            {
+                say(&format!("STANDIN kubelet container stderr: {l}"));
+            }
+            say(&format!("STANDIN kubelet runc exited: {}", out.status));
+        }
+        Err(e) => say(&format!("STANDIN kubelet cannot run runc: {e}")),
+    }
+}
+
+/// Sends SIGTERM to PID 1 (the only way it gets one: from inside), staying
+/// connected to the system socket to answer the shutdown broadcast.
+fn sigterm_init() {
+    let Some(s) = connect() else {
+        say("STANDIN kubelet cannot reach /run/system.sock");
+        return;
+    };
+    // SAFETY: kill(2) has no memory effects.
+    let rc = unsafe { libc::kill(1, libc::SIGTERM) };
+    say(&format!("STANDIN kubelet sent SIGTERM to pid 1 (rc {rc})"));
+    answer_shutdown("kubelet", s);
 }
