@@ -231,6 +231,17 @@ mod tests {
     use crate::tree::Tree;
     use std::io::Cursor;
 
+    fn image_of(t: &Tree) -> Vec<u8> {
+        let mut img = Cursor::new(Vec::new());
+        let opts = ErofsOptions {
+            uuid: [1; 16],
+            volume_name: "T".into(),
+            mtime: 0,
+        };
+        write_erofs(t, &mut img, &opts).unwrap();
+        img.into_inner()
+    }
+
     #[test]
     fn files_written_by_our_writer_read_back() {
         let mut t = Tree::new(0);
@@ -247,18 +258,7 @@ mod tests {
             )
             .unwrap();
         }
-        let mut img = Cursor::new(Vec::new());
-        write_erofs(
-            &t,
-            &mut img,
-            &ErofsOptions {
-                uuid: [1; 16],
-                volume_name: "T".into(),
-                mtime: 0,
-            },
-        )
-        .unwrap();
-        let bytes = img.into_inner();
+        let bytes = image_of(&t);
         // At an offset, as a partition of a disk.
         let mut disk = vec![0u8; 8192];
         disk.extend_from_slice(&bytes);
@@ -295,18 +295,7 @@ mod tests {
         assert!(ErofsReader::open(Cursor::new(vec![0u8; 4096]), 0, 4096).is_err());
         let mut t = Tree::new(0);
         t.add_file("a/b", "x", 0o644).unwrap();
-        let mut img = Cursor::new(Vec::new());
-        write_erofs(
-            &t,
-            &mut img,
-            &ErofsOptions {
-                uuid: [1; 16],
-                volume_name: "T".into(),
-                mtime: 0,
-            },
-        )
-        .unwrap();
-        let good = img.into_inner();
+        let good = image_of(&t);
         // Flip every byte after the superblock in turn: reading may fail, never panic.
         for at in (2048..good.len()).step_by(7) {
             let mut b = good.clone();
