@@ -162,37 +162,13 @@ pub fn boot(img: &Path, until: &str, timeout: Duration, writable: bool) -> (bool
     let vars = dir.path().join("vars.fd");
     fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
     let log = dir.path().join("serial.log");
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(qemu_x86_args(img, &vars, &log, writable, None))
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(qemu_x86_args(img, &vars, &log, writable, None))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu starts");
-    let start = Instant::now();
-    let mut seen = false;
-    loop {
-        let s = fs::read(&log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        if s.contains(until) {
-            seen = true;
-            break;
-        }
-        if start.elapsed() > timeout {
-            break;
-        }
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let s = fs::read(&log)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    (seen, s)
+        .stderr(Stdio::null());
+    let (seen, log, _) = wait_for_console(cmd, &log, until, timeout);
+    (seen, log)
 }
 
 /// The QEMU arguments of [`boot`]: q35 under TCG (KVM is unusable here), one CPU,
