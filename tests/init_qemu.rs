@@ -194,6 +194,37 @@ fn first_boot_lays_out_the_data_partition_and_bootstrap_state_survives_a_reboot(
     fsck_clean(&data_partition(&img, dir.path()));
 }
 
+/// Every step is in the kernel log (for `dmesg`), at debug priority, so the kernel
+/// does not print it on the console a second time: the init wrote it there already,
+/// and the kernel's console write is synchronous.
+#[test]
+fn steps_are_in_the_kernel_log_but_not_echoed_on_the_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "kmsg", &["kios.test.kubelet=kmsg"], &[]);
+    let (exited, log) = boot_to_poweroff(&img, BOOT_TIMEOUT);
+    assert!(exited, "QEMU did not power off; the log:\n{log}");
+    let report = log
+        .lines()
+        .find_map(|l| {
+            l.split_once("STANDIN kubelet kmsg: ")
+                .map(|x| x.1.trim_end())
+        })
+        .unwrap_or_else(|| panic!("no kmsg report in:\n{log}"));
+    let (count, priority) = report
+        .split_once(" kios-init records; lo up at priority ")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(count.parse::<u32>().unwrap() > 20, "{report}");
+    assert_eq!(priority, "7", "{report}");
+    // On the console: the init's own line, and no kernel echo of it
+    // (`[    3.61] kios-init: loopback lo is up`).
+    let on_console: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("kios-init: loopback lo is up"))
+        .collect();
+    assert_eq!(on_console.len(), 1, "{on_console:?}");
+    assert!(on_console[0].contains("ms] kios-init:"), "{on_console:?}");
+}
+
 #[test]
 fn crashing_kubelet_and_crio_are_restarted_with_backoff() {
     let dir = tempfile::tempdir().unwrap();

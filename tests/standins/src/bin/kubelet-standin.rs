@@ -17,6 +17,10 @@ fn main() {
     match mode("kubelet", "stay").as_str() {
         "crash" => std::process::exit(1),
         "shutdown" => shutdown("kubelet"),
+        "kmsg" => {
+            report_kmsg();
+            shutdown("kubelet");
+        }
         "bootstrap" => {
             if args.iter().any(|a| a == "--kubeconfig") {
                 shutdown("kubelet");
@@ -120,4 +124,52 @@ fn sigterm_init() {
     let rc = unsafe { libc::kill(1, libc::SIGTERM) };
     say(&format!("STANDIN kubelet sent SIGTERM to pid 1 (rc {rc})"));
     answer_shutdown("kubelet", s);
+}
+
+/// Reads the kernel log (`/dev/kmsg`, without blocking) and says how many records
+/// kios-init wrote and the priority of its `loopback lo is up` record.
+fn report_kmsg() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_o_nonblock())
+        .open("/dev/kmsg");
+    let Ok(mut f) = f else {
+        say("STANDIN kubelet cannot open /dev/kmsg");
+        return;
+    };
+    let (mut records, mut priority) = (0, None);
+    let mut buf = vec![0u8; 8192];
+    // One read(2) is one record: "PRIORITY,SEQ,TIME,FLAGS;MESSAGE".
+    while let Ok(n) = f.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let rec = String::from_utf8_lossy(&buf[..n]);
+        let Some((head, msg)) = rec.split_once(';') else {
+            continue;
+        };
+        if msg.starts_with("kios-init: ") {
+            records += 1;
+            if msg.starts_with("kios-init: loopback lo is up") {
+                priority = head
+                    .split(',')
+                    .next()
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .map(|p| p & 7);
+            }
+        }
+    }
+    say(&format!(
+        "STANDIN kubelet kmsg: {records} kios-init records; lo up at priority {}",
+        priority
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "none".into())
+    ));
+}
+
+/// `O_NONBLOCK` (x86_64 and aarch64 Linux).
+fn libc_o_nonblock() -> i32 {
+    0o4000
 }
