@@ -267,22 +267,12 @@ pub(crate) fn write(spec: &NodeSpec, units: &[Unit], out: &mut Generated) -> Res
             content,
             secret: false,
         });
-        let summary = summarize(&u.pod, from, oneshot);
-        for i in &summary.images {
-            if !out.images.contains(i) {
-                out.images.push(i.clone());
-            }
-        }
-        out.pods.push(summary);
+        out.pods.push(summarize(&u.pod, from, oneshot));
     }
     for d in &spec.daemons {
         if d.image.is_none() && d.from_builtin_base {
             out.skipped.push(d.name.value.clone());
         }
-    }
-    let pause = spec.kubernetes.value.pause_image().to_string();
-    if !out.images.contains(&pause) {
-        out.images.push(pause);
     }
     Ok(())
 }

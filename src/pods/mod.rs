@@ -138,9 +138,6 @@ pub struct Generated {
     pub warnings: Vec<Finding>,
     /// Daemons of a built-in base left without an image, so not run.
     pub skipped: Vec<String>,
-    /// Every image the node needs without pulling, pinned where possible: the pods'
-    /// images and the pause image. For the store stage.
-    pub images: Vec<String>,
 }
 
 /// An error of the `pods` stage.
