@@ -422,8 +422,6 @@ fn check_static_elf(path: &Path, arch: Arch) -> Result<(), BuildError> {
 
 /// Where kios-init mounts the store partition (docs/boot-flow.md).
 pub const STORE_MOUNT: &str = "/var/lib/kios/store";
-/// The list of pre-seeded images kept in the initramfs for `inspect`.
-pub const STORE_LISTING: &str = "etc/kios/images.json";
 
 /// The text of `/etc/os-release` (also the UKI's `.osrel`).
 pub fn os_release(profile: &Profile) -> String {
@@ -497,24 +495,6 @@ pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildE
             ),
             0o644,
         )?;
-        let listing: Vec<serde_json::Value> = p
-            .store_images
-            .iter()
-            .map(|s| {
-                let mut v = serde_json::json!({
-                    "names": s.names,
-                    "digest": s.image.manifest_digest.to_string(),
-                    "id": s.image.config_digest.hex(),
-                });
-                if let Some(i) = &s.image.index_digest {
-                    v["indexDigest"] = i.to_string().into();
-                }
-                v
-            })
-            .collect();
-        let mut text = serde_json::to_string_pretty(&listing).unwrap_or_default();
-        text.push('\n');
-        tree.add_file(STORE_LISTING, text, 0o644)?;
     }
     tree.clamp_mtimes(epoch);
     Ok((tree, modules_list))

@@ -141,7 +141,7 @@ pub struct EtcFile {
 
 /// The images of a containers/storage store on EROFS at `offset`: each one's names,
 /// `digest` (the platform manifest's), `id` and, when it came through an image
-/// index, `indexDigest`; as `/etc/kios/images.json` spells them.
+/// index, `indexDigest`.
 fn store_listing(f: &mut File, offset: u64, len: u64) -> std::io::Result<Vec<serde_json::Value>> {
     let mut fs = crate::store::erofs::ErofsReader::open(&mut *f, offset, len)?;
     let Some(bytes) = fs.read_file("overlay-images/images.json", 64 << 20)? else {
@@ -232,19 +232,13 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         images: Vec::new(),
     };
     // The pre-seeded images, read from the store partition itself.
-    let store_images = match table
+    if let Some(part) = table
         .partitions
         .iter()
         .find(|p| p.type_guid == disk::STORE_TYPE)
     {
-        Some(part) => Some(
-            store_listing(&mut f, part.offset(), part.size())
-                .map_err(|e| bad(format!("the store partition cannot be read: {e}")))?,
-        ),
-        None => None,
-    };
-    if let Some(images) = &store_images {
-        out.images = images.clone();
+        out.images = store_listing(&mut f, part.offset(), part.size())
+            .map_err(|e| bad(format!("the store partition cannot be read: {e}")))?;
     }
     let Some(esp_part) = table
         .partitions
@@ -333,12 +327,6 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
                 path: "/init".into(),
                 size: e.size,
             });
-        }
-        // Images without a readable partition: what the build recorded.
-        if p == crate::build::STORE_LISTING && store_images.is_none() {
-            if let Some(d) = &e.data {
-                out.images = serde_json::from_slice(d).unwrap_or_default();
-            }
         }
         if p == "etc/kios/modules" {
             if let Some(d) = &e.data {
