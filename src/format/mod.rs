@@ -79,16 +79,12 @@ impl Format {
         }
     }
 
-    /// The conventional file extension, without the leading dot.
+    /// The conventional file extension, without the leading dot: the name, but for
+    /// the GCE tarball.
     pub fn extension(self) -> &'static str {
         match self {
-            Format::Raw => "raw",
-            Format::RawZst => "raw.zst",
-            Format::RawXz => "raw.xz",
-            Format::Qcow2 => "qcow2",
-            Format::Vhd => "vhd",
             Format::Gce => "tar.gz",
-            Format::Vmdk => "vmdk",
+            other => other.name(),
         }
     }
 }

@@ -614,51 +614,40 @@ enum Failure {
 
 impl Session<'_> {
     fn classify(&self, r: &ImageRef, what: &str, e: OciDistributionError) -> Failure {
-        match e {
-            OciDistributionError::UnauthorizedError { .. }
-            | OciDistributionError::AuthenticationFailure(_) => {
-                Failure::Fatal(RegistryError::Unauthorized {
-                    registry: r.registry.clone(),
-                    repository: r.repository.clone(),
-                    what: what.to_string(),
-                    had_credentials: self.auths.get(&r.registry).is_some_and(|a| a.1),
+        let unauthorized = || {
+            Failure::Fatal(RegistryError::Unauthorized {
+                registry: r.registry.clone(),
+                repository: r.repository.clone(),
+                what: what.to_string(),
+                had_credentials: self.auths.get(&r.registry).is_some_and(|a| a.1),
+            })
+        };
+        let not_found = || {
+            Failure::Fatal(RegistryError::NotFound {
+                registry: r.registry.clone(),
+                repository: r.repository.clone(),
+                what: what.to_string(),
+            })
+        };
+        // The distribution error codes of a registry's JSON answer, e.g. MANIFEST_UNKNOWN.
+        let has_code = |e: &OciDistributionError, words: &[&str]| match e {
+            OciDistributionError::RegistryError { envelope, .. } => {
+                envelope.errors.iter().any(|x| {
+                    let c = format!("{:?}", x.code);
+                    words.iter().any(|w| c.contains(w))
                 })
             }
+            _ => false,
+        };
+        match e {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => unauthorized(),
             OciDistributionError::ServerError { code, .. } if code == 429 || code >= 500 => {
                 Failure::Retry(Box::new(e))
             }
-            OciDistributionError::ServerError { code: 404, .. } => {
-                Failure::Fatal(RegistryError::NotFound {
-                    registry: r.registry.clone(),
-                    repository: r.repository.clone(),
-                    what: what.to_string(),
-                })
-            }
-            OciDistributionError::RegistryError { ref envelope, .. }
-                if envelope.errors.iter().any(|x| {
-                    let c = format!("{:?}", x.code);
-                    c.contains("Unknown")
-                }) =>
-            {
-                Failure::Fatal(RegistryError::NotFound {
-                    registry: r.registry.clone(),
-                    repository: r.repository.clone(),
-                    what: what.to_string(),
-                })
-            }
-            OciDistributionError::RegistryError { ref envelope, .. }
-                if envelope.errors.iter().any(|x| {
-                    let c = format!("{:?}", x.code);
-                    c.contains("Unauthorized") || c.contains("Denied")
-                }) =>
-            {
-                Failure::Fatal(RegistryError::Unauthorized {
-                    registry: r.registry.clone(),
-                    repository: r.repository.clone(),
-                    what: what.to_string(),
-                    had_credentials: self.auths.get(&r.registry).is_some_and(|a| a.1),
-                })
-            }
+            OciDistributionError::ServerError { code: 404, .. } => not_found(),
+            ref x if has_code(x, &["Unknown"]) => not_found(),
+            ref x if has_code(x, &["Unauthorized", "Denied"]) => unauthorized(),
             OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => {
                 Failure::Retry(Box::new(e))
             }
