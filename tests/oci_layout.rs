@@ -9,30 +9,16 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 
+use common::run_tool;
 use kios_build::oci::{apply_layers, open_layout, Digest, Limits};
 use kios_build::tree::{Kind, Tree};
 use serde_json::json;
 use tempfile::TempDir;
 
-fn run(tool: &str, package: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{tool}` ({e}): install the `{package}` package"));
-    assert!(
-        out.status.success(),
-        "`{tool} {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 /// A reproducible layer tar of `root`, made by GNU tar.
 fn gnu_tar(root: &Path, out: &Path) -> Vec<u8> {
-    run(
+    run_tool(
         "tar",
         "tar",
         &[
@@ -182,16 +168,16 @@ fn a_hand_written_layout_survives_skopeo_and_reads_back_exactly() {
     );
 
     let src_ref = format!("oci:{}:t", src.display());
-    let raw = run("skopeo", "skopeo", &["inspect", "--raw", &src_ref]);
+    let raw = run_tool("skopeo", "skopeo", &["inspect", "--raw", &src_ref]);
     assert_eq!(raw, manifest, "skopeo reads our manifest as written");
-    let listed = run("umoci", "umoci", &["ls", "--layout", src.to_str().unwrap()]);
+    let listed = run_tool("umoci", "umoci", &["ls", "--layout", src.to_str().unwrap()]);
     assert_eq!(String::from_utf8_lossy(&listed).trim(), "t");
 
     let zstd = t.join("zstd");
     let plain = t.join("plain");
     let zstd_ref = format!("oci:{}:t", zstd.display());
     let plain_ref = format!("oci:{}:t", plain.display());
-    run(
+    run_tool(
         "skopeo",
         "skopeo",
         &[
@@ -203,7 +189,7 @@ fn a_hand_written_layout_survives_skopeo_and_reads_back_exactly() {
             &zstd_ref,
         ],
     );
-    run(
+    run_tool(
         "skopeo",
         "skopeo",
         &[

@@ -19,17 +19,44 @@ pub fn repo() -> PathBuf {
 
 /// The offline inputs made by scripts/prepare-inputs.
 pub fn inputs() -> PathBuf {
-    let dir = std::env::var_os("KIOS_TEST_INPUTS")
+    checked_inputs(inputs_root(), "scripts/prepare-inputs")
+}
+
+/// `$KIOS_TEST_INPUTS`, else `.inputs` beside the repository.
+fn inputs_root() -> PathBuf {
+    std::env::var_os("KIOS_TEST_INPUTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".inputs"));
+        .unwrap_or_else(|| repo().join(".inputs"))
+}
+
+/// `dir`, once its kernel, stub and system parts are complete (`make` says how).
+fn checked_inputs(dir: PathBuf, make: &str) -> PathBuf {
     for part in ["kernel", "stub", "system"] {
         assert!(
             dir.join(part).join(".done").exists(),
-            "test inputs missing in {}: run scripts/prepare-inputs (or scripts/test)",
+            "test inputs missing in {}: run {make} (or scripts/test)",
             dir.display()
         );
     }
     dir
+}
+
+/// Runs `tool` (from the Debian `package`) with `args`, which must succeed: its
+/// standard output.
+pub fn run_tool(tool: &str, package: &str, args: &[&str]) -> Vec<u8> {
+    require_tool(tool, package);
+    let out = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{tool}` ({e}): install the `{package}` package"));
+    assert!(
+        out.status.success(),
+        "`{tool} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// The static kios-init made by scripts/build-init.
@@ -271,18 +298,10 @@ pub fn partition(img: &Path, name: &str) -> (u64, u64) {
 
 /// The arm64 offline inputs made by `scripts/prepare-inputs` (`.inputs/arm64/`).
 pub fn inputs_arm64() -> PathBuf {
-    let dir = std::env::var_os("KIOS_TEST_INPUTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".inputs"))
-        .join("arm64");
-    for part in ["kernel", "stub", "system"] {
-        assert!(
-            dir.join(part).join(".done").exists(),
-            "arm64 test inputs missing in {}: run scripts/prepare-inputs --arch arm64 (or scripts/test)",
-            dir.display()
-        );
-    }
-    dir
+    checked_inputs(
+        inputs_root().join("arm64"),
+        "scripts/prepare-inputs --arch arm64",
+    )
 }
 
 fn built_init_arm64() -> Option<PathBuf> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use kios_build::oci::Digest;
 
-use crate::common::require_tool;
+use crate::common::{require_tool, run_tool};
 
 // The layout writers live in common::layout; the tests reach them as fixture::*.
 #[allow(unused_imports)]
@@ -43,22 +43,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn run(tool: &str, package: &str, args: &[&str]) -> Vec<u8> {
-    require_tool(tool, package);
-    let out = Command::new(tool)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{tool}` ({e}): install the `{package}` package"));
-    assert!(
-        out.status.success(),
-        "`{tool} {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 impl Registry {
     /// A plain-HTTP registry without auth.
     pub fn start() -> Registry {
@@ -83,7 +67,7 @@ impl Registry {
             ));
         }
         if let Some((u, p)) = creds {
-            let line = run("htpasswd", "apache2-utils", &["-Bbn", u, p]);
+            let line = run_tool("htpasswd", "apache2-utils", &["-Bbn", u, p]);
             fs::write(dir.path().join("htpasswd"), line).unwrap();
             config.push_str(&format!(
                 "auth: {{htpasswd: {{realm: test, path: {}}}}}\n",
@@ -168,7 +152,7 @@ impl Registry {
         args.push(src);
         args.push(dest);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run("skopeo", "skopeo", &args);
+        run_tool("skopeo", "skopeo", &args);
     }
 
     /// `GET …/blobs/…` requests the registry has logged so far.
@@ -202,7 +186,7 @@ fn make_tls(dir: &Path) -> Tls {
     let d = dir.join("tls");
     fs::create_dir_all(&d).unwrap();
     let p = |n: &str| d.join(n).to_str().unwrap().to_string();
-    run(
+    run_tool(
         "openssl",
         "openssl",
         &[
@@ -221,7 +205,7 @@ fn make_tls(dir: &Path) -> Tls {
             &p("ca.crt"),
         ],
     );
-    run(
+    run_tool(
         "openssl",
         "openssl",
         &[
@@ -242,7 +226,7 @@ fn make_tls(dir: &Path) -> Tls {
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
     )
     .unwrap();
-    run(
+    run_tool(
         "openssl",
         "openssl",
         &[
