@@ -27,19 +27,7 @@ fn the_image_boots_in_qemu_with_ovmf_to_kios_init_ready() {
         log.contains("kios-init: loaded module /lib/modules/"),
         "{log}"
     );
-    let summary = log
-        .lines()
-        .find(|l| l.contains("kios-init: modules: "))
-        .unwrap_or_else(|| panic!("no module summary:\n{log}"));
-    assert!(summary.trim_end().ends_with(" 0 failed"), "{summary}");
-    assert!(
-        log.contains("kios-init: hostname set to test-node"),
-        "{log}"
-    );
-    assert!(
-        log.contains("kios-init: mounted cgroup2 on /sys/fs/cgroup"),
-        "{log}"
-    );
+    common::assert_booted_log(&log, "test-node");
 }
 
 #[test]

@@ -627,3 +627,21 @@ pub fn etc_file(inspected: &serde_json::Value, path: &str) -> String {
         .unwrap_or_else(|| panic!("{path} has no text content"))
         .to_string()
 }
+
+/// What every boot to `ready` shows on the console, whatever the architecture: the
+/// profile's modules loaded without a failure, the hostname set, cgroup2 mounted.
+pub fn assert_booted_log(log: &str, hostname: &str) {
+    let summary = log
+        .lines()
+        .find(|l| l.contains("kios-init: modules: "))
+        .unwrap_or_else(|| panic!("no module summary:\n{log}"));
+    assert!(summary.trim_end().ends_with(" 0 failed"), "{summary}");
+    assert!(
+        log.contains(&format!("kios-init: hostname set to {hostname}")),
+        "{log}"
+    );
+    assert!(
+        log.contains("kios-init: mounted cgroup2 on /sys/fs/cgroup"),
+        "{log}"
+    );
+}
