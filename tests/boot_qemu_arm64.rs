@@ -85,5 +85,5 @@ fn the_arm64_image_boots_in_qemu_virt_with_aavmf_to_kios_init_ready() {
         )),
         "{log}"
     );
-    common::assert_booted_log(&log, "test-node-arm64");
+    common::assert_booted_log(log, "test-node-arm64");
 }

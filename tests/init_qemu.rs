@@ -110,6 +110,18 @@ fn init_lines(log: &str) -> Vec<(f64, String)> {
         .collect()
 }
 
+/// Asserts that the init logged a line starting with each of `steps`, in that order.
+fn assert_in_order(lines: &[(f64, String)], steps: &[&str], log: &str) {
+    let at = |want: &str| {
+        lines
+            .iter()
+            .position(|(_, m)| m.starts_with(want))
+            .unwrap_or_else(|| panic!("no `{want}` in the init's log:\n{log}"))
+    };
+    let order: Vec<usize> = steps.iter().map(|s| at(s)).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}\n{log}");
+}
+
 fn standin_args<'a>(log: &'a str, name: &str) -> Vec<&'a str> {
     let prefix = format!("STANDIN {name} ARGS: ");
     log.lines()
@@ -419,21 +431,18 @@ fn assert_container_ran_then_sigterm_powered_off(img: &Path, dir: &Path, log: &s
         "{log}"
     );
     let lines = init_lines(log);
-    let at = |want: &str| {
-        lines
-            .iter()
-            .position(|(_, m)| m.starts_with(want))
-            .unwrap_or_else(|| panic!("no `{want}` in the init's log:\n{log}"))
-    };
-    let order = [
-        at("SIGTERM: shutdown (power off) requested"),
-        at("0x02: continuing the shutdown"),
-        at("stopping kubelet (TERM"),
-        at("stopping crio (TERM"),
-        at("unmounted "),
-        at("power off now"),
-    ];
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}\n{log}");
+    assert_in_order(
+        &lines,
+        &[
+            "SIGTERM: shutdown (power off) requested",
+            "0x02: continuing the shutdown",
+            "stopping kubelet (TERM",
+            "stopping crio (TERM",
+            "unmounted ",
+            "power off now",
+        ],
+        log,
+    );
     assert!(log.contains("STANDIN kubelet got broadcast 0x01"), "{log}");
     fsck_clean(&data_partition(img, dir));
 }
@@ -593,23 +602,20 @@ fn ctrl_alt_del_from_the_keyboard_is_a_sigint_that_reboots_cleanly() {
         "QEMU did not exit after ctrl-alt-del (monitor said {reply:?}); the log:\n{log}"
     );
     let lines = init_lines(&log);
-    let at = |want: &str| {
-        lines
-            .iter()
-            .position(|(_, m)| m.starts_with(want))
-            .unwrap_or_else(|| panic!("no `{want}` in the init's log:\n{log}"))
-    };
-    let order = [
-        at("SIGINT (ctrl-alt-del): shutdown (reboot) requested"),
-        at("0x02: continuing the shutdown"),
-        at("stopping kubelet (TERM"),
-        at("stopping crio (TERM"),
-        at("stopping every other process (TERM)"),
-        at("syncing filesystems"),
-        at("unmounted "),
-        at("reboot now"),
-    ];
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}\n{log}");
+    assert_in_order(
+        &lines,
+        &[
+            "SIGINT (ctrl-alt-del): shutdown (reboot) requested",
+            "0x02: continuing the shutdown",
+            "stopping kubelet (TERM",
+            "stopping crio (TERM",
+            "stopping every other process (TERM)",
+            "syncing filesystems",
+            "unmounted ",
+            "reboot now",
+        ],
+        &log,
+    );
     assert!(log.contains("STANDIN kubelet got broadcast 0x01"), "{log}");
     drop(vm);
     fsck_clean(&data_partition(&img, dir.path()));
@@ -663,19 +669,16 @@ fn after_0x04_restarts_crio_the_kubelet_starts_only_once_its_socket_is_back_and_
         "{log}"
     );
     assert!(log.contains("STANDIN kubelet started again"), "{log}");
-    let at = |want: &str| {
-        lines
-            .iter()
-            .position(|(_, m)| m.starts_with(want))
-            .unwrap_or_else(|| panic!("no `{want}` in the init's log:\n{log}"))
-    };
-    let order = [
-        at("0x05 on the system socket: shutdown (reboot) requested"),
-        at("0x02: continuing the shutdown"),
-        at("stopping kubelet (TERM"),
-        at("stopping crio (TERM"),
-        at("reboot now"),
-    ];
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}\n{log}");
+    assert_in_order(
+        &lines,
+        &[
+            "0x05 on the system socket: shutdown (reboot) requested",
+            "0x02: continuing the shutdown",
+            "stopping kubelet (TERM",
+            "stopping crio (TERM",
+            "reboot now",
+        ],
+        &log,
+    );
     fsck_clean(&data_partition(&img, dir.path()));
 }
