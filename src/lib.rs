@@ -23,3 +23,4 @@ pub mod seed;
 pub mod store;
 pub mod tree;
 pub mod units;
+pub mod untrusted;
