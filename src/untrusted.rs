@@ -32,12 +32,22 @@ pub fn shown(text: &str) -> String {
 
 /// [`shown`] with another length limit.
 pub fn shown_max(text: &str, max_chars: usize) -> String {
+    escaped(text, max_chars, text.len())
+}
+
+/// [`shown`] for bytes that may not be UTF-8: invalid sequences become U+FFFD.
+pub fn shown_bytes(bytes: &[u8]) -> String {
+    // Only what can be shown is decoded: a huge value costs no more than a short one.
+    let head = &bytes[..bytes.len().min(SHOWN_CHARS * 4)];
+    escaped(&String::from_utf8_lossy(head), SHOWN_CHARS, bytes.len())
+}
+
+/// The first `max_chars` characters of `text` escaped; `total` (the whole value's
+/// length in bytes) is named when anything was cut.
+fn escaped(text: &str, max_chars: usize, total: usize) -> String {
     let mut out = String::new();
-    for (n, c) in text.chars().enumerate() {
-        if n == max_chars {
-            let _ = write!(out, "… ({} bytes in all)", text.len());
-            return out;
-        }
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(max_chars) {
         match c {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
@@ -48,19 +58,10 @@ pub fn shown_max(text: &str, max_chars: usize) -> String {
             c => out.push(c),
         }
     }
-    out
-}
-
-/// [`shown`] for bytes that may not be UTF-8: invalid sequences become U+FFFD.
-pub fn shown_bytes(bytes: &[u8]) -> String {
-    // Only what can be shown is decoded: a huge value costs no more than a short one.
-    let head = &bytes[..bytes.len().min(SHOWN_CHARS * 4)];
-    let text = String::from_utf8_lossy(head);
-    let mut s = shown(&text);
-    if head.len() < bytes.len() && !s.ends_with(" in all)") {
-        let _ = write!(s, "… ({} bytes in all)", bytes.len());
+    if chars.next().is_some() || total > text.len() {
+        let _ = write!(out, "… ({total} bytes in all)");
     }
-    s
+    out
 }
 
 /// Characters a terminal acts on or that hide what is printed.
@@ -129,7 +130,10 @@ pub fn read_regular_text(path: &Path, limit: u64) -> io::Result<String> {
 fn too_large(limit: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("larger than the {} allowed", crate::units::ByteSize::new(limit)),
+        format!(
+            "larger than the {} allowed",
+            crate::units::ByteSize::new(limit)
+        ),
     )
 }
 
@@ -209,7 +213,9 @@ mod tests {
     #[test]
     fn limited_errors_past_the_limit_and_passes_an_exact_fit() {
         let mut out = Vec::new();
-        Limited::new(&b"12345"[..], 5).read_to_end(&mut out).unwrap();
+        Limited::new(&b"12345"[..], 5)
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, b"12345");
         let mut out = Vec::new();
         let e = Limited::new(&b"123456"[..], 5)
