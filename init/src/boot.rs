@@ -10,9 +10,10 @@
 //! not start or supervise anything (`supervise.rs`).
 
 use crate::config::{self, HOSTNAME_FILE, MODULES_FILE};
-use crate::linux::STAGE_VAR;
-use crate::log::{info, warn, READY};
+use crate::log::READY;
 use crate::storage::{self, Storage};
+use crate::system::linux::STAGE_VAR;
+use crate::system::{info, read_optional, warn};
 use crate::system::{Errno, InitialRoot, ModuleError, Mount, MountFlags, System};
 
 /// Where the mount that becomes `/` is made before it is moved there.
@@ -355,19 +356,10 @@ fn make_root_shared(sys: &mut dyn System) {
 /// or built in) counts as loaded; any other error is logged and the next module is
 /// tried.
 fn load_modules(sys: &mut dyn System) {
-    let contents = match sys.read_file(MODULES_FILE) {
-        Ok(contents) => contents,
-        Err(Errno(libc::ENOENT)) => {
-            info(sys, &format!("no {MODULES_FILE}; no modules to load"));
-            return;
-        }
-        Err(e) => {
-            warn(
-                sys,
-                &format!("cannot read {MODULES_FILE}: {e}; no modules loaded"),
-            );
-            return;
-        }
+    let Some(contents) =
+        read_optional(sys, MODULES_FILE, "no modules to load", "no modules loaded")
+    else {
+        return;
     };
     let list = config::parse_modules(&contents);
     for problem in &list.problems {
@@ -439,19 +431,13 @@ fn bring_up_loopback(sys: &mut dyn System) {
 /// Sets the hostname from [`HOSTNAME_FILE`]; a missing or invalid file leaves the
 /// kernel's default (`(none)`, or `hostname=` from the command line).
 fn set_hostname(sys: &mut dyn System) {
-    let contents = match sys.read_file(HOSTNAME_FILE) {
-        Ok(contents) => contents,
-        Err(Errno(libc::ENOENT)) => {
-            info(sys, &format!("no {HOSTNAME_FILE}; hostname unchanged"));
-            return;
-        }
-        Err(e) => {
-            warn(
-                sys,
-                &format!("cannot read {HOSTNAME_FILE}: {e}; hostname unchanged"),
-            );
-            return;
-        }
+    let Some(contents) = read_optional(
+        sys,
+        HOSTNAME_FILE,
+        "hostname unchanged",
+        "hostname unchanged",
+    ) else {
+        return;
     };
     let name = match config::parse_hostname(&contents) {
         Ok(name) => name,
@@ -481,7 +467,7 @@ fn enable_forwarding(sys: &mut dyn System) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Call, Recorder};
+    use crate::system::record::{Call, Recorder};
 
     const MODULES: &[u8] = b"# in dependency order\n\
         /lib/modules/6.1.0-56-amd64/kernel/drivers/virtio/virtio.ko\n\

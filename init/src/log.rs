@@ -17,12 +17,11 @@
 //! synchronous (on a real 115200-baud serial port, ~87 µs per character, ~7 ms a
 //! line). Warnings are echoed: they are few and worth seeing twice.
 //!
-//! This module only formats; where lines go is the business of
-//! [`System::write_log`](crate::system::System::write_log).
+//! This module only formats, and imports nothing of the crate; where lines go is the
+//! business of [`System::write_log`](crate::system::System::write_log), and
+//! [`crate::system::info`]/[`crate::system::warn`] stamp and send a line.
 
 use std::fmt;
-
-use crate::system::System;
 
 /// The tag every line carries, after the timestamp.
 pub const TAG: &str = "kios-init";
@@ -114,21 +113,6 @@ impl LogLine {
     pub fn kmsg_text(&self) -> String {
         format!("<{}>{TAG}: {}", self.level.kmsg_priority(), self.message)
     }
-}
-
-/// Logs `message` at [`Level::Info`], stamped with the current boot time.
-pub fn info(sys: &mut dyn System, message: &str) {
-    emit(sys, Level::Info, message);
-}
-
-/// Logs `message` at [`Level::Warning`], stamped with the current boot time.
-pub fn warn(sys: &mut dyn System, message: &str) {
-    emit(sys, Level::Warning, message);
-}
-
-fn emit(sys: &mut dyn System, level: Level, message: &str) {
-    let at = sys.boot_time();
-    sys.write_log(&LogLine::new(at, level, message));
 }
 
 #[cfg(test)]

@@ -13,10 +13,7 @@ mod config;
 mod events;
 mod gpt;
 mod kubelet;
-mod linux;
 mod log;
-#[cfg(test)]
-mod record;
 mod shutdown;
 mod spawn;
 mod storage;
@@ -27,9 +24,9 @@ use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
 
-use crate::linux::Linux;
 use crate::storage::Storage;
 use crate::supervise::Supervisor;
+use crate::system::Linux;
 use crate::system::{DryRun, System};
 
 const USAGE: &str = "\
@@ -83,7 +80,7 @@ fn run_as_pid1() -> ! {
     let store = storage.store.then_some(storage::STORE_MOUNT);
     let mut sup = Supervisor::new(kubelet::crio_args(store));
     if catch_unwind(AssertUnwindSafe(|| sup.start(&mut sys))).is_err() {
-        log::warn(
+        system::warn(
             &mut sys,
             "starting the services panicked (a bug); supervising what runs",
         );
@@ -92,7 +89,7 @@ fn run_as_pid1() -> ! {
     // PID 1 must never exit.
     loop {
         if catch_unwind(AssertUnwindSafe(|| sup.step(&mut sys))).is_err() {
-            log::warn(&mut sys, "the supervisor panicked (a bug); continuing");
+            system::warn(&mut sys, "the supervisor panicked (a bug); continuing");
             sys.sleep(std::time::Duration::from_millis(100));
         }
     }
@@ -105,7 +102,7 @@ fn boot_guarded(sys: &mut dyn System) -> Storage {
     match catch_unwind(AssertUnwindSafe(|| boot::run(sys))) {
         Ok(storage) => storage,
         Err(_) => {
-            log::warn(
+            system::warn(
                 sys,
                 "the boot sequence panicked (a bug); continuing as PID 1 without the remaining steps",
             );

@@ -5,7 +5,7 @@
 //! Input: `/proc/self/mounts`. Output: the calls above and one log line per step.
 //! Stopping the services and killing processes is `supervise.rs`'s job.
 
-use crate::log::{info, warn};
+use crate::system::{info, warn};
 use crate::system::{PowerAction, System};
 
 const MOUNTS: &str = "/proc/self/mounts";
@@ -87,7 +87,7 @@ pub fn finish(sys: &mut dyn System, action: PowerAction) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Call, Recorder};
+    use crate::system::record::{Call, Recorder};
     use crate::system::Errno;
 
     const MOUNTS_TEXT: &[u8] = b"none / tmpfs rw 0 0\n\

@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use crate::gpt;
-use crate::log::{info, warn};
+use crate::system::{info, warn};
 use crate::system::{Errno, Mount, MountFlags, System};
 
 pub const DATA_TYPE: &str = "97AAC693-D920-465A-94FE-EB59FC86DFAA";
@@ -306,7 +306,7 @@ fn mount_store(sys: &mut dyn System, dev: &str) -> bool {
 mod tests {
     use super::*;
     use crate::gpt::tests::table;
-    use crate::record::{Call, Recorder};
+    use crate::system::record::{Call, Recorder};
 
     /// A virtio disk `vda` with the given partition types, as the kernel shows it.
     pub fn disk(rec: Recorder, types: &[&str]) -> Recorder {

@@ -27,8 +27,9 @@
 use std::time::Duration;
 
 use crate::kubelet::{self, Inputs, BOOTSTRAP_KUBECONFIG, CRIO, CRIO_SOCKET, KUBECONFIG, KUBELET};
-use crate::log::{info, warn, BootTime};
+use crate::log::BootTime;
 use crate::shutdown;
+use crate::system::{info, warn};
 use crate::system::{ChildExit, Event, ExitStatus, PowerAction, Service, Spawn, System, WatchKind};
 
 pub const SOCKET: &str = "/run/system.sock";

@@ -1,5 +1,5 @@
 use super::*;
-use crate::record::{Call, Recorder, Step};
+use crate::system::record::{Call, Recorder, Step};
 use crate::system::ChildExit;
 
 const CRIO_PID: i32 = 100;
