@@ -421,7 +421,7 @@ fn check_static_elf(path: &Path, arch: Arch) -> Result<(), BuildError> {
 }
 
 /// Where kios-init mounts the store partition (docs/boot-flow.md).
-pub const STORE_MOUNT: &str = "/var/lib/kios/store";
+pub const STORE_MOUNT: &str = kios_contract::mount::STORE;
 
 /// The text of `/etc/os-release` (also the UKI's `.osrel`).
 pub fn os_release(profile: &Profile) -> String {

@@ -9,9 +9,9 @@
 use std::fmt;
 
 /// Where the builder writes the module list.
-pub const MODULES_FILE: &str = "/etc/kios/modules";
+pub const MODULES_FILE: &str = kios_contract::file::MODULES;
 /// The node's hostname, one line.
-pub const HOSTNAME_FILE: &str = "/etc/hostname";
+pub const HOSTNAME_FILE: &str = kios_contract::file::HOSTNAME;
 
 /// An absolute path to a kernel module file (`.ko`) inside the initramfs.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,19 +23,19 @@ use std::net::IpAddr;
 use crate::config::{self, HOSTNAME_FILE};
 use crate::system::System;
 
-pub const KUBELET: &str = "/usr/bin/kubelet";
-pub const CRIO: &str = "/usr/bin/crio";
-pub const CONFIG: &str = "/etc/kubernetes/config.yaml";
+pub const KUBELET: &str = kios_contract::program::KUBELET;
+pub const CRIO: &str = kios_contract::program::CRIO;
+pub const CONFIG: &str = kios_contract::file::KUBELET_CONFIG;
 /// The kubelet configuration for standalone mode (webhook authentication off), which
 /// kios-build writes beside `config.yaml` (docs/boot-flow.md).
-pub const CONFIG_STANDALONE: &str = "/etc/kubernetes/config-standalone.yaml";
-pub const KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
-pub const BOOTSTRAP_KUBECONFIG: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
-pub const CREDENTIAL_CONFIG: &str = "/etc/kubernetes/credential-provider.yaml";
-pub const CREDENTIAL_BIN_DIR: &str = "/usr/libexec/kubernetes/credential-providers";
-pub const NODE_LABELS: &str = "/etc/kubernetes/node-labels";
-pub const NODE_IP: &str = "/etc/kubernetes/node-ip";
-pub const CRIO_SOCKET: &str = "/var/run/crio/crio.sock";
+pub const CONFIG_STANDALONE: &str = kios_contract::file::KUBELET_CONFIG_STANDALONE;
+pub const KUBECONFIG: &str = kios_contract::file::KUBECONFIG;
+pub const BOOTSTRAP_KUBECONFIG: &str = kios_contract::file::BOOTSTRAP_KUBECONFIG;
+pub const CREDENTIAL_CONFIG: &str = kios_contract::file::CREDENTIAL_CONFIG;
+pub const CREDENTIAL_BIN_DIR: &str = kios_contract::file::CREDENTIAL_BIN_DIR;
+pub const NODE_LABELS: &str = kios_contract::file::NODE_LABELS;
+pub const NODE_IP: &str = kios_contract::file::NODE_IP;
+pub const CRIO_SOCKET: &str = kios_contract::program::CRIO_SOCKET;
 
 /// CRI-O's flags. The store, when mounted, is an additional read-only image store:
 /// containers/storage's overlay driver option `imagestore` (the flag form of

@@ -24,10 +24,10 @@
 use std::fmt;
 
 /// The tag every line carries, after the timestamp.
-pub const TAG: &str = "kios-init";
+pub const TAG: &str = kios_contract::log::TAG;
 
 /// The message of the last line of a successful boot sequence, exactly.
-pub const READY: &str = "ready";
+pub const READY: &str = kios_contract::log::READY;
 
 /// Time since boot, from `CLOCK_BOOTTIME` (which, unlike `CLOCK_MONOTONIC`, keeps
 /// counting during suspend, so it matches the kernel's own timestamps).

@@ -23,10 +23,10 @@ use crate::gpt;
 use crate::system::{info, warn};
 use crate::system::{Errno, Mount, MountFlags, System};
 
-pub const DATA_TYPE: &str = "97AAC693-D920-465A-94FE-EB59FC86DFAA";
-pub const STORE_TYPE: &str = "6AA8382C-3F51-482D-AEF7-46F7E6811D8E";
-pub const DATA_MOUNT: &str = "/var/lib/kios/data";
-pub const STORE_MOUNT: &str = "/var/lib/kios/store";
+pub const DATA_TYPE: &str = kios_contract::partition::DATA_TYPE;
+pub const STORE_TYPE: &str = kios_contract::partition::STORE_TYPE;
+pub const DATA_MOUNT: &str = kios_contract::mount::DATA;
+pub const STORE_MOUNT: &str = kios_contract::mount::STORE;
 /// Written on the data partition once its layout exists; its content is the version.
 pub const LAYOUT_MARKER: &str = "/var/lib/kios/data/.kios-layout";
 /// How long to wait for the data partition's disk to appear.

@@ -32,7 +32,7 @@ use crate::shutdown;
 use crate::system::{info, warn};
 use crate::system::{ChildExit, Event, ExitStatus, PowerAction, Service, Spawn, System, WatchKind};
 
-pub const SOCKET: &str = "/run/system.sock";
+pub const SOCKET: &str = kios_contract::socket::PATH;
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(4);
 pub const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -43,11 +43,11 @@ pub const KILL_ALL_GRACE: Duration = Duration::from_secs(3);
 /// How often to check whether every process is gone during a shutdown.
 const KILL_ALL_POLL: Duration = Duration::from_millis(50);
 
-pub const CMD_SHUTDOWN: u8 = 0x01;
-pub const CMD_CONTINUE: u8 = 0x02;
-pub const CMD_RESTART_KUBELET: u8 = 0x03;
-pub const CMD_RESTART_CRIO: u8 = 0x04;
-pub const CMD_REBOOT: u8 = 0x05;
+pub const CMD_SHUTDOWN: u8 = kios_contract::socket::SHUTDOWN;
+pub const CMD_CONTINUE: u8 = kios_contract::socket::CONTINUE;
+pub const CMD_RESTART_KUBELET: u8 = kios_contract::socket::RESTART_KUBELET;
+pub const CMD_RESTART_CRIO: u8 = kios_contract::socket::RESTART_CRIO;
+pub const CMD_REBOOT: u8 = kios_contract::socket::REBOOT;
 
 /// The delay before restart number `failures` (1 for the first).
 pub fn backoff(failures: u32) -> Duration {

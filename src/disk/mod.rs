@@ -28,16 +28,16 @@ use crate::units::MIB;
 use gpt::{Guid, Partition, Table, SECTOR};
 
 /// The EFI system partition type (UEFI 2.10, table 5.7).
-pub const ESP_TYPE: Guid = Guid::parse("C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+pub const ESP_TYPE: Guid = Guid::parse(kios_contract::partition::ESP_TYPE);
 /// The kiOS data partition type, which kios-init looks for.
-pub const DATA_TYPE: Guid = Guid::parse("97AAC693-D920-465A-94FE-EB59FC86DFAA");
+pub const DATA_TYPE: Guid = Guid::parse(kios_contract::partition::DATA_TYPE);
 
 /// The kiOS pre-seeded image store partition type (kios-init mounts it read-only).
-pub const STORE_TYPE: Guid = Guid::parse("6AA8382C-3F51-482D-AEF7-46F7E6811D8E");
+pub const STORE_TYPE: Guid = Guid::parse(kios_contract::partition::STORE_TYPE);
 
-pub const ESP_NAME: &str = "KIOS_ESP";
-pub const STORE_NAME: &str = "KIOS_STORE";
-pub const DATA_NAME: &str = "KIOS_DATA";
+pub const ESP_NAME: &str = kios_contract::partition::ESP_NAME;
+pub const STORE_NAME: &str = kios_contract::partition::STORE_NAME;
+pub const DATA_NAME: &str = kios_contract::partition::DATA_NAME;
 /// The smallest ESP we make: room for the boot files and some to spare.
 const MIN_ESP: u64 = 64 * MIB;
 /// The smallest data partition we make: enough for a first boot's layout.

@@ -17,7 +17,7 @@ use super::spec::{deep_merge, NodeSpec, SecretSource};
 use super::{Generated, GeneratedFile, PodsError};
 use crate::profile::{Origin, Sourced};
 
-pub const STATIC_POD_PATH: &str = "/etc/kubernetes/manifests";
+pub const STATIC_POD_PATH: &str = kios_contract::file::STATIC_PODS;
 pub const CRIO_ENDPOINT: &str = "unix:///var/run/crio/crio.sock";
 pub const CONFIG: &str = "etc/kubernetes/config.yaml";
 pub const CONFIG_STANDALONE: &str = "etc/kubernetes/config-standalone.yaml";

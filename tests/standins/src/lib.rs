@@ -3,6 +3,7 @@
 //! socket. Test code: it may stop with a message, it is never part of an image
 //! outside the tests.
 
+use kios_contract::socket;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -44,7 +45,7 @@ pub fn stay() -> ! {
 
 /// Sends one byte to `/run/system.sock` and keeps the connection.
 pub fn send(byte: u8) -> Option<UnixStream> {
-    let mut s = UnixStream::connect("/run/system.sock").ok()?;
+    let mut s = UnixStream::connect(socket::PATH).ok()?;
     s.write_all(&[byte]).ok()?;
     Some(s)
 }
@@ -52,7 +53,7 @@ pub fn send(byte: u8) -> Option<UnixStream> {
 /// Asks for a shutdown the way a drain agent would: `0x01`, wait for the shutdown
 /// broadcast, `0x02`.
 pub fn shutdown(name: &str) {
-    let Some(mut s) = send(0x01) else {
+    let Some(mut s) = send(socket::SHUTDOWN) else {
         say(&format!("STANDIN {name} cannot reach /run/system.sock"));
         return;
     };
@@ -62,14 +63,14 @@ pub fn shutdown(name: &str) {
         Ok(()) => say(&format!("STANDIN {name} got broadcast {:#04x}", b[0])),
         Err(e) => say(&format!("STANDIN {name} no broadcast: {e}")),
     }
-    let _ = s.write_all(&[0x02]);
+    let _ = s.write_all(&[socket::CONTINUE]);
     say(&format!("STANDIN {name} sent 0x01 then 0x02"));
 }
 
 /// Connects to `/run/system.sock` and keeps the connection, as a drain agent does
 /// to hear of a shutdown.
 pub fn connect() -> Option<UnixStream> {
-    UnixStream::connect("/run/system.sock").ok()
+    UnixStream::connect(socket::PATH).ok()
 }
 
 /// Waits (without a bound) for kios-init's shutdown broadcast on `s`, then answers
@@ -83,7 +84,7 @@ pub fn answer_shutdown(name: &str, mut s: UnixStream) {
             return;
         }
     }
-    match s.write_all(&[0x02]) {
+    match s.write_all(&[socket::CONTINUE]) {
         Ok(()) => say(&format!("STANDIN {name} sent 0x02")),
         Err(e) => say(&format!("STANDIN {name} cannot send 0x02: {e}")),
     }

@@ -7,7 +7,7 @@ use kios_standins::{
     announce, answer_shutdown, connect, mode, say, send, shutdown, started_before, stay,
 };
 
-const KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
+const KUBECONFIG: &str = kios_contract::file::KUBECONFIG;
 const MARKER: &str = "/run/kios-test-kubelet-started";
 /// The OCI bundle the `container` mode runs (put in the image by the test).
 const BUNDLE: &str = "/var/lib/kios-test/bundle";
@@ -30,7 +30,7 @@ fn main() {
                     Ok(()) => say("STANDIN kubelet wrote /etc/kubernetes/kubelet.conf"),
                     Err(e) => say(&format!("STANDIN kubelet cannot write {KUBECONFIG}: {e}")),
                 }
-                let _ = send(0x03);
+                let _ = send(kios_contract::socket::RESTART_KUBELET);
             }
         }
         "drain" => drain(),
