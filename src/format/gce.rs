@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 
 use super::source::{RawImage, ZEROS};
-use super::{ConvertReport, Format, FormatError};
+use super::{rounded_size, ConvertReport, Format, FormatError};
 
 const ENTRY_NAME: &str = "disk.raw";
 const BLOCK: u64 = 512;
@@ -30,18 +30,11 @@ pub(super) fn write(
     out: &mut File,
     mtime: u64,
 ) -> Result<ConvertReport, FormatError> {
-    let werr = |source| FormatError::Write {
-        format: Format::Gce,
-        source,
-    };
+    let werr = Format::Gce.write_error();
     let raw_size = image.size();
-    let size = raw_size.div_ceil(GIB) * GIB;
-    let mut notes = Vec::new();
-    if size != raw_size {
-        notes.push(format!(
-            "GCE needs a whole number of GiB: disk.raw padded from {raw_size} to {size} bytes"
-        ));
-    }
+    let (size, notes) = rounded_size(raw_size, GIB, |raw, size| {
+        format!("GCE needs a whole number of GiB: disk.raw padded from {raw} to {size} bytes")
+    });
 
     let mut header = tar::Header::new_gnu();
     header.set_path(ENTRY_NAME).map_err(werr)?;

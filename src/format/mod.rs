@@ -156,6 +156,29 @@ pub enum FormatError {
     Compress { format: Format, detail: String },
 }
 
+impl Format {
+    /// Turns a write error of this format's output into a [`FormatError`]: the one
+    /// shape every writer's `map_err` takes.
+    pub(crate) fn write_error(self) -> impl Fn(io::Error) -> FormatError + Copy {
+        move |source| FormatError::Write {
+            format: self,
+            source,
+        }
+    }
+}
+
+/// A virtual size rounded up to a whole number of `unit`s, as some formats require,
+/// with `note(raw, rounded)` in the notes when that changed it.
+fn rounded_size(raw: u64, unit: u64, note: impl FnOnce(u64, u64) -> String) -> (u64, Vec<String>) {
+    let size = raw.div_ceil(unit) * unit;
+    let notes = if size == raw {
+        Vec::new()
+    } else {
+        vec![note(raw, size)]
+    };
+    (size, notes)
+}
+
 /// Reads the raw image at `raw` and writes `format` to `out`, from offset 0; `out` is
 /// truncated first. Returns what was written. Nothing is left half-valid on error
 /// only if the caller removes `out` (it is the caller's temp file).
@@ -166,7 +189,7 @@ pub fn convert(
     opts: &ConvertOptions,
 ) -> Result<ConvertReport, FormatError> {
     let mut image = RawImage::open(raw)?;
-    let werr = |source| FormatError::Write { format, source };
+    let werr = format.write_error();
     out.set_len(0).map_err(werr)?;
     out.seek(SeekFrom::Start(0)).map_err(werr)?;
     let mut report = match format {

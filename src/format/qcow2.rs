@@ -52,10 +52,7 @@ pub(super) fn write(
     out: &mut File,
     compress: bool,
 ) -> Result<ConvertReport, FormatError> {
-    let werr = |source| FormatError::Write {
-        format: Format::Qcow2,
-        source,
-    };
+    let werr = Format::Qcow2.write_error();
     let size = image.size();
     let l1_entries = size.div_ceil(CLUSTER * L2_ENTRIES);
     let l1_size = u32::try_from(l1_entries).map_err(|_| FormatError::TooLarge {

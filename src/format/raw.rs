@@ -37,7 +37,7 @@ pub(super) fn copy_sparse(
     out: &File,
     format: Format,
 ) -> Result<(), FormatError> {
-    let werr = |source| FormatError::Write { format, source };
+    let werr = format.write_error();
     image.for_each_nonzero_block(64 * 1024, |off, block| {
         // Coalesce consecutive non-zero 4 KiB pieces into one write.
         let mut run: Option<usize> = None;
@@ -74,10 +74,7 @@ pub(super) fn write_zstd(
     image: &mut RawImage,
     out: &mut File,
 ) -> Result<ConvertReport, FormatError> {
-    let werr = |source| FormatError::Write {
-        format: Format::RawZst,
-        source,
-    };
+    let werr = Format::RawZst.write_error();
     let mut enc =
         zstd::stream::Encoder::new(BufWriter::new(&mut *out), ZSTD_LEVEL).map_err(werr)?;
     enc.include_checksum(true).map_err(werr)?;
@@ -89,10 +86,7 @@ pub(super) fn write_zstd(
 }
 
 pub(super) fn write_xz(image: &mut RawImage, out: &mut File) -> Result<ConvertReport, FormatError> {
-    let werr = |source| FormatError::Write {
-        format: Format::RawXz,
-        source,
-    };
+    let werr = Format::RawXz.write_error();
     let mut enc = xz2::write::XzEncoder::new(BufWriter::new(&mut *out), XZ_PRESET);
     image.copy_all(&mut enc, werr)?;
     enc.finish().map_err(werr)?.flush().map_err(werr)?;

@@ -20,7 +20,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use super::source::RawImage;
-use super::{derive_id, raw, ConvertOptions, ConvertReport, Format, FormatError};
+use super::{derive_id, raw, rounded_size, ConvertOptions, ConvertReport, Format, FormatError};
 use crate::units::MIB;
 
 const FOOTER_LEN: usize = 512;
@@ -35,19 +35,14 @@ pub(super) fn write(
     out: &mut File,
     opts: &ConvertOptions,
 ) -> Result<ConvertReport, FormatError> {
-    let werr = |source| FormatError::Write {
-        format: Format::Vhd,
-        source,
-    };
+    let werr = Format::Vhd.write_error();
     let raw_size = image.size();
-    let size = raw_size.div_ceil(MIB) * MIB;
-    let mut notes = vec![];
-    if size != raw_size {
-        notes.push(format!(
-            "VHD: virtual size rounded up from {raw_size} bytes to {} MiB for Azure",
+    let (size, notes) = rounded_size(raw_size, MIB, |raw, size| {
+        format!(
+            "VHD: virtual size rounded up from {raw} bytes to {} MiB for Azure",
             size / MIB
-        ));
-    }
+        )
+    });
     raw::copy_sparse(image, out, Format::Vhd)?;
     let timestamp = opts.mtime.saturating_sub(VHD_EPOCH).min(u32::MAX as u64) as u32;
     let unique_id = derive_id::<16>(&opts.seed, "vhd unique id");

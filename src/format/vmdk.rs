@@ -19,7 +19,7 @@ use std::io::{self, BufWriter, Write};
 use zlib_rs::{Deflate, DeflateFlush, Status};
 
 use super::source::{RawImage, ZEROS};
-use super::{derive_id, ConvertOptions, ConvertReport, Format, FormatError};
+use super::{derive_id, rounded_size, ConvertOptions, ConvertReport, Format, FormatError};
 
 const SECTOR: u64 = 512;
 /// grainSize: 128 sectors = 64 KiB.
@@ -58,19 +58,11 @@ pub(super) fn write(
     out: &mut File,
     opts: &ConvertOptions,
 ) -> Result<ConvertReport, FormatError> {
-    let werr = |source| FormatError::Write {
-        format: Format::Vmdk,
-        source,
-    };
-    let size = image.size();
-    let capacity = size.div_ceil(SECTOR);
-    let mut notes = vec![];
-    if capacity * SECTOR != size {
-        notes.push(format!(
-            "VMDK: virtual size rounded up from {size} bytes to {} bytes (whole sectors)",
-            capacity * SECTOR
-        ));
-    }
+    let werr = Format::Vmdk.write_error();
+    let (size, notes) = rounded_size(image.size(), SECTOR, |raw, size| {
+        format!("VMDK: virtual size rounded up from {raw} bytes to {size} bytes (whole sectors)")
+    });
+    let capacity = size / SECTOR;
     let grains = capacity.div_ceil(GRAIN_SECTORS);
     let gd_entries = grains.div_ceil(GTES_PER_GT);
     let cid = u32::from_le_bytes(derive_id::<4>(&opts.seed, "vmdk cid")) & 0x7fff_ffff;
@@ -245,10 +237,7 @@ struct Gt {
 
 impl Gt {
     fn flush(&mut self, w: &mut Out, gd: &mut [u32]) -> Result<(), FormatError> {
-        let werr = |source| FormatError::Write {
-            format: Format::Vmdk,
-            source,
-        };
+        let werr = Format::Vmdk.write_error();
         if let Some(i) = self.index.take() {
             w.marker(GT_SECTORS, MARKER_GT).map_err(werr)?;
             gd[i as usize] = w.sector()?;
