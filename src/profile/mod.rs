@@ -22,6 +22,7 @@ use serde_saphyr::Spanned;
 use sha2::{Digest as _, Sha256};
 
 use crate::pods::spec::NodeSpec;
+use crate::untrusted::{shown, shown_max};
 
 mod kube;
 use crate::units::ByteSize;
@@ -49,8 +50,27 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+        // The file name comes from the command line or a `base:` value: shown safe.
+        write!(
+            f,
+            "{}:{}:{}",
+            shown_max(&self.file, PATH_CHARS),
+            self.line,
+            self.column
+        )
     }
+}
+
+/// How many characters of a path an error shows: a real path whole, a hostile one
+/// cut ([`shown_path`]).
+pub(crate) const PATH_CHARS: usize = 1024;
+/// How many characters of a parser's message an error shows: it may quote the value
+/// it could not read.
+pub(crate) const MESSAGE_CHARS: usize = 500;
+
+/// A path from a profile, safe to put in a message (`untrusted::shown_max`).
+pub(crate) fn shown_path(p: &Path) -> String {
+    shown_max(&p.display().to_string(), PATH_CHARS)
 }
 
 /// A value and where it was written.
@@ -69,7 +89,7 @@ pub enum ProfileError {
         message: String,
         hint: Option<String>,
     },
-    #[error("{file}: cannot read the profile: {source}")]
+    #[error("{}: cannot read the profile: {source}", shown_max(file, PATH_CHARS))]
     Read {
         file: String,
         #[source]
@@ -377,7 +397,7 @@ impl LayerRef {
         let names: Vec<&str> = BUILTIN_BASES.iter().map(|(n, _)| *n).collect();
         Err(ProfileError::at(
             &from.at(base),
-            format!("unknown base profile `{name}`"),
+            format!("unknown base profile `{}`", shown(name)),
             Some(format!(
                 "use one of the built-in bases ({}) or a path to a profile file such as ./base.yaml",
                 names.join(", ")
@@ -428,7 +448,9 @@ fn parse_raw(layer: &Layer) -> Result<RawProfile, ProfileError> {
             .map(|l| (l.line(), l.column()))
             .unwrap_or((1, 1));
         let text = e.to_string();
-        let first = text.lines().next().unwrap_or("").to_string();
+        let first = text.lines().next().unwrap_or("");
+        // The parser may quote the value it could not read: shown safe and short.
+        let first = shown_max(first, MESSAGE_CHARS);
         // "error: line L column C: MESSAGE" -> MESSAGE
         let message = first
             .split_once(": ")
@@ -450,7 +472,7 @@ fn check_header(layer: &Layer, raw: &RawProfile) -> Result<(), ProfileError> {
         Some(v) => {
             return Err(ProfileError::at(
                 &layer.at(v),
-                format!("apiVersion `{}` is not supported", v.value),
+                format!("apiVersion `{}` is not supported", shown(&v.value)),
                 Some(format!("write `apiVersion: {API_VERSION}`")),
             ))
         }
@@ -468,7 +490,7 @@ fn check_header(layer: &Layer, raw: &RawProfile) -> Result<(), ProfileError> {
         Some(k) if k.value == KIND => Ok(()),
         Some(k) => Err(ProfileError::at(
             &layer.at(k),
-            format!("kind `{}` is not a node profile", k.value),
+            format!("kind `{}` is not a node profile", shown(&k.value)),
             Some(format!("write `kind: {KIND}`")),
         )),
         None => Err(ProfileError::at(
@@ -514,10 +536,15 @@ fn merge(
             }
             for m in k.modules.iter().flatten() {
                 let name = m.value.trim().replace('-', "_");
-                if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
+                // What a module name can be (kernel's MODULE_NAME_LEN is 64 with
+                // the NUL); anything else would name a path or never match.
+                let ok = !name.is_empty()
+                    && name.len() < 64
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !ok {
                     return Err(ProfileError::at(
                         &layer.at(m),
-                        format!("`{}` is not a kernel module name", m.value),
+                        format!("`{}` is not a kernel module name", shown(&m.value)),
                         Some(
                             "write the module's name as modprobe knows it, e.g. virtio_blk".into(),
                         ),
@@ -532,10 +559,13 @@ fn merge(
             }
             for c in k.cmdline.iter().flatten() {
                 let arg = c.value.trim().to_string();
-                if arg.is_empty() || arg.contains('\n') {
+                if arg.is_empty() || arg.contains(char::is_control) {
                     return Err(ProfileError::at(
                         &layer.at(c),
-                        "a kernel command line argument must be one non-empty line",
+                        format!(
+                            "`{}`: a kernel command line argument must be one non-empty line without control characters (NUL, tab, escape...)",
+                            shown(&arg)
+                        ),
                         Some("write one argument per list item, e.g. console=ttyS0".into()),
                     ));
                 }
@@ -577,7 +607,7 @@ fn merge(
                     other => {
                         return Err(ProfileError::at(
                             &layer.at(c),
-                            format!("unknown initramfs compression `{other}`"),
+                            format!("unknown initramfs compression `{}`", shown(other)),
                             Some("use gzip (the default) or zstd".into()),
                         ))
                     }
@@ -589,10 +619,12 @@ fn merge(
                 let parsed: ByteSize = s.value.parse().map_err(|e: String| {
                     ProfileError::at(
                         &layer.at(s),
-                        e,
+                        shown_max(&e, MESSAGE_CHARS),
                         Some("write a size such as 2GiB or 512MiB".into()),
                     )
                 })?;
+                check_disk_size(parsed)
+                    .map_err(|(m, h)| ProfileError::at(&layer.at(s), m, Some(h)))?;
                 size = Some(Sourced {
                     value: parsed,
                     origin: layer.at(s),
@@ -616,7 +648,7 @@ fn merge(
             other => {
                 return Err(ProfileError::at(
                     &a.origin,
-                    format!("unknown arch `{other}`"),
+                    format!("unknown arch `{}`", shown(other)),
                     Some("use amd64 or arm64".into()),
                 ))
             }
@@ -638,6 +670,7 @@ fn merge(
     let stub =
         stub.ok_or_else(|| missing("boot.stub", "boot:\n    stub: {path: ./linuxx64.efi.stub}"))?;
     let disk_size = size.ok_or_else(|| missing("disk.size", "disk:\n    size: 1GiB"))?;
+    check_cmdline_length(&cmdline)?;
     let node = kube::merge_node(layers)?;
     Ok(Profile {
         file: file.to_path_buf(),
@@ -660,6 +693,73 @@ fn merge(
     })
 }
 
+/// The kernel's COMMAND_LINE_SIZE on x86 and arm64 (arch/x86/include/asm/setup.h,
+/// arch/arm64/include/uapi/asm/setup.h: 2048 in Linux 6.1), with the NUL that ends it.
+/// A longer command line is cut by the kernel without a word.
+pub const COMMAND_LINE_SIZE: usize = 2048;
+
+/// The joined command line (arguments separated by one space, as the build writes
+/// `.cmdline`) must fit the kernel's buffer; the error names the argument that
+/// crosses the limit.
+fn check_cmdline_length(cmdline: &[Sourced<String>]) -> Result<(), ProfileError> {
+    let mut len = 0;
+    for (i, c) in cmdline.iter().enumerate() {
+        len += c.value.len() + usize::from(i > 0);
+        if len >= COMMAND_LINE_SIZE {
+            return Err(ProfileError::at(
+                &c.origin,
+                format!(
+                    "the kernel command line is {}+ bytes with `{}`: the kernel keeps at most {} (COMMAND_LINE_SIZE)",
+                    len,
+                    shown(&c.value),
+                    COMMAND_LINE_SIZE - 1
+                ),
+                Some("shorten or drop arguments (the base's come first)".into()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The largest `disk.size`: the image is written whole to its disk, and its data
+/// partition is grown at first boot; an image of more is a mistake (a `T` for a
+/// `G`), not a node.
+pub const MAX_DISK_SIZE: u64 = 4 << 40;
+
+/// Checks what the disk can be made at before anything is built: a whole number of
+/// MiB, at least what the fixed partitions need (`disk::MIN_DISK_SIZE`; the store
+/// partition, when there is one, adds its size at build time), at most
+/// [`MAX_DISK_SIZE`]. `Err((message, hint))`.
+fn check_disk_size(size: ByteSize) -> Result<(), (String, String)> {
+    let b = size.bytes();
+    let min = crate::disk::MIN_DISK_SIZE;
+    if b % crate::units::MIB != 0 {
+        return Err((
+            format!("disk.size {size} is not a whole number of MiB"),
+            "write a size in MiB or GiB, e.g. 1GiB".into(),
+        ));
+    }
+    if b < min {
+        return Err((
+            format!(
+                "disk.size {size} is too small: the GPT, the smallest ESP and the smallest data partition need {}",
+                ByteSize::new(min)
+            ),
+            "write at least 1GiB; pre-seeded images need room besides".into(),
+        ));
+    }
+    if b > MAX_DISK_SIZE {
+        return Err((
+            format!(
+                "disk.size {size} is larger than the {} an image may be",
+                ByteSize::new(MAX_DISK_SIZE)
+            ),
+            "give the size of the image, not of the node's disk: a few GiB, e.g. 2GiB".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn merge_registries(
     layer: &Layer,
     raw: &RawRegistries,
@@ -670,11 +770,11 @@ fn merge_registries(
         let ok = !v.is_empty()
             && !v.contains("://")
             && !v.contains('/')
-            && !v.contains(char::is_whitespace);
+            && !v.contains(|c: char| c.is_whitespace() || c.is_control());
         if !ok {
             return Err(ProfileError::at(
                 &layer.at(h),
-                format!("`{v}` is not a registry address"),
+                format!("`{}` is not a registry address", shown(v)),
                 Some("write host or host:port, e.g. 127.0.0.1:5000 (no scheme, no path)".into()),
             ));
         }
@@ -691,7 +791,7 @@ fn merge_registries(
         if !abs.is_file() {
             return Err(ProfileError::at(
                 &layer.at(ca),
-                format!("`registries.ca`: {} is not a file", abs.display()),
+                format!("`registries.ca`: {} is not a file", shown_path(&abs)),
                 Some("name a PEM file of CA certificates, relative to the profile's folder".into()),
             ));
         }
@@ -723,10 +823,10 @@ fn input(
             if !abs.exists() {
                 return Err(ProfileError::at(
                     &layer.at(p),
-                    format!("`{field}.path`: {} does not exist", abs.display()),
+                    format!("`{field}.path`: {} does not exist", shown_path(&abs)),
                     Some(format!(
                         "paths are relative to the profile's folder ({}); run scripts/prepare-inputs to make the example inputs",
-                        dir.display()
+                        shown_path(dir)
                     )),
                 ));
             }
@@ -756,7 +856,7 @@ fn image_input(layer: &Layer, i: &S<String>, field: &str) -> Result<Input, Profi
                 &layer.at(i),
                 format!(
                     "`{field}`: {} is not an OCI image layout (no index.json)",
-                    abs.display()
+                    shown_path(&abs)
                 ),
                 Some("write oci:DIR:TAG with DIR relative to the profile's folder".into()),
             ));
@@ -769,7 +869,11 @@ fn image_input(layer: &Layer, i: &S<String>, field: &str) -> Result<Input, Profi
     let parsed = crate::oci::reference::ImageRef::parse(v).map_err(|e| {
         ProfileError::at(
             &layer.at(i),
-            format!("`{field}`: `{v}` is not an image reference ({})", e.why),
+            format!(
+                "`{field}`: `{}` is not an image reference ({})",
+                shown(v),
+                shown_max(&e.why, MESSAGE_CHARS)
+            ),
             Some(
                 "write registry/repository:tag, registry/repository@sha256:..., or oci:DIR:TAG"
                     .into(),
@@ -794,7 +898,7 @@ fn check_hostname(layer: &Layer, h: &S<String>) -> Result<Sourced<String>, Profi
     if v.is_empty() || v.len() > 64 || !v.split('.').all(label_ok) {
         return Err(ProfileError::at(
             &layer.at(h),
-            format!("`{v}` is not a valid hostname"),
+            format!("`{}` is not a valid hostname", shown(v)),
             Some("use letters, digits and '-', at most 64 characters, e.g. edge-7".into()),
         ));
     }
