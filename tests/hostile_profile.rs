@@ -83,7 +83,9 @@ fn files_over_every_owned_path_its_folders_and_parents_are_refused_with_the_line
     );
     for path in paths {
         let t = refused(
-            &profile_text(&format!("files:\n  - {{path: {path}, content: \"x\\n\"}}\n")),
+            &profile_text(&format!(
+                "files:\n  - {{path: {path}, content: \"x\\n\"}}\n"
+            )),
             &[&line(2), "which kios-build writes", "hint: set it through"],
         );
         assert!(t.contains(&format!("files: {path} ")), "{path}: {t}");
@@ -105,7 +107,9 @@ const PRIVILEGED_HOST_PID_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {nam
 fn a_privileged_host_pid_pod_given_as_files_is_refused() {
     let d = tempfile::tempdir().unwrap();
     fs::write(d.path().join("evil.yaml"), PRIVILEGED_HOST_PID_POD).unwrap();
-    let t = profile_text("files:\n  - {path: /etc/kubernetes/manifests/evil.yaml, source: evil.yaml}\n");
+    let t = profile_text(
+        "files:\n  - {path: /etc/kubernetes/manifests/evil.yaml, source: evil.yaml}\n",
+    );
     let o = validate(d.path(), &t);
     let s = text_of(&o);
     assert_eq!(o.status.code(), Some(2), "{s}");
@@ -125,11 +129,7 @@ fn a_privileged_host_pid_pod_given_as_files_is_refused() {
 fn system_with(dir: &Path, add: &[(&str, &str)]) -> std::path::PathBuf {
     let sys = dir.join("system");
     fs::create_dir_all(sys.join("bin")).unwrap();
-    fs::copy(
-        inputs().join("system/bin/busybox"),
-        sys.join("bin/busybox"),
-    )
-    .unwrap();
+    fs::copy(inputs().join("system/bin/busybox"), sys.join("bin/busybox")).unwrap();
     for (path, content) in add {
         let p = sys.join(path);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -186,7 +186,10 @@ fn a_system_tree_with_a_static_pod_or_an_owned_file_is_refused_by_validate_and_b
     let d = tempfile::tempdir().unwrap();
     let sys = system_with(
         d.path(),
-        &[("etc/crio/crio.conf", "x"), ("etc/kubernetes/pki/other.crt", "x")],
+        &[
+            ("etc/crio/crio.conf", "x"),
+            ("etc/kubernetes/pki/other.crt", "x"),
+        ],
     );
     fs::create_dir_all(sys.join("etc/kubernetes/manifests")).unwrap();
     let p = write_profile(d.path(), "node.yaml", &profile_with_system(&sys));
@@ -201,16 +204,25 @@ fn each_host_capability_needs_an_allow_entry() {
     for (cap, _) in caps::HOST {
         let t = refused(
             &daemon(&format!("    capabilities: [NET_RAW, {cap}]\n"), ""),
-            &[&format!("pod `x` asks for {cap}"), "gives the container the host"],
+            &[
+                &format!("pod `x` asks for {cap}"),
+                "gives the container the host",
+            ],
         );
         // The capability's own line: the `capabilities:` line of the daemon.
-        assert!(t.contains(&format!("node.yaml:{}:", EXTRA + 5)), "{cap}: {t}");
+        assert!(
+            t.contains(&format!("node.yaml:{}:", EXTRA + 5)),
+            "{cap}: {t}"
+        );
         let allow = if *cap == "SYS_ADMIN" {
             "allow: {sysAdmin: [x]}\n".to_string()
         } else {
             format!("allow:\n  capabilities: {{{cap}: [x]}}\n")
         };
-        accepted(&daemon(&format!("    capabilities: [NET_RAW, {cap}]\n"), &allow));
+        accepted(&daemon(
+            &format!("    capabilities: [NET_RAW, {cap}]\n"),
+            &allow,
+        ));
         // Allowing it to another pod does not allow it to this one.
         refused(
             &daemon(
@@ -221,7 +233,10 @@ fn each_host_capability_needs_an_allow_entry() {
         );
     }
     // Capabilities that do not give the host need no entry, and cannot have one.
-    accepted(&daemon("    capabilities: [NET_ADMIN, NET_RAW, SYS_TIME]\n", ""));
+    accepted(&daemon(
+        "    capabilities: [NET_ADMIN, NET_RAW, SYS_TIME]\n",
+        "",
+    ));
     refused(
         &daemon("", "allow:\n  capabilities: {NET_ADMIN: [x]}\n"),
         &["allow.capabilities: `NET_ADMIN` needs no `allow` entry"],
@@ -235,7 +250,10 @@ fn host_memory_devices_need_an_allow_entry_however_they_are_asked_for() {
             &daemon(&format!("    devices: [{dev}]\n"), ""),
             &[&format!("pod `x` asks for the host device {dev}")],
         );
-        assert!(t.contains(&format!("node.yaml:{}:", EXTRA + 5)), "{dev}: {t}");
+        assert!(
+            t.contains(&format!("node.yaml:{}:", EXTRA + 5)),
+            "{dev}: {t}"
+        );
         accepted(&daemon(
             &format!("    devices: [{dev}]\n"),
             &format!("allow:\n  devices: {{{dev}: [x]}}\n"),
@@ -260,7 +278,10 @@ fn host_memory_devices_need_an_allow_entry_however_they_are_asked_for() {
         inputs().join("busybox").display()
     );
     for (meta, vols) in [
-        ("  annotations: {io.kubernetes.cri-o.Devices: \"/dev/port:/dev/port:rw\"}\n", ""),
+        (
+            "  annotations: {io.kubernetes.cri-o.Devices: \"/dev/port:/dev/port:rw\"}\n",
+            "",
+        ),
         ("", "  volumes: [{name: m, hostPath: {path: /dev/kmem}}]\n"),
     ] {
         fs::write(d.path().join("p.yaml"), pod(meta, vols)).unwrap();
@@ -298,7 +319,10 @@ fn nul_and_control_bytes_in_names_and_arguments_are_refused_by_validate() {
     // The qemu base's modules come first: the profile's are appended.
     let t = profile_text("").replace("kernel:\n", "kernel:\n  modules: [\"virtio\\0blk\"]\n");
     refused(&t, &["node.yaml:6:", "is not a kernel module name"]);
-    let t = profile_text("").replace("kernel:\n", "kernel:\n  cmdline: [\"quiet\\0init=/bin/sh\"]\n");
+    let t = profile_text("").replace(
+        "kernel:\n",
+        "kernel:\n  cmdline: [\"quiet\\0init=/bin/sh\"]\n",
+    );
     refused(&t, &["node.yaml:6:", "without control characters"]);
     let t = profile_text("").replace("kernel:\n", "kernel:\n  cmdline: [\"a\\tb\"]\n");
     refused(&t, &["node.yaml:6:", "without control characters"]);
@@ -326,7 +350,14 @@ fn an_over_long_kernel_command_line_is_refused_by_validate() {
     // arguments plus this one pass it.
     let long = format!("x={}", "a".repeat(2040));
     let t = profile_text("").replace("kernel:\n", &format!("kernel:\n  cmdline: [{long}]\n"));
-    refused(&t, &["node.yaml:6:", "COMMAND_LINE_SIZE", "the kernel keeps at most 2047"]);
+    refused(
+        &t,
+        &[
+            "node.yaml:6:",
+            "COMMAND_LINE_SIZE",
+            "the kernel keeps at most 2047",
+        ],
+    );
     let t = profile_text("").replace("kernel:\n", "kernel:\n  cmdline: [quiet]\n");
     accepted(&t);
 }
@@ -386,7 +417,10 @@ fn escape_sequences_in_values_are_shown_escaped_and_cannot_forge_a_line() {
         profile_text("files:\n  - {path: \"/etc/kubernetes/manifests/\\e[2Jx\", content: x}\n"),
         profile_text("kubelet:\n  labels: {\"a\\e[2J\": b}\n"),
         profile_text("kubelet:\n  nodeIP: \"1.2.3.4\\nerror: forged line\"\n"),
-        profile_text("").replace("hostname: test-node", "hostname: \"x\\nerror: forged line\""),
+        profile_text("").replace(
+            "hostname: test-node",
+            "hostname: \"x\\nerror: forged line\"",
+        ),
     ];
     for t in cases {
         let d = tempfile::tempdir().unwrap();

@@ -352,6 +352,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn device_paths_are_folded_before_they_are_compared() {
+        assert_eq!(normal("/dev//./mem/"), "/dev/mem");
+        assert_eq!(normal("/dev/mem"), "/dev/mem");
+        assert_eq!(normal("//dev/kmem"), "/dev/kmem");
+    }
+
+    #[test]
     fn host_paths_match_whole_components() {
         let allowed = vec!["/var/lib/kios".to_string(), "/dev".to_string()];
         assert!(path_allowed("/var/lib/kios", &allowed));

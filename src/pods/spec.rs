@@ -51,7 +51,8 @@ impl KubeVersion {
                 supported()
             )),
             _ => Err(format!(
-                "`{s}` is not a Kubernetes version: write it as \"1.N\" ({})",
+                "`{}` is not a Kubernetes version: write it as \"1.N\" ({})",
+                crate::untrusted::shown(s),
                 supported()
             )),
         }

@@ -384,7 +384,7 @@ impl LayerRef {
         }
         let looks_like_path =
             name.contains('/') || name.ends_with(".yaml") || name.ends_with(".yml");
-        if looks_like_path {
+        if looks_like_path && !name.contains(char::is_control) {
             let Some(dir) = &from.dir else {
                 return Err(ProfileError::at(
                     &from.at(base),
@@ -631,11 +631,9 @@ fn merge(
                 });
             }
             if let Some(f) = &d.format {
-                format = Some(
-                    f.value
-                        .parse::<Format>()
-                        .map_err(|e| ProfileError::at(&layer.at(f), e.to_string(), None))?,
-                );
+                format = Some(f.value.parse::<Format>().map_err(|e| {
+                    ProfileError::at(&layer.at(f), shown_max(&e.to_string(), MESSAGE_CHARS), None)
+                })?);
             }
         }
     }
@@ -674,7 +672,11 @@ fn merge(
     let node = kube::merge_node(layers)?;
     Ok(Profile {
         file: file.to_path_buf(),
-        chain: layers.iter().map(|(l, _)| l.file.to_string()).collect(),
+        // Shown in the build's progress: safe for a terminal.
+        chain: layers
+            .iter()
+            .map(|(l, _)| shown_max(&l.file, PATH_CHARS))
+            .collect(),
         hash,
         arch,
         hostname,
@@ -1166,6 +1168,51 @@ mod tests {
             e.contains("p.yaml:11") && e.contains("`images`") && e.contains("no index.json"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn disk_sizes_are_bounded_at_the_fixed_partitions_and_4tib() {
+        let ok = |b: u64| check_disk_size(ByteSize::new(b)).is_ok();
+        assert!(ok(130 << 20));
+        assert!(!ok(129 << 20));
+        assert!(ok(MAX_DISK_SIZE));
+        assert!(!ok(MAX_DISK_SIZE + (1 << 20)));
+        assert!(!ok((1 << 30) + 512));
+    }
+
+    #[test]
+    fn the_command_line_fits_command_line_size_with_its_nul() {
+        let at = |v: String| Sourced {
+            value: v,
+            origin: Origin {
+                file: "p.yaml".into(),
+                line: 1,
+                column: 1,
+            },
+        };
+        // "a" + " " + 2045 bytes = 2047: the most the kernel keeps.
+        let fits = vec![at("a".into()), at("b".repeat(2045))];
+        check_cmdline_length(&fits).unwrap();
+        let over = vec![at("a".into()), at("b".repeat(2046))];
+        let e = check_cmdline_length(&over).unwrap_err().to_string();
+        assert!(e.contains("at most 2047"), "{e}");
+    }
+
+    #[test]
+    fn origins_and_values_are_shown_escaped() {
+        let o = Origin {
+            file: "a\x1b[2Jb.yaml".into(),
+            line: 3,
+            column: 4,
+        };
+        assert_eq!(o.to_string(), "a\\u{1b}[2Jb.yaml:3:4");
+        let d = tempfile::tempdir().unwrap();
+        let e = err(
+            d.path(),
+            &format!("{}hostname: \"\\e[2J\"\n", minimal(d.path())),
+        );
+        assert!(e.contains("`\\u{1b}[2J` is not a valid hostname"), "{e}");
+        assert!(!e.contains('\x1b'), "{e}");
     }
 
     #[test]
