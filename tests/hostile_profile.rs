@@ -459,3 +459,45 @@ fn a_huge_bad_value_is_echoed_short() {
     let s = safe_stderr(&o);
     assert!(s.len() < 4000, "{} bytes of error", s.len());
 }
+
+// ---- pods: and files: sources are read bounded ----
+
+#[test]
+fn oversized_pod_and_file_sources_are_refused_not_read_whole() {
+    let d = tempfile::tempdir().unwrap();
+    // A pod file larger than any Pod the API server stores (1.5 MiB).
+    let mut pod = PRIVILEGED_HOST_PID_POD.to_string();
+    pod.push_str(&format!("# {}\n", "x".repeat(2 << 20)));
+    fs::write(d.path().join("big.yaml"), pod).unwrap();
+    let o = validate(
+        d.path(),
+        &profile_text(&format!("{}pods: [big.yaml]\n", pause_yaml())),
+    );
+    let s = text_of(&o);
+    assert_eq!(o.status.code(), Some(2), "{s}");
+    assert!(
+        s.contains("node.yaml:13:") && s.contains("larger than"),
+        "{s}"
+    );
+    // A files: source past 16 MiB, under a memory limit that reading it whole
+    // twice would break.
+    let f = fs::File::create(d.path().join("big.bin")).unwrap();
+    f.set_len(3 << 30).unwrap();
+    let p = write_profile(
+        d.path(),
+        "node.yaml",
+        &profile_text("files:\n  - {path: /etc/big.bin, source: big.bin}\n"),
+    );
+    let o = run(std::process::Command::new("prlimit")
+        .arg("--as=2000000000")
+        .arg(env!("CARGO_BIN_EXE_kios-build"))
+        .arg("validate")
+        .arg(&p)
+        .env("KIOS_INIT", init_binary()));
+    let s = text_of(&o);
+    assert_eq!(o.status.code(), Some(2), "{s}");
+    assert!(
+        s.contains("node.yaml:12:") && s.contains("larger than"),
+        "{s}"
+    );
+}
