@@ -125,6 +125,17 @@ fn a_privileged_host_pid_pod_given_as_files_is_refused() {
     assert!(s.contains("pod `evil` shares the host's PID"), "{s}");
 }
 
+#[test]
+fn a_kubelet_pod_url_is_refused() {
+    refused(
+        &profile_text("kubelet:\n  config: {staticPodURL: \"http://127.0.0.1:1/pods\"}\n"),
+        &[
+            &line(2),
+            "kubelet.config.staticPodURL would run pods that no lint has checked",
+        ],
+    );
+}
+
 /// A copy of the inputs' system tree with `add` (path, content) in it.
 fn system_with(dir: &Path, add: &[(&str, &str)]) -> std::path::PathBuf {
     let sys = dir.join("system");

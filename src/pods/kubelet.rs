@@ -173,8 +173,20 @@ const FIXED: &[&str] = &[
     "containerRuntimeEndpoint",
 ];
 
+/// Fields that would give the kubelet pods from elsewhere than the linted
+/// `/etc/kubernetes/manifests` (an HTTP URL): a way around the lint.
+const OTHER_POD_SOURCES: &[&str] = &["staticPodURL", "staticPodURLHeader"];
+
 /// Checks a top-level key of the profile's `kubelet.config`: `Err((message, hint))`.
 pub fn check_config_key(key: &str) -> Result<(), (String, Option<String>)> {
+    if OTHER_POD_SOURCES.contains(&key) {
+        return Err((
+            format!("kubelet.config.{key} would run pods that no lint has checked"),
+            Some(format!(
+                "static pods come only from {STATIC_POD_PATH}: give them with `daemons:` or `pods:`"
+            )),
+        ));
+    }
     if FIXED.contains(&key) {
         return Err((
             format!("kubelet.config.{} is set by kiOS and cannot be changed", shown(key)),
@@ -563,5 +575,9 @@ mod tests {
             .unwrap_err()
             .0
             .contains("set by kiOS"));
+        assert!(check_config_key("staticPodURL")
+            .unwrap_err()
+            .0
+            .contains("no lint has checked"));
     }
 }
