@@ -19,6 +19,7 @@ use crate::boot::{self, UkiParts};
 use crate::disk::{self, DiskSpec};
 use crate::initramfs::{self, modules::KernelModules};
 use crate::inputs::{self, KernelFiles, WorkDir};
+use crate::pods::owned;
 use crate::profile::{self, Arch, Compression, Profile};
 use crate::tree::{Content, Entry, Kind, Tree, TreePath};
 
@@ -245,6 +246,10 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
         Some(s) => Some(inputs::system(s, profile.arch, &work, opts.epoch)?),
         None => None,
     };
+    if let (Some(t), Some(s)) = (&system, &profile.system) {
+        // Said by `validate` too; `initramfs_tree` checks it where the trees meet.
+        owned::check_system_tree(t, &s.origin)?;
+    }
     let init = match &opts.init {
         Some(p) => p.clone(),
         None => find_init(profile.arch)?,
@@ -433,10 +438,17 @@ pub fn os_release(profile: &Profile) -> String {
 }
 
 /// The initramfs tree: the system files, kios-init as /init, the kernel modules and
-/// the generated /etc.
+/// the generated /etc. The system tree may not carry a path kios-build writes
+/// (`pods::owned`): it would be silently replaced, or, in the static pod folder,
+/// put a pod on the node that no lint has seen.
 pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildError> {
     let mut tree = match &p.system {
-        Some(t) => t.clone(),
+        Some(t) => {
+            if let Some(s) = &p.profile.system {
+                owned::check_system_tree(t, &s.origin)?;
+            }
+            t.clone()
+        }
         None => Tree::new(epoch),
     };
     tree.default_mtime = epoch;
@@ -448,7 +460,7 @@ pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildE
         ("tmp", 0o1777),
         ("var", 0o755),
         ("etc/kios", 0o755),
-        ("etc/kubernetes/manifests", 0o755),
+        (owned::MANIFESTS, 0o755),
     ] {
         tree.mkdir_p(&TreePath::parse(dir)?, mode)?;
     }
@@ -478,16 +490,16 @@ pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildE
             version: p.kernel.version.clone(),
             source,
         })?;
-    tree.add_file("etc/kios/modules", modules_list.clone(), 0o644)?;
-    tree.add_file("etc/os-release", os_release(&p.profile), 0o644)?;
+    tree.add_file(owned::MODULES, modules_list.clone(), 0o644)?;
+    tree.add_file(owned::OS_RELEASE, os_release(&p.profile), 0o644)?;
     if let Some(h) = &p.profile.hostname {
-        tree.add_file("etc/hostname", format!("{}\n", h.value), 0o644)?;
+        tree.add_file(owned::HOSTNAME, format!("{}\n", h.value), 0o644)?;
     }
     crate::pods::add_to_tree(&p.pods, &mut tree)?;
     if !p.store_images.is_empty() {
         // CRI-O (and podman) read the store partition as an additional image store.
         tree.add_file(
-            "etc/containers/storage.conf",
+            owned::STORAGE_CONF,
             crate::store::cstorage::storage_conf(
                 STORE_MOUNT,
                 "/var/lib/containers/storage",

@@ -168,6 +168,12 @@ fn epoch() -> Result<u64, String> {
     }
 }
 
+/// The longest line of an error printed; past it, the line is cut with a note.
+const ERROR_LINE_CHARS: usize = 1500;
+
+/// The error and its causes, one `caused by:` line each. Every line is made safe for
+/// a terminal and cut short (`untrusted::shown_max`): values are escaped where a
+/// message quotes them, this is the last defence for any text that was not.
 fn render(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -178,7 +184,10 @@ fn render(e: &dyn std::error::Error) -> String {
         }
         cur = c.source();
     }
-    s
+    s.split('\n')
+        .map(|line| kios_build::untrusted::shown_max(line, ERROR_LINE_CHARS))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn pull_command(profile: &std::path::Path, quiet: bool, pull: PullArgs) -> ExitCode {

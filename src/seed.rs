@@ -66,7 +66,10 @@ pub fn collect(
                     .map_err(|e| InputError::Oci {
                         origin: source.origin.to_string(),
                         what: what.clone(),
-                        reference: source.value.to_string(),
+                        reference: crate::untrusted::shown_max(
+                            &source.value.to_string(),
+                            crate::profile::PATH_CHARS,
+                        ),
                         source: Box::new(e),
                     })?;
                 let repo = layout_repository(dir);

@@ -223,7 +223,9 @@ fn a_disk_too_small_is_refused_and_nothing_is_left() {
     );
     let img = dir.path().join("small.img");
     let o = run(kios_build().arg("build").arg(&p).arg("-o").arg(&img));
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // Refused when the profile is loaded (issue #12): a bad profile, at its line.
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("node.yaml:12:9"), "{}", text(&o));
     assert!(text(&o).contains("too small"), "{}", text(&o));
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

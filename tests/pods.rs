@@ -546,7 +546,9 @@ proptest! {
         let d = tempfile::tempdir().unwrap();
         let caps_yaml = declared.join(", ");
         let mut extra = format!(
-            "daemons:\n  - name: p\n    image: example.com/p:1\n    capabilities: [{caps_yaml}]\n    hostNetwork: {host_network}\n    oneshot: {oneshot}\n    privileged: {privileged}\nallow: {{privileged: [p], sysAdmin: [p]}}\n"
+            "daemons:\n  - name: p\n    image: example.com/p:1\n    capabilities: [{caps_yaml}]\n    hostNetwork: {host_network}\n    oneshot: {oneshot}\n    privileged: {privileged}\nallow: {{privileged: [p], sysAdmin: [p], capabilities: {{{host}}}}}\n",
+            // The capabilities that give the host need their allow entry.
+            host = caps::HOST.iter().map(|(c, _)| format!("{c}: [p]")).collect::<Vec<_>>().join(", ")
         );
         if declared.is_empty() {
             extra = extra.replace("    capabilities: []\n", "");

@@ -42,6 +42,10 @@ pub const DATA_NAME: &str = kios_contract::partition::DATA_NAME;
 const MIN_ESP: u64 = 64 * MIB;
 /// The smallest data partition we make: enough for a first boot's layout.
 const MIN_DATA: u64 = 64 * MIB;
+/// The smallest disk: the GPT's first and last MiB, the smallest ESP and data
+/// partition (a store partition adds its size). A profile asking less is refused
+/// when it is loaded.
+pub const MIN_DISK_SIZE: u64 = MIB + MIN_ESP + MIN_DATA + MIB;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {

@@ -46,6 +46,34 @@ pub const CAPABILITIES: [&str; 41] = [
     "CHECKPOINT_RESTORE",
 ];
 
+/// The capabilities that give a container the host, and why: a pod gets one only
+/// when the profile allows it for that pod by name (`allow.capabilities`, or
+/// `allow.sysAdmin` for SYS_ADMIN). Chosen from capabilities(7): each one, alone or
+/// with a device or a syscall the default seccomp profile of a `pods:` file may let
+/// through, reaches the host's kernel, memory or files past the container.
+pub const HOST: &[(&str, &str)] = &[
+    ("SYS_ADMIN", "is nearly root (mounts, namespaces, many kernel interfaces)"),
+    ("SYS_MODULE", "loads code into the host's kernel (kernel modules)"),
+    ("SYS_PTRACE", "reads and changes the memory of other processes"),
+    ("BPF", "loads BPF programs into the host's kernel"),
+    ("PERFMON", "traces the host's kernel (perf events, with BPF it reads kernel memory)"),
+    ("SYS_RAWIO", "reaches I/O ports and physical memory (iopl, ioperm, /dev/mem)"),
+    ("SYS_BOOT", "reboots the host or replaces its kernel (kexec_load)"),
+    (
+        "DAC_READ_SEARCH",
+        "opens any file of the host's filesystems by handle (open_by_handle_at), past the container's root",
+    ),
+];
+
+/// Devices that are the host's physical memory and I/O ports: a pod gets one only
+/// when the profile's `allow.devices` names it for that pod.
+pub const HOST_DEVICES: &[&str] = &["/dev/mem", "/dev/kmem", "/dev/port"];
+
+/// Why capability `name` gives a container the host; `None` for the others.
+pub fn host_risk(name: &str) -> Option<&'static str> {
+    HOST.iter().find(|(c, _)| *c == name).map(|(_, why)| *why)
+}
+
 /// The number of capability `name` (no `CAP_` prefix, upper case).
 pub fn number(name: &str) -> Option<u32> {
     CAPABILITIES
@@ -102,5 +130,14 @@ mod tests {
         assert_eq!(mask(["NET_ADMIN", "NET_RAW"]), 0x3000);
         assert_eq!(closest("NET_ADMN"), Some("NET_ADMIN"));
         assert_eq!(closest("cap_sys_time"), Some("SYS_TIME"));
+    }
+
+    #[test]
+    fn host_capabilities_are_linux_capabilities() {
+        for (c, _) in HOST {
+            assert!(number(c).is_some(), "{c}");
+        }
+        assert!(host_risk("SYS_MODULE").is_some());
+        assert!(host_risk("NET_ADMIN").is_none());
     }
 }

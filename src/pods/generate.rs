@@ -11,7 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::spec::{Daemon, ExtraContent, NodeSpec};
 use super::{Generated, GeneratedFile, ImageResolver, PodSummary, PodsError};
-use crate::profile::Origin;
+use crate::profile::{shown_path, Origin, MESSAGE_CHARS};
+use crate::untrusted::{read_regular, shown, shown_max};
 
 /// The namespace static pods are mirrored into.
 pub const NAMESPACE: &str = "kube-system";
@@ -34,6 +35,25 @@ pub(crate) enum UnitSource {
     File(Vec<u8>),
 }
 
+/// The largest `pods:` file read: a Pod object is at most what the API server
+/// stores (1.5 MiB in etcd); real static pods are a few KiB.
+const MAX_POD_FILE: u64 = 1536 << 10;
+/// The largest `files:` source read: the initramfs holds it in memory.
+const MAX_EXTRA_FILE: u64 = 16 << 20;
+
+/// A DNS-1123 subdomain (RFC 1123 labels joined by '.', at most 253 characters).
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
 /// Builds the pod of every daemon that has an image and reads every `pods:` file.
 pub(crate) fn collect(
     spec: &NodeSpec,
@@ -47,7 +67,7 @@ pub(crate) fn collect(
             }
             return Err(PodsError::at(
                 &d.name.origin,
-                format!("daemon `{}` has no image", d.name.value),
+                format!("daemon `{}` has no image", shown(&d.name.value)),
                 Some("set its `image`: a registry reference or oci:DIR:TAG"),
             ));
         };
@@ -64,25 +84,20 @@ pub(crate) fn collect(
         });
     }
     for f in &spec.pods {
-        let bytes = std::fs::read(&f.value).map_err(|source| PodsError::Read {
+        let bytes = read_regular(&f.value, MAX_POD_FILE).map_err(|source| PodsError::Read {
             origin: f.origin.clone(),
             path: f.value.clone(),
             source,
         })?;
-        let text = String::from_utf8(bytes.clone()).map_err(|_| {
-            PodsError::at(
-                &f.origin,
-                format!("{} is not UTF-8 text", f.value.display()),
-                None,
-            )
-        })?;
+        let file = shown_path(&f.value);
+        let text = String::from_utf8(bytes.clone())
+            .map_err(|_| PodsError::at(&f.origin, format!("{file} is not UTF-8 text"), None))?;
         let pod: Pod = serde_saphyr::from_str(&text).map_err(|e| {
             PodsError::at(
                 &f.origin,
                 format!(
-                    "{} is not a Pod manifest: {}",
-                    f.value.display(),
-                    e.to_string().lines().next().unwrap_or("")
+                    "{file} is not a Pod manifest: {}",
+                    shown_max(e.to_string().lines().next().unwrap_or(""), MESSAGE_CHARS)
                 ),
                 Some("a static pod file holds one `apiVersion: v1`, `kind: Pod` object"),
             )
@@ -91,14 +106,23 @@ pub(crate) fn collect(
         if name.is_empty() {
             return Err(PodsError::at(
                 &f.origin,
-                format!("{} has no metadata.name", f.value.display()),
+                format!("{file} has no metadata.name"),
                 None,
+            ));
+        }
+        // The name makes the manifest's file name: a DNS subdomain, as Kubernetes
+        // requires of a pod's name, cannot leave the manifests folder.
+        if !is_dns_subdomain(&name) {
+            return Err(PodsError::at(
+                &f.origin,
+                format!("{file}: metadata.name `{}` is not a valid pod name", shown(&name)),
+                Some("use lower-case letters, digits, '-' and '.', at most 253 characters (a DNS subdomain)"),
             ));
         }
         if pod.spec.as_ref().map(|s| s.containers.is_empty()) != Some(false) {
             return Err(PodsError::at(
                 &f.origin,
-                format!("{} has no containers", f.value.display()),
+                format!("{file} has no containers"),
                 None,
             ));
         }
@@ -332,17 +356,19 @@ pub(crate) fn extra_files(spec: &NodeSpec, out: &mut Generated) -> Result<(), Po
         if out.files.iter().any(|g| g.path == rel) {
             return Err(PodsError::at(
                 &f.path.origin,
-                format!("{} is a file kios-build generates", f.path.value),
+                format!("{} is a file kios-build generates", shown(&f.path.value)),
                 Some("set it through the profile's kubelet or daemons sections instead"),
             ));
         }
         let content = match &f.content {
             ExtraContent::Inline(s) => s.clone().into_bytes(),
-            ExtraContent::Source(p) => std::fs::read(p).map_err(|source| PodsError::Read {
-                origin: f.path.origin.clone(),
-                path: p.clone(),
-                source,
-            })?,
+            ExtraContent::Source(p) => {
+                read_regular(p, MAX_EXTRA_FILE).map_err(|source| PodsError::Read {
+                    origin: f.path.origin.clone(),
+                    path: p.clone(),
+                    source,
+                })?
+            }
         };
         out.files.push(GeneratedFile {
             path: rel,

@@ -15,7 +15,12 @@ use serde_json::{json, Map, Value};
 
 use super::spec::{deep_merge, NodeSpec, SecretSource};
 use super::{Generated, GeneratedFile, PodsError};
-use crate::profile::{Origin, Sourced};
+use crate::profile::{Origin, Sourced, MESSAGE_CHARS};
+use crate::untrusted::{read_regular, shown, shown_max};
+
+/// The largest secret or CA file read (kubeconfigs with embedded certificates and
+/// CA bundles are tens of KiB).
+const MAX_SECRET: u64 = 4 << 20;
 
 pub const STATIC_POD_PATH: &str = kios_contract::file::STATIC_PODS;
 pub const CRIO_ENDPOINT: &str = "unix:///var/run/crio/crio.sock";
@@ -168,11 +173,23 @@ const FIXED: &[&str] = &[
     "containerRuntimeEndpoint",
 ];
 
+/// Fields that would give the kubelet pods from elsewhere than the linted
+/// `/etc/kubernetes/manifests` (an HTTP URL): a way around the lint.
+const OTHER_POD_SOURCES: &[&str] = &["staticPodURL", "staticPodURLHeader"];
+
 /// Checks a top-level key of the profile's `kubelet.config`: `Err((message, hint))`.
 pub fn check_config_key(key: &str) -> Result<(), (String, Option<String>)> {
+    if OTHER_POD_SOURCES.contains(&key) {
+        return Err((
+            format!("kubelet.config.{key} would run pods that no lint has checked"),
+            Some(format!(
+                "static pods come only from {STATIC_POD_PATH}: give them with `daemons:` or `pods:`"
+            )),
+        ));
+    }
     if FIXED.contains(&key) {
         return Err((
-            format!("kubelet.config.{key} is set by kiOS and cannot be changed"),
+            format!("kubelet.config.{} is set by kiOS and cannot be changed", shown(key)),
             Some(format!(
                 "kiOS runs the kubelet with staticPodPath {STATIC_POD_PATH} and CRI-O at {CRIO_ENDPOINT}"
             )),
@@ -195,7 +212,10 @@ pub fn check_config_key(key: &str) -> Result<(), (String, Option<String>)> {
         .map(|f| format!("did you mean `{f}`? "))
         .unwrap_or_default();
     Err((
-        format!("`{key}` is not a KubeletConfiguration (kubelet.config.k8s.io/v1beta1) field"),
+        format!(
+            "`{}` is not a KubeletConfiguration (kubelet.config.k8s.io/v1beta1) field",
+            shown(key)
+        ),
         Some(format!(
             "{close}see https://kubernetes.io/docs/reference/config-api/kubelet-config.v1beta1/"
         )),
@@ -294,12 +314,16 @@ pub fn configuration(spec: &NodeSpec, standalone: bool) -> Result<String, PodsEr
         match culprit {
             Some((key, (origin, _))) => PodsError::at(
                 origin,
-                format!("kubelet.config.{key} has the wrong type: {e}"),
+                format!(
+                    "kubelet.config.{} has the wrong type: {}",
+                    shown(key),
+                    shown_max(&e.to_string(), MESSAGE_CHARS)
+                ),
                 None,
             ),
             None => PodsError::Serialize {
                 what: "kubelet configuration".into(),
-                message: e.to_string(),
+                message: shown_max(&e.to_string(), MESSAGE_CHARS),
             },
         }
     })?;
@@ -314,8 +338,42 @@ pub fn configuration(spec: &NodeSpec, standalone: bool) -> Result<String, PodsEr
     ))
 }
 
+/// Checks `kubelet.nodeIP` as the kubelet's `--node-ip` takes it: one address, or
+/// two of different families (dual stack). `Err((message, hint))`.
+pub fn check_node_ip(value: &str) -> Result<(), (String, String)> {
+    let hint = || {
+        "write one address, or an IPv4 and an IPv6 address separated by a comma (10.0.0.5,fd00::5)"
+            .to_string()
+    };
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for part in value.split(',') {
+        let ip = part.trim().parse::<IpAddr>().map_err(|_| {
+            (
+                format!("`{}` is not an IP address", shown(part.trim())),
+                hint(),
+            )
+        })?;
+        ips.push(ip);
+    }
+    match ips.as_slice() {
+        [_] => Ok(()),
+        [a, b] if a.is_ipv4() != b.is_ipv4() => Ok(()),
+        [_, _] => Err((
+            "kubelet.nodeIP has two addresses of the same family: the kubelet takes at most one IPv4 and one IPv6 address".into(),
+            hint(),
+        )),
+        _ => Err((
+            format!(
+                "kubelet.nodeIP has {} addresses: the kubelet takes at most two (one IPv4, one IPv6)",
+                ips.len()
+            ),
+            hint(),
+        )),
+    }
+}
+
 /// Validates a label the kubelet will put on its Node (`--node-labels`).
-fn check_label(key: &str, value: &str) -> Result<(), String> {
+pub fn check_label(key: &str, value: &str) -> Result<(), String> {
     let name_ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 63
@@ -338,7 +396,10 @@ fn check_label(key: &str, value: &str) -> Result<(), String> {
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             });
         if !dns_ok {
-            return Err(format!("label prefix `{p}` is not a DNS subdomain"));
+            return Err(format!(
+                "label prefix `{}` is not a DNS subdomain",
+                shown(p)
+            ));
         }
         // The kubelet refuses to set labels of these namespaces on itself, but for
         // its own and node.kubernetes.io (NodeRestriction).
@@ -349,16 +410,18 @@ fn check_label(key: &str, value: &str) -> Result<(), String> {
             && !own("node.kubernetes.io")
         {
             return Err(format!(
-                "the kubelet may not set `{key}` on its node: labels under kubernetes.io and k8s.io are reserved but for kubelet.kubernetes.io/ and node.kubernetes.io/"
+                "the kubelet may not set `{}` on its node: labels under kubernetes.io and k8s.io are reserved but for kubelet.kubernetes.io/ and node.kubernetes.io/",
+                shown(key)
             ));
         }
     }
     if !name_ok(name) {
-        return Err(format!("`{key}` is not a label key"));
+        return Err(format!("`{}` is not a label key", shown(key)));
     }
     if !value.is_empty() && !name_ok(value) {
         return Err(format!(
-            "`{value}` is not a label value (at most 63 letters, digits, '-', '_' or '.')"
+            "`{}` is not a label value (at most 63 letters, digits, '-', '_' or '.')",
+            shown(value)
         ));
     }
     Ok(())
@@ -366,7 +429,7 @@ fn check_label(key: &str, value: &str) -> Result<(), String> {
 
 fn read_secret(s: &Sourced<SecretSource>, what: &str) -> Result<Vec<u8>, PodsError> {
     let bytes = match &s.value {
-        SecretSource::File(p) => std::fs::read(p).map_err(|source| PodsError::Read {
+        SecretSource::File(p) => read_regular(p, MAX_SECRET).map_err(|source| PodsError::Read {
             origin: s.origin.clone(),
             path: p.clone(),
             source,
@@ -376,7 +439,10 @@ fn read_secret(s: &Sourced<SecretSource>, what: &str) -> Result<Vec<u8>, PodsErr
             .ok_or_else(|| {
                 PodsError::at(
                     &s.origin,
-                    format!("the {what}: environment variable {name} is not set"),
+                    format!(
+                        "the {what}: environment variable {} is not set",
+                        shown(name)
+                    ),
                     Some("export it before the build, or name a file instead"),
                 )
             })?,
@@ -385,7 +451,7 @@ fn read_secret(s: &Sourced<SecretSource>, what: &str) -> Result<Vec<u8>, PodsErr
         // Never quote the content, only where it came from.
         return Err(PodsError::at(
             &s.origin,
-            format!("the {what} ({}) is empty", s.value),
+            format!("the {what} ({}) is empty", shown(&s.value.to_string())),
             None,
         ));
     }
@@ -439,15 +505,7 @@ pub(crate) fn write(
         );
     }
     if let Some(ip) = &k.node_ip {
-        for part in ip.value.split(',') {
-            part.trim().parse::<IpAddr>().map_err(|_| {
-                PodsError::at(
-                    &ip.origin,
-                    format!("`{}` is not an IP address", part.trim()),
-                    Some("write one address, or an IPv4 and an IPv6 address separated by a comma"),
-                )
-            })?;
-        }
+        check_node_ip(&ip.value).map_err(|(m, h)| PodsError::at(&ip.origin, m, Some(&h)))?;
         push(
             NODE_IP,
             0o644,
@@ -517,5 +575,9 @@ mod tests {
             .unwrap_err()
             .0
             .contains("set by kiOS"));
+        assert!(check_config_key("staticPodURL")
+            .unwrap_err()
+            .0
+            .contains("no lint has checked"));
     }
 }

@@ -1,12 +1,17 @@
 //! The rules every static pod must follow before it is written, each reported at the
 //! profile line that caused it:
 //!
-//! - `privileged: true` or the SYS_ADMIN capability: an error, or a warning when the
-//!   profile allows it for that pod by name (`allow.privileged`, `allow.sysAdmin`);
+//! - `privileged: true`, a capability that gives the container the host
+//!   ([`caps::HOST`]: SYS_ADMIN, SYS_MODULE, SYS_PTRACE, BPF, PERFMON, SYS_RAWIO,
+//!   SYS_BOOT, DAC_READ_SEARCH) or a host memory device ([`caps::HOST_DEVICES`]:
+//!   /dev/mem, /dev/kmem, /dev/port, as a device or a host path): an error, or a
+//!   warning when the profile allows it for that pod by name (`allow.privileged`,
+//!   `allow.capabilities` or `allow.sysAdmin`, `allow.devices`);
 //! - `hostPID` / `hostIPC`: an error (never needed by a system daemon);
 //! - two pods with the same name;
 //! - an image the resolver does not know (not pre-seeded);
-//! - a host path outside [`DEFAULT_HOST_PATHS`] and `allow.hostPaths`;
+//! - a host path (or a CRI-O device annotation of a `pods:` file) outside
+//!   [`DEFAULT_HOST_PATHS`] and `allow.hostPaths`;
 //! - a capability name Linux does not have.
 
 use std::fmt;
@@ -14,10 +19,11 @@ use std::fmt;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::caps;
-use super::generate::{Unit, UnitSource};
-use super::spec::{NodeSpec, DEFAULT_HOST_PATHS};
+use super::generate::{Unit, UnitSource, DEVICES_ANNOTATION};
+use super::spec::{Grant, NodeSpec, DEFAULT_HOST_PATHS};
 use super::ImageResolver;
 use crate::profile::Origin;
+use crate::untrusted::shown;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -118,6 +124,30 @@ fn asks(spec: &NodeSpec, u: &Unit) -> Asks {
     }
 }
 
+/// The device paths of a CRI-O devices annotation: `HOST[:CONTAINER[:PERMS]]`,
+/// comma-separated (CRI-O, `io.kubernetes.cri-o.Devices`).
+fn annotated_devices(pod: &Pod) -> Vec<String> {
+    pod.metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() == DEVICES_ANNOTATION)
+        .flat_map(|(_, v)| v.split(','))
+        .map(|d| d.split(':').next().unwrap_or("").trim().to_string())
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
+/// `path` with repeated `/`, `.` components and a trailing `/` removed, as the
+/// kernel resolves it (`..` is refused before this is used).
+fn normal(path: &str) -> String {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
 fn from_pod(pod: &Pod, at: &Origin) -> Asks {
     let spec = pod.spec.clone().unwrap_or_default();
     let mut a = Asks {
@@ -149,6 +179,10 @@ fn from_pod(pod: &Pod, at: &Origin) -> Asks {
             a.host_paths.push((h.path.clone(), at.clone()));
         }
     }
+    // CRI-O gives these devices to the containers without `privileged`.
+    for d in annotated_devices(pod) {
+        a.host_paths.push((d, at.clone()));
+    }
     a
 }
 
@@ -173,13 +207,19 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
             .find(|x| x.value == name)
             .map(|x| x.origin.clone())
     };
+    let granted = |list: &[Grant], what: &str, name: &str| {
+        list.iter()
+            .find(|g| g.what == what && g.pod.value == name)
+            .map(|g| (g.field, g.pod.origin.clone()))
+    };
     for (i, u) in units.iter().enumerate() {
+        let pod = shown(&u.name);
         if let Some(first) = units[..i].iter().find(|o| o.name == u.name) {
             f.error(
                 &u.origin,
                 format!(
-                    "duplicate pod name `{}`: already used at {}",
-                    u.name, first.origin
+                    "duplicate pod name `{pod}`: already used at {}",
+                    first.origin
                 ),
                 Some("each static pod needs its own name".to_string()),
             );
@@ -189,17 +229,13 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
             match allows(&spec.allow.privileged, &u.name) {
                 Some(by) => f.warning(
                     at,
-                    format!(
-                        "pod `{}` runs privileged (allowed by allow.privileged at {by})",
-                        u.name
-                    ),
+                    format!("pod `{pod}` runs privileged (allowed by allow.privileged at {by})"),
                 ),
                 None => f.error(
                     at,
-                    format!("pod `{}` asks for privileged: true", u.name),
+                    format!("pod `{pod}` asks for privileged: true"),
                     Some(format!(
-                        "declare only the capabilities it needs; if it really must be privileged, add `allow: {{privileged: [{}]}}`",
-                        u.name
+                        "declare only the capabilities it needs; if it really must be privileged, add `allow: {{privileged: [{pod}]}}`"
                     )),
                 ),
             }
@@ -207,7 +243,7 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
         if a.host_pid_ipc {
             f.error(
                 &u.origin,
-                format!("pod `{}` shares the host's PID or IPC namespace", u.name),
+                format!("pod `{pod}` shares the host's PID or IPC namespace"),
                 Some("remove hostPID and hostIPC: static pods of kiOS never get them".into()),
             );
         }
@@ -217,40 +253,80 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
                     Some(c) => format!("did you mean {c}? Capabilities are written without CAP_, e.g. NET_ADMIN"),
                     None => "write a Linux capability without CAP_, e.g. NET_ADMIN (see capabilities(7))".into(),
                 };
-                f.error(at, format!("`{cap}` is not a Linux capability"), Some(hint));
-            } else if cap == "SYS_ADMIN" {
-                match allows(&spec.allow.sys_admin, &u.name) {
-                    Some(by) => f.warning(
+                f.error(
+                    at,
+                    format!("`{}` is not a Linux capability", shown(cap)),
+                    Some(hint),
+                );
+            } else if let Some(why) = caps::host_risk(cap) {
+                match granted(&spec.allow.capabilities, cap, &u.name) {
+                    Some((field, by)) => f.warning(
                         at,
-                        format!(
-                            "pod `{}` gets SYS_ADMIN (allowed by allow.sysAdmin at {by})",
-                            u.name
-                        ),
+                        format!("pod `{pod}` gets {cap} (allowed by {field} at {by})"),
                     ),
-                    None => f.error(
-                        at,
-                        format!("pod `{}` asks for SYS_ADMIN", u.name),
-                        Some(format!(
-                            "SYS_ADMIN is nearly root: use a narrower capability; if it really needs it, add `allow: {{sysAdmin: [{}]}}`",
-                            u.name
-                        )),
-                    ),
+                    None => {
+                        let allow = if cap == "SYS_ADMIN" {
+                            format!("`allow: {{sysAdmin: [{pod}]}}`")
+                        } else {
+                            format!("`allow: {{capabilities: {{{cap}: [{pod}]}}}}`")
+                        };
+                        f.error(
+                            at,
+                            format!("pod `{pod}` asks for {cap}"),
+                            Some(format!(
+                                "{cap} gives the container the host: it {why}; use a narrower capability, or if it really needs it, add {allow}"
+                            )),
+                        )
+                    }
                 }
             }
         }
         for (path, at) in &a.host_paths {
+            let dev = normal(path);
+            if !caps::HOST_DEVICES.contains(&dev.as_str()) || path.split('/').any(|c| c == "..") {
+                continue;
+            }
+            match granted(&spec.allow.devices, &dev, &u.name) {
+                Some((field, by)) => f.warning(
+                    at,
+                    format!("pod `{pod}` gets the host device {dev} (allowed by {field} at {by})"),
+                ),
+                None => f.error(
+                    at,
+                    format!("pod `{pod}` asks for the host device {dev}"),
+                    Some(format!(
+                        "{dev} is the host's memory or I/O ports: it gives the container the host; if it really needs it, add `allow: {{devices: {{{dev}: [{pod}]}}}}`"
+                    )),
+                ),
+            }
+        }
+        for (path, at) in &a.host_paths {
             if !path.starts_with('/') {
-                f.error(at, format!("host path `{path}` is not absolute"), None);
+                f.error(
+                    at,
+                    format!("host path `{}` is not absolute", shown(path)),
+                    None,
+                );
+            } else if path.chars().any(char::is_control) {
+                f.error(
+                    at,
+                    format!("host path `{}` holds a control character", shown(path)),
+                    Some("write the path in printable characters".into()),
+                );
             } else if path.split('/').any(|c| c == "..") || !path_allowed(path, &allowed_paths) {
                 f.error(
                     at,
                     format!(
-                        "host path {path} of pod `{}` is outside the allowed host paths",
-                        u.name
+                        "host path {} of pod `{pod}` is outside the allowed host paths",
+                        shown(path)
                     ),
                     Some(format!(
                         "allowed: {}; add it to `allow: {{hostPaths: [...]}}` if the pod needs it",
-                        allowed_paths.join(", ")
+                        allowed_paths
+                            .iter()
+                            .map(|p| shown(p))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
                 );
             }
@@ -259,7 +335,10 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
             if resolver.resolve(image).is_none() {
                 f.error(
                     at,
-                    format!("image {image} of pod `{}` is not pre-seeded", u.name),
+                    format!(
+                        "image {} of pod `{pod}` is not pre-seeded",
+                        shown(image)
+                    ),
                     Some("every static pod image must be in the node's image store: list it under `images:` (a registry reference or oci:DIR:TAG) so that it is pre-seeded".into()),
                 );
             }
@@ -271,6 +350,13 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_paths_are_folded_before_they_are_compared() {
+        assert_eq!(normal("/dev//./mem/"), "/dev/mem");
+        assert_eq!(normal("/dev/mem"), "/dev/mem");
+        assert_eq!(normal("//dev/kmem"), "/dev/kmem");
+    }
 
     #[test]
     fn host_paths_match_whole_components() {

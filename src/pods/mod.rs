@@ -21,6 +21,7 @@ pub mod caps;
 mod generate;
 pub mod kubelet;
 pub mod lint;
+pub mod owned;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -151,7 +152,7 @@ pub enum PodsError {
         message: String,
         hint: Option<String>,
     },
-    #[error("{origin}: cannot read {path}")]
+    #[error("{origin}: cannot read {}", crate::profile::shown_path(.path))]
     Read {
         origin: Origin,
         path: PathBuf,
@@ -160,6 +161,13 @@ pub enum PodsError {
     },
     #[error("cannot write the {what}: {message}")]
     Serialize { what: String, message: String },
+    /// The system tree carries a path kios-build owns ([`owned`]).
+    #[error("{origin}: {message}\n  hint: {hint}")]
+    SystemTree {
+        origin: Origin,
+        message: String,
+        hint: String,
+    },
 }
 
 impl PodsError {

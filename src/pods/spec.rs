@@ -51,7 +51,8 @@ impl KubeVersion {
                 supported()
             )),
             _ => Err(format!(
-                "`{s}` is not a Kubernetes version: write it as \"1.N\" ({})",
+                "`{}` is not a Kubernetes version: write it as \"1.N\" ({})",
+                crate::untrusted::shown(s),
                 supported()
             )),
         }
@@ -148,10 +149,25 @@ pub struct Daemon {
 pub struct Allow {
     /// Pod names allowed to run privileged.
     pub privileged: Vec<Sourced<String>>,
-    /// Pod names allowed the SYS_ADMIN capability.
-    pub sys_admin: Vec<Sourced<String>>,
+    /// Capabilities that give a container the host (`caps::HOST`), each allowed to
+    /// one pod: `allow.capabilities` and `allow.sysAdmin`.
+    pub capabilities: Vec<Grant>,
+    /// Host memory devices (`caps::HOST_DEVICES`), each allowed to one pod:
+    /// `allow.devices`.
+    pub devices: Vec<Grant>,
     /// Host paths allowed besides [`DEFAULT_HOST_PATHS`].
     pub host_paths: Vec<Sourced<String>>,
+}
+
+/// One thing (a capability, a device) allowed to one pod by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The capability (without CAP_) or the device path.
+    pub what: String,
+    /// The pod's name, where the profile wrote it.
+    pub pod: Sourced<String>,
+    /// The profile field that allowed it, for messages: `allow.capabilities`...
+    pub field: &'static str,
 }
 
 /// Host paths any static pod may mount (a path is allowed when it is one of these or

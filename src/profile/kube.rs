@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{image_input, input, Layer, Origin, ProfileError, RawProfile, Sourced, S};
+use super::{image_input, input, shown_path, Layer, Origin, ProfileError, RawProfile, Sourced, S};
 use crate::pods::spec::{self as node, NodeSpec};
+use crate::untrusted::shown;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +69,8 @@ pub(super) struct RawHostPath {
 pub(super) struct RawAllow {
     pub(super) privileged: Option<Vec<S<String>>>,
     pub(super) sys_admin: Option<Vec<S<String>>>,
+    pub(super) capabilities: Option<HashMap<S<String>, Vec<S<String>>>>,
+    pub(super) devices: Option<HashMap<S<String>, Vec<S<String>>>>,
     pub(super) host_paths: Option<Vec<S<String>>>,
 }
 
@@ -133,7 +136,7 @@ pub(super) fn merge_node(layers: &[(Layer, RawProfile)]) -> Result<NodeSpec, Pro
                     &layer.at(&d.name),
                     format!(
                         "duplicate pod name `{}`: already used at {}",
-                        d.name.value,
+                        shown(&d.name.value),
                         layer.at(first)
                     ),
                     Some("each daemon needs its own name; a profile changes a base's daemon by naming it once".into()),
@@ -143,21 +146,7 @@ pub(super) fn merge_node(layers: &[(Layer, RawProfile)]) -> Result<NodeSpec, Pro
             merge_daemon(layer, d, &mut spec.daemons)?;
         }
         if let Some(a) = &raw.allow {
-            let names = |v: &Option<Vec<S<String>>>| -> Vec<Sourced<String>> {
-                v.iter().flatten().map(|x| layer.sourced(x)).collect()
-            };
-            spec.allow.privileged.extend(names(&a.privileged));
-            spec.allow.sys_admin.extend(names(&a.sys_admin));
-            for p in a.host_paths.iter().flatten() {
-                if !p.value.starts_with('/') || p.value.split('/').any(|c| c == "..") {
-                    return Err(ProfileError::at(
-                        &layer.at(p),
-                        format!("allow.hostPaths: `{}` is not an absolute path", p.value),
-                        None,
-                    ));
-                }
-                spec.allow.host_paths.push(layer.sourced(p));
-            }
+            merge_allow(layer, a, &mut spec.allow)?;
         }
         for p in raw.pods.iter().flatten() {
             let path = local_file(layer, p, "pods")?;
@@ -173,6 +162,91 @@ pub(super) fn merge_node(layers: &[(Layer, RawProfile)]) -> Result<NodeSpec, Pro
         }
     }
     Ok(spec)
+}
+
+fn merge_allow(layer: &Layer, a: &RawAllow, out: &mut node::Allow) -> Result<(), ProfileError> {
+    out.privileged
+        .extend(a.privileged.iter().flatten().map(|x| layer.sourced(x)));
+    let grant = |what: &str, pod: &S<String>, field| node::Grant {
+        what: what.to_string(),
+        pod: layer.sourced(pod),
+        field,
+    };
+    for pod in a.sys_admin.iter().flatten() {
+        out.capabilities
+            .push(grant("SYS_ADMIN", pod, "allow.sysAdmin"));
+    }
+    let host_caps = || {
+        crate::pods::caps::HOST
+            .iter()
+            .map(|(c, _)| *c)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (cap, pods) in sorted(&a.capabilities) {
+        let c = cap.value.trim();
+        if crate::pods::caps::host_risk(c).is_none() {
+            let why = if crate::pods::caps::number(c).is_some() {
+                format!("`{c}` needs no `allow` entry: a pod may declare it")
+            } else {
+                format!("`{}` is not a Linux capability", shown(c))
+            };
+            return Err(ProfileError::at(
+                &layer.at(cap),
+                format!("allow.capabilities: {why}"),
+                Some(format!(
+                    "list here only the capabilities that give a container the host: {}",
+                    host_caps()
+                )),
+            ));
+        }
+        for pod in pods {
+            out.capabilities.push(grant(c, pod, "allow.capabilities"));
+        }
+    }
+    for (dev, pods) in sorted(&a.devices) {
+        let d = dev.value.trim();
+        if !crate::pods::caps::HOST_DEVICES.contains(&d) {
+            return Err(ProfileError::at(
+                &layer.at(dev),
+                format!(
+                    "allow.devices: `{}` needs no `allow` entry (only the host's memory devices do)",
+                    shown(d)
+                ),
+                Some(format!(
+                    "list here only {}; other devices are checked against the allowed host paths",
+                    crate::pods::caps::HOST_DEVICES.join(", ")
+                )),
+            ));
+        }
+        for pod in pods {
+            out.devices.push(grant(d, pod, "allow.devices"));
+        }
+    }
+    for p in a.host_paths.iter().flatten() {
+        if !p.value.starts_with('/')
+            || p.value.split('/').any(|c| c == "..")
+            || p.value.chars().any(char::is_control)
+        {
+            return Err(ProfileError::at(
+                &layer.at(p),
+                format!(
+                    "allow.hostPaths: `{}` is not an absolute path",
+                    shown(&p.value)
+                ),
+                Some("write an absolute path without `..`, e.g. /srv/data".into()),
+            ));
+        }
+        out.host_paths.push(layer.sourced(p));
+    }
+    Ok(())
+}
+
+/// A map's entries sorted by key: errors and merges do not depend on hash order.
+fn sorted<V>(m: &Option<HashMap<S<String>, V>>) -> Vec<(&S<String>, &V)> {
+    let mut v: Vec<_> = m.iter().flatten().collect();
+    v.sort_by(|a, b| a.0.value.cmp(&b.0.value));
+    v
 }
 
 fn merge_kubelet(
@@ -196,9 +270,13 @@ fn merge_kubelet(
             .insert(key.value.clone(), (layer.at(key), merged));
     }
     for (key, value) in k.labels.iter().flatten() {
+        crate::pods::kubelet::check_label(&key.value, &value.value)
+            .map_err(|m| ProfileError::at(&layer.at(key), m, None))?;
         out.labels.insert(key.value.clone(), layer.sourced(value));
     }
     if let Some(ip) = &k.node_ip {
+        crate::pods::kubelet::check_node_ip(&ip.value)
+            .map_err(|(m, h)| ProfileError::at(&layer.at(ip), m, Some(h)))?;
         out.node_ip = Some(layer.sourced(ip));
     }
     for (raw, slot, field) in [
@@ -227,7 +305,10 @@ fn merge_kubelet(
                 {
                     return Err(ProfileError::at(
                         &layer.at(e),
-                        format!("`{field}.env`: `{name}` is not an environment variable name"),
+                        format!(
+                            "`{field}.env`: `{}` is not an environment variable name",
+                            shown(name)
+                        ),
                         None,
                     ));
                 }
@@ -275,7 +356,7 @@ fn merge_daemon(
     if !dns_label {
         return Err(ProfileError::at(
             &layer.at(&d.name),
-            format!("`{name}` is not a valid daemon name"),
+            format!("`{}` is not a valid daemon name", shown(name)),
             Some(
                 "use lower-case letters, digits and '-', at most 63 characters (it names the pod)"
                     .into(),
@@ -306,12 +387,32 @@ fn merge_daemon(
     if let Some(img) = input(layer, None, d.image.as_ref(), &format!("daemons[{name}]"))? {
         t.image = Some(img);
     }
-    let strings = |v: &Vec<S<String>>| v.iter().map(|x| x.value.clone()).collect::<Vec<_>>();
+    // No NUL in what becomes a process' argument or environment: exec(2) cannot
+    // pass it, and the pod would fail on the node, not here.
+    let no_nul = |x: &S<String>, field: &str| {
+        if x.value.contains('\0') {
+            return Err(ProfileError::at(
+                &layer.at(x),
+                format!(
+                    "daemons[{name}].{field}: `{}` holds a NUL byte",
+                    shown(&x.value)
+                ),
+                Some("a process' arguments and environment cannot hold NUL bytes".into()),
+            ));
+        }
+        Ok(x.value.clone())
+    };
     if let Some(c) = &d.command {
-        t.command = strings(c);
+        t.command = c
+            .iter()
+            .map(|x| no_nul(x, "command"))
+            .collect::<Result<_, _>>()?;
     }
     if let Some(a) = &d.args {
-        t.args = strings(a);
+        t.args = a
+            .iter()
+            .map(|x| no_nul(x, "args"))
+            .collect::<Result<_, _>>()?;
     }
     if let Some(c) = &d.capabilities {
         t.capabilities = c.iter().map(|x| layer.sourced(x)).collect();
@@ -337,10 +438,24 @@ fn merge_daemon(
     if let Some(dev) = &d.devices {
         t.devices = dev.iter().map(|x| layer.sourced(x)).collect();
     }
-    if let Some(env) = &d.env {
-        for (k, v) in env {
-            t.env.insert(k.value.clone(), v.value.clone());
+    for (k, v) in sorted(&d.env) {
+        // What Kubernetes takes as a variable name (any printable ASCII but `=`, since
+        // RelaxedEnvironmentVariableValidation); `=` would split the name on exec.
+        let ok = !k.value.is_empty()
+            && k.value
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'=');
+        if !ok {
+            return Err(ProfileError::at(
+                &layer.at(k),
+                format!(
+                    "daemons[{name}].env: `{}` is not an environment variable name",
+                    shown(&k.value)
+                ),
+                Some("use printable ASCII without `=`, e.g. LOG_LEVEL".into()),
+            ));
         }
+        t.env.insert(k.value.clone(), no_nul(v, "env")?);
     }
     Ok(())
 }
@@ -356,10 +471,10 @@ pub(super) fn local_file(
     if !abs.is_file() {
         return Err(ProfileError::at(
             &layer.at(p),
-            format!("`{field}`: {} is not a file", abs.display()),
+            format!("`{field}`: {} is not a file", shown_path(&abs)),
             Some(format!(
                 "paths are relative to the profile's folder ({})",
-                dir.display()
+                shown_path(dir)
             )),
         ));
     }
@@ -376,9 +491,34 @@ fn extra_file(layer: &Layer, f: &RawFile) -> Result<node::ExtraFile, ProfileErro
     if !normal {
         return Err(ProfileError::at(
             &layer.at(&f.path),
-            format!("files: `{path}` is not a file path under /etc"),
-            Some("write an absolute path such as /etc/kubernetes/pki/ca.crt".into()),
+            format!("files: `{}` is not a file path under /etc", shown(path)),
+            Some("write an absolute path such as /etc/kubernetes/pki/extra-ca.crt".into()),
         ));
+    }
+    // What the initramfs can hold (`TreePath`, cpio newc): checked here so that
+    // `validate` says it, not the build once the tree is made.
+    if path.chars().any(char::is_control) {
+        return Err(ProfileError::at(
+            &layer.at(&f.path),
+            format!(
+                "files: `{}` holds a control character (NUL, newline, escape...)",
+                shown(path)
+            ),
+            Some("write the path in printable characters".into()),
+        ));
+    }
+    let tree_path = crate::tree::TreePath::parse(path).map_err(|_| {
+        ProfileError::at(
+            &layer.at(&f.path),
+            format!(
+                "files: `{}` is too long for a path of the node",
+                shown(path)
+            ),
+            Some("keep each name under 256 bytes and the whole path under 4096".into()),
+        )
+    })?;
+    if let Some((message, hint)) = crate::pods::owned::refuse_extra_file(&tree_path) {
+        return Err(ProfileError::at(&layer.at(&f.path), message, Some(hint)));
     }
     let mode = match &f.mode {
         None => 0o644,
@@ -388,7 +528,7 @@ fn extra_file(layer: &Layer, f: &RawFile) -> Result<node::ExtraFile, ProfileErro
             .ok_or_else(|| {
                 ProfileError::at(
                     &layer.at(m),
-                    format!("`{}` is not a file mode", m.value),
+                    format!("`{}` is not a file mode", shown(&m.value)),
                     Some("write it in octal, quoted: mode: \"0644\"".into()),
                 )
             })?,
@@ -399,7 +539,10 @@ fn extra_file(layer: &Layer, f: &RawFile) -> Result<node::ExtraFile, ProfileErro
         _ => {
             return Err(ProfileError::at(
                 &layer.at(&f.path),
-                format!("files: `{path}` needs exactly one of `content` and `source`"),
+                format!(
+                    "files: `{}` needs exactly one of `content` and `source`",
+                    shown(path)
+                ),
                 None,
             ))
         }

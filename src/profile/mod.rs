@@ -22,6 +22,7 @@ use serde_saphyr::Spanned;
 use sha2::{Digest as _, Sha256};
 
 use crate::pods::spec::NodeSpec;
+use crate::untrusted::{shown, shown_max};
 
 mod kube;
 use crate::units::ByteSize;
@@ -49,8 +50,27 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+        // The file name comes from the command line or a `base:` value: shown safe.
+        write!(
+            f,
+            "{}:{}:{}",
+            shown_max(&self.file, PATH_CHARS),
+            self.line,
+            self.column
+        )
     }
+}
+
+/// How many characters of a path an error shows: a real path whole, a hostile one
+/// cut ([`shown_path`]).
+pub(crate) const PATH_CHARS: usize = 1024;
+/// How many characters of a parser's message an error shows: it may quote the value
+/// it could not read.
+pub(crate) const MESSAGE_CHARS: usize = 500;
+
+/// A path from a profile, safe to put in a message (`untrusted::shown_max`).
+pub(crate) fn shown_path(p: &Path) -> String {
+    shown_max(&p.display().to_string(), PATH_CHARS)
 }
 
 /// A value and where it was written.
@@ -69,7 +89,7 @@ pub enum ProfileError {
         message: String,
         hint: Option<String>,
     },
-    #[error("{file}: cannot read the profile: {source}")]
+    #[error("{}: cannot read the profile: {source}", shown_max(file, PATH_CHARS))]
     Read {
         file: String,
         #[source]
@@ -364,7 +384,7 @@ impl LayerRef {
         }
         let looks_like_path =
             name.contains('/') || name.ends_with(".yaml") || name.ends_with(".yml");
-        if looks_like_path {
+        if looks_like_path && !name.contains(char::is_control) {
             let Some(dir) = &from.dir else {
                 return Err(ProfileError::at(
                     &from.at(base),
@@ -377,7 +397,7 @@ impl LayerRef {
         let names: Vec<&str> = BUILTIN_BASES.iter().map(|(n, _)| *n).collect();
         Err(ProfileError::at(
             &from.at(base),
-            format!("unknown base profile `{name}`"),
+            format!("unknown base profile `{}`", shown(name)),
             Some(format!(
                 "use one of the built-in bases ({}) or a path to a profile file such as ./base.yaml",
                 names.join(", ")
@@ -428,7 +448,9 @@ fn parse_raw(layer: &Layer) -> Result<RawProfile, ProfileError> {
             .map(|l| (l.line(), l.column()))
             .unwrap_or((1, 1));
         let text = e.to_string();
-        let first = text.lines().next().unwrap_or("").to_string();
+        let first = text.lines().next().unwrap_or("");
+        // The parser may quote the value it could not read: shown safe and short.
+        let first = shown_max(first, MESSAGE_CHARS);
         // "error: line L column C: MESSAGE" -> MESSAGE
         let message = first
             .split_once(": ")
@@ -450,7 +472,7 @@ fn check_header(layer: &Layer, raw: &RawProfile) -> Result<(), ProfileError> {
         Some(v) => {
             return Err(ProfileError::at(
                 &layer.at(v),
-                format!("apiVersion `{}` is not supported", v.value),
+                format!("apiVersion `{}` is not supported", shown(&v.value)),
                 Some(format!("write `apiVersion: {API_VERSION}`")),
             ))
         }
@@ -468,7 +490,7 @@ fn check_header(layer: &Layer, raw: &RawProfile) -> Result<(), ProfileError> {
         Some(k) if k.value == KIND => Ok(()),
         Some(k) => Err(ProfileError::at(
             &layer.at(k),
-            format!("kind `{}` is not a node profile", k.value),
+            format!("kind `{}` is not a node profile", shown(&k.value)),
             Some(format!("write `kind: {KIND}`")),
         )),
         None => Err(ProfileError::at(
@@ -514,10 +536,15 @@ fn merge(
             }
             for m in k.modules.iter().flatten() {
                 let name = m.value.trim().replace('-', "_");
-                if name.is_empty() || name.contains('/') || name.contains(char::is_whitespace) {
+                // What a module name can be (kernel's MODULE_NAME_LEN is 64 with
+                // the NUL); anything else would name a path or never match.
+                let ok = !name.is_empty()
+                    && name.len() < 64
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !ok {
                     return Err(ProfileError::at(
                         &layer.at(m),
-                        format!("`{}` is not a kernel module name", m.value),
+                        format!("`{}` is not a kernel module name", shown(&m.value)),
                         Some(
                             "write the module's name as modprobe knows it, e.g. virtio_blk".into(),
                         ),
@@ -532,10 +559,13 @@ fn merge(
             }
             for c in k.cmdline.iter().flatten() {
                 let arg = c.value.trim().to_string();
-                if arg.is_empty() || arg.contains('\n') {
+                if arg.is_empty() || arg.contains(char::is_control) {
                     return Err(ProfileError::at(
                         &layer.at(c),
-                        "a kernel command line argument must be one non-empty line",
+                        format!(
+                            "`{}`: a kernel command line argument must be one non-empty line without control characters (NUL, tab, escape...)",
+                            shown(&arg)
+                        ),
                         Some("write one argument per list item, e.g. console=ttyS0".into()),
                     ));
                 }
@@ -577,7 +607,7 @@ fn merge(
                     other => {
                         return Err(ProfileError::at(
                             &layer.at(c),
-                            format!("unknown initramfs compression `{other}`"),
+                            format!("unknown initramfs compression `{}`", shown(other)),
                             Some("use gzip (the default) or zstd".into()),
                         ))
                     }
@@ -589,21 +619,21 @@ fn merge(
                 let parsed: ByteSize = s.value.parse().map_err(|e: String| {
                     ProfileError::at(
                         &layer.at(s),
-                        e,
+                        shown_max(&e, MESSAGE_CHARS),
                         Some("write a size such as 2GiB or 512MiB".into()),
                     )
                 })?;
+                check_disk_size(parsed)
+                    .map_err(|(m, h)| ProfileError::at(&layer.at(s), m, Some(h)))?;
                 size = Some(Sourced {
                     value: parsed,
                     origin: layer.at(s),
                 });
             }
             if let Some(f) = &d.format {
-                format = Some(
-                    f.value
-                        .parse::<Format>()
-                        .map_err(|e| ProfileError::at(&layer.at(f), e.to_string(), None))?,
-                );
+                format = Some(f.value.parse::<Format>().map_err(|e| {
+                    ProfileError::at(&layer.at(f), shown_max(&e.to_string(), MESSAGE_CHARS), None)
+                })?);
             }
         }
     }
@@ -616,7 +646,7 @@ fn merge(
             other => {
                 return Err(ProfileError::at(
                     &a.origin,
-                    format!("unknown arch `{other}`"),
+                    format!("unknown arch `{}`", shown(other)),
                     Some("use amd64 or arm64".into()),
                 ))
             }
@@ -638,10 +668,15 @@ fn merge(
     let stub =
         stub.ok_or_else(|| missing("boot.stub", "boot:\n    stub: {path: ./linuxx64.efi.stub}"))?;
     let disk_size = size.ok_or_else(|| missing("disk.size", "disk:\n    size: 1GiB"))?;
+    check_cmdline_length(&cmdline)?;
     let node = kube::merge_node(layers)?;
     Ok(Profile {
         file: file.to_path_buf(),
-        chain: layers.iter().map(|(l, _)| l.file.to_string()).collect(),
+        // Shown in the build's progress: safe for a terminal.
+        chain: layers
+            .iter()
+            .map(|(l, _)| shown_max(&l.file, PATH_CHARS))
+            .collect(),
         hash,
         arch,
         hostname,
@@ -660,6 +695,73 @@ fn merge(
     })
 }
 
+/// The kernel's COMMAND_LINE_SIZE on x86 and arm64 (arch/x86/include/asm/setup.h,
+/// arch/arm64/include/uapi/asm/setup.h: 2048 in Linux 6.1), with the NUL that ends it.
+/// A longer command line is cut by the kernel without a word.
+pub const COMMAND_LINE_SIZE: usize = 2048;
+
+/// The joined command line (arguments separated by one space, as the build writes
+/// `.cmdline`) must fit the kernel's buffer; the error names the argument that
+/// crosses the limit.
+fn check_cmdline_length(cmdline: &[Sourced<String>]) -> Result<(), ProfileError> {
+    let mut len = 0;
+    for (i, c) in cmdline.iter().enumerate() {
+        len += c.value.len() + usize::from(i > 0);
+        if len >= COMMAND_LINE_SIZE {
+            return Err(ProfileError::at(
+                &c.origin,
+                format!(
+                    "the kernel command line is {}+ bytes with `{}`: the kernel keeps at most {} (COMMAND_LINE_SIZE)",
+                    len,
+                    shown(&c.value),
+                    COMMAND_LINE_SIZE - 1
+                ),
+                Some("shorten or drop arguments (the base's come first)".into()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The largest `disk.size`: the image is written whole to its disk, and its data
+/// partition is grown at first boot; an image of more is a mistake (a `T` for a
+/// `G`), not a node.
+pub const MAX_DISK_SIZE: u64 = 4 << 40;
+
+/// Checks what the disk can be made at before anything is built: a whole number of
+/// MiB, at least what the fixed partitions need (`disk::MIN_DISK_SIZE`; the store
+/// partition, when there is one, adds its size at build time), at most
+/// [`MAX_DISK_SIZE`]. `Err((message, hint))`.
+fn check_disk_size(size: ByteSize) -> Result<(), (String, String)> {
+    let b = size.bytes();
+    let min = crate::disk::MIN_DISK_SIZE;
+    if b % crate::units::MIB != 0 {
+        return Err((
+            format!("disk.size {size} is not a whole number of MiB"),
+            "write a size in MiB or GiB, e.g. 1GiB".into(),
+        ));
+    }
+    if b < min {
+        return Err((
+            format!(
+                "disk.size {size} is too small: the GPT, the smallest ESP and the smallest data partition need {}",
+                ByteSize::new(min)
+            ),
+            "write at least 1GiB; pre-seeded images need room besides".into(),
+        ));
+    }
+    if b > MAX_DISK_SIZE {
+        return Err((
+            format!(
+                "disk.size {size} is larger than the {} an image may be",
+                ByteSize::new(MAX_DISK_SIZE)
+            ),
+            "give the size of the image, not of the node's disk: a few GiB, e.g. 2GiB".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn merge_registries(
     layer: &Layer,
     raw: &RawRegistries,
@@ -670,11 +772,11 @@ fn merge_registries(
         let ok = !v.is_empty()
             && !v.contains("://")
             && !v.contains('/')
-            && !v.contains(char::is_whitespace);
+            && !v.contains(|c: char| c.is_whitespace() || c.is_control());
         if !ok {
             return Err(ProfileError::at(
                 &layer.at(h),
-                format!("`{v}` is not a registry address"),
+                format!("`{}` is not a registry address", shown(v)),
                 Some("write host or host:port, e.g. 127.0.0.1:5000 (no scheme, no path)".into()),
             ));
         }
@@ -691,7 +793,7 @@ fn merge_registries(
         if !abs.is_file() {
             return Err(ProfileError::at(
                 &layer.at(ca),
-                format!("`registries.ca`: {} is not a file", abs.display()),
+                format!("`registries.ca`: {} is not a file", shown_path(&abs)),
                 Some("name a PEM file of CA certificates, relative to the profile's folder".into()),
             ));
         }
@@ -723,10 +825,10 @@ fn input(
             if !abs.exists() {
                 return Err(ProfileError::at(
                     &layer.at(p),
-                    format!("`{field}.path`: {} does not exist", abs.display()),
+                    format!("`{field}.path`: {} does not exist", shown_path(&abs)),
                     Some(format!(
                         "paths are relative to the profile's folder ({}); run scripts/prepare-inputs to make the example inputs",
-                        dir.display()
+                        shown_path(dir)
                     )),
                 ));
             }
@@ -756,7 +858,7 @@ fn image_input(layer: &Layer, i: &S<String>, field: &str) -> Result<Input, Profi
                 &layer.at(i),
                 format!(
                     "`{field}`: {} is not an OCI image layout (no index.json)",
-                    abs.display()
+                    shown_path(&abs)
                 ),
                 Some("write oci:DIR:TAG with DIR relative to the profile's folder".into()),
             ));
@@ -769,7 +871,11 @@ fn image_input(layer: &Layer, i: &S<String>, field: &str) -> Result<Input, Profi
     let parsed = crate::oci::reference::ImageRef::parse(v).map_err(|e| {
         ProfileError::at(
             &layer.at(i),
-            format!("`{field}`: `{v}` is not an image reference ({})", e.why),
+            format!(
+                "`{field}`: `{}` is not an image reference ({})",
+                shown(v),
+                shown_max(&e.why, MESSAGE_CHARS)
+            ),
             Some(
                 "write registry/repository:tag, registry/repository@sha256:..., or oci:DIR:TAG"
                     .into(),
@@ -794,7 +900,7 @@ fn check_hostname(layer: &Layer, h: &S<String>) -> Result<Sourced<String>, Profi
     if v.is_empty() || v.len() > 64 || !v.split('.').all(label_ok) {
         return Err(ProfileError::at(
             &layer.at(h),
-            format!("`{v}` is not a valid hostname"),
+            format!("`{}` is not a valid hostname", shown(v)),
             Some("use letters, digits and '-', at most 64 characters, e.g. edge-7".into()),
         ));
     }
@@ -1062,6 +1168,51 @@ mod tests {
             e.contains("p.yaml:11") && e.contains("`images`") && e.contains("no index.json"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn disk_sizes_are_bounded_at_the_fixed_partitions_and_4tib() {
+        let ok = |b: u64| check_disk_size(ByteSize::new(b)).is_ok();
+        assert!(ok(130 << 20));
+        assert!(!ok(129 << 20));
+        assert!(ok(MAX_DISK_SIZE));
+        assert!(!ok(MAX_DISK_SIZE + (1 << 20)));
+        assert!(!ok((1 << 30) + 512));
+    }
+
+    #[test]
+    fn the_command_line_fits_command_line_size_with_its_nul() {
+        let at = |v: String| Sourced {
+            value: v,
+            origin: Origin {
+                file: "p.yaml".into(),
+                line: 1,
+                column: 1,
+            },
+        };
+        // "a" + " " + 2045 bytes = 2047: the most the kernel keeps.
+        let fits = vec![at("a".into()), at("b".repeat(2045))];
+        check_cmdline_length(&fits).unwrap();
+        let over = vec![at("a".into()), at("b".repeat(2046))];
+        let e = check_cmdline_length(&over).unwrap_err().to_string();
+        assert!(e.contains("at most 2047"), "{e}");
+    }
+
+    #[test]
+    fn origins_and_values_are_shown_escaped() {
+        let o = Origin {
+            file: "a\x1b[2Jb.yaml".into(),
+            line: 3,
+            column: 4,
+        };
+        assert_eq!(o.to_string(), "a\\u{1b}[2Jb.yaml:3:4");
+        let d = tempfile::tempdir().unwrap();
+        let e = err(
+            d.path(),
+            &format!("{}hostname: \"\\e[2J\"\n", minimal(d.path())),
+        );
+        assert!(e.contains("`\\u{1b}[2J` is not a valid hostname"), "{e}");
+        assert!(!e.contains('\x1b'), "{e}");
     }
 
     #[test]
