@@ -68,6 +68,8 @@ pub enum BuildError {
     Format(#[source] crate::format::FormatError),
     #[error(transparent)]
     Tree(#[from] crate::tree::TreeError),
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
     #[error("{what}: {path}")]
     Io {
         what: &'static str,
@@ -95,6 +97,7 @@ impl BuildError {
         match self {
             BuildError::Plan(p) => return p.is_input_error(),
             BuildError::Store(s) => return s.is_input_error(),
+            BuildError::Output(o) => return o.is_input_error(),
             _ => {}
         }
         matches!(
@@ -134,7 +137,8 @@ pub struct Options {
 pub struct Prepared {
     pub profile: Profile,
     pub work: WorkDir,
-    _work_guard: tempfile::TempDir,
+    /// The private folder `work` writes in, removed when this is dropped.
+    _work_folder: crate::work::WorkFolder,
     pub kernel: KernelFiles,
     pub modules: initramfs::modules::ModuleSet,
     pub stub: Vec<u8>,
@@ -161,17 +165,21 @@ impl Steps {
 
 /// Loads the profile and resolves and checks every input it names.
 pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildError> {
+    prepare_loaded(profile::load(profile_path)?, opts)
+}
+
+/// [`prepare`] for a profile already loaded.
+fn prepare_loaded(profile: Profile, opts: &Options) -> Result<Prepared, BuildError> {
     let steps = Steps {
         verbose: opts.verbose,
         start: Instant::now(),
     };
-    let profile = profile::load(profile_path)?;
     steps.say(&format!("loaded {}", profile.chain.join(" <- ")));
-    let guard = tempfile::Builder::new()
-        .prefix("kios-build-")
-        .tempdir()
-        .map_err(io_err("cannot make a work folder", &std::env::temp_dir()))?;
-    let mut work = WorkDir::new(guard.path().to_path_buf());
+    let folder = crate::work::WorkFolder::new().map_err(io_err(
+        "cannot make a work folder in",
+        &std::env::temp_dir(),
+    ))?;
+    let mut work = WorkDir::new(folder.path().to_path_buf());
     let plan = crate::plan::resolve(
         &profile,
         &opts.pull,
@@ -272,7 +280,7 @@ pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildErr
     Ok(Prepared {
         profile,
         work,
-        _work_guard: guard,
+        _work_folder: folder,
         kernel,
         modules,
         stub,
@@ -512,6 +520,68 @@ pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildE
     Ok((tree, modules_list))
 }
 
+/// The paths a build reads, which `-o` must not name ([`crate::output::check`]):
+/// the profile and its bases, every local file and folder the profile names, the
+/// kios-init binary, the lock and the blob cache.
+pub fn input_paths(profile: &Profile, opts: &Options) -> crate::output::Inputs {
+    use crate::pods::spec::{ExtraContent, SecretSource};
+    use crate::profile::Source;
+    let mut inputs = crate::output::Inputs::default();
+    inputs.file("the profile", &profile.file);
+    for base in profile.chain.iter().filter(|c| !c.starts_with("builtin:")) {
+        inputs.file("a base profile", Path::new(base));
+    }
+    let mut source = |what: &str, s: &Source, is_file: bool| match s {
+        Source::Path(p) if is_file => inputs.file(what, p),
+        Source::Path(p) => inputs.folder(format!("the {what} folder"), p),
+        Source::OciLayout { dir, .. } => inputs.folder(format!("the {what} OCI layout"), dir),
+        Source::Registry(_) => {}
+    };
+    source("kernel", &profile.kernel.source.value, false);
+    source("UEFI stub", &profile.stub.source.value, true);
+    if let Some(s) = &profile.system {
+        source("system", &s.value, false);
+    }
+    for i in profile.node.seed_images() {
+        source("image", &i.value, false);
+    }
+    for pod in &profile.node.pods {
+        inputs.file("a `pods:` file", &pod.value);
+    }
+    for f in &profile.node.files {
+        if let ExtraContent::Source(p) = &f.content {
+            inputs.file("a `files:` source", p);
+        }
+    }
+    let k = &profile.node.kubelet;
+    for secret in [
+        &k.kubeconfig,
+        &k.bootstrap_kubeconfig,
+        &k.cluster_ca,
+        &k.credential_provider,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let SecretSource::File(p) = &secret.value {
+            inputs.file("a kubelet secret file", p);
+        }
+    }
+    for ca in profile.registries.ca.iter().map(|c| &c.value) {
+        inputs.file("a registry CA file", ca);
+    }
+    for ca in &opts.pull.registry.ca_files {
+        inputs.file("a registry CA file", ca);
+    }
+    let init = opts.init.clone().or_else(|| find_init(profile.arch).ok());
+    if let Some(init) = init {
+        inputs.file("kios-init", &init);
+    }
+    inputs.file("the lock file", &crate::plan::lock_path(profile));
+    inputs.folder("the blob cache", &opts.pull.registry.cache_dir);
+    inputs
+}
+
 /// What a build made.
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
@@ -534,7 +604,12 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         start,
     };
     disk::check_host_tools()?;
-    let p = prepare(profile_path, opts)?;
+    let profile = profile::load(profile_path)?;
+    // The output is checked before the pulls and the assembly, which take minutes,
+    // and again before it is put in place.
+    let inputs = input_paths(&profile, opts);
+    crate::output::check(output, &inputs)?;
+    let p = prepare_loaded(profile, opts)?;
     let epoch = opts.epoch;
 
     // The pre-seeded image store first: the containers/storage layout as an EROFS
@@ -654,45 +729,30 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
     esp.insert(TreePath::parse(boot::esp_path(p.profile.arch))?, uki)?;
 
     // disk, into a temporary file beside the output, renamed when complete
-    let out_dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".partial")
-        .tempfile_in(&out_dir)
-        .map_err(io_err("cannot create a file in", &out_dir))?;
+    let mut raw = crate::output::Partial::create(output)?;
     let spec = DiskSpec {
         size: p.profile.disk_size.value.bytes(),
         seed: p.profile.hash,
         esp: &esp,
         mtime: epoch,
         store,
+        work: &p.work.path,
     };
-    let tmp_path = tmp.path().to_path_buf();
-    disk::write_disk(&spec, tmp.as_file_mut(), &tmp_path)?;
+    let raw_path = raw.path().to_path_buf();
+    disk::write_disk(&spec, raw.file_mut(), &raw_path)?;
     let format = opts.format.unwrap_or(p.profile.format);
     let finished = if format == crate::format::Format::Raw {
-        tmp
+        raw
     } else {
-        // Converted from the raw disk into a second temporary file; the raw one is
-        // removed when `tmp` drops.
-        let mut converted = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
-            .tempfile_in(&out_dir)
-            .map_err(io_err("cannot create a file in", &out_dir))?;
+        // Converted from the raw disk into a second partial file; the raw one is
+        // removed when `raw` drops.
+        let mut converted = crate::output::Partial::create(output)?;
         let copts = crate::format::ConvertOptions {
             qcow2_compress: false,
             mtime: epoch,
             seed: p.profile.hash,
         };
-        let report = crate::format::convert(&tmp_path, format, converted.as_file_mut(), &copts)
+        let report = crate::format::convert(&raw_path, format, converted.file_mut(), &copts)
             .map_err(BuildError::Format)?;
         for note in &report.notes {
             steps.say(&format!("note: {note}"));
@@ -700,16 +760,8 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         steps.say(&format!("converted to {format}"));
         converted
     };
-    let finished_path = finished.path().to_path_buf();
-    finished
-        .as_file()
-        .sync_all()
-        .map_err(io_err("cannot write", &finished_path))?;
-    finished.persist(output).map_err(|e| BuildError::Io {
-        what: "cannot rename the finished image to",
-        path: output.to_path_buf(),
-        source: e.error,
-    })?;
+    crate::output::check(output, &inputs)?;
+    finished.persist()?;
     steps.say(&format!(
         "wrote {} ({})",
         output.display(),

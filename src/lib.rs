@@ -5,7 +5,9 @@
 //! `kios.lock`) -> [`inputs`] and [`oci`] (local paths, OCI layouts and pulled
 //! images -> files and trees) -> [`initramfs`] (tree -> cpio) -> [`boot`] (UKI) ->
 //! [`disk`] (GPT, ESP, data) -> the image file. [`build`] runs the stages in order;
-//! [`inspect`] reads an image back.
+//! [`inspect`] reads an image back. [`output`] is how every file the user names is
+//! written, [`work`] the private folder a build writes in, and [`interrupt`] removes
+//! both's leftovers on SIGTERM, SIGINT and SIGHUP.
 
 pub mod boot;
 pub mod build;
@@ -14,8 +16,10 @@ pub mod format;
 pub mod initramfs;
 pub mod inputs;
 pub mod inspect;
+pub mod interrupt;
 pub mod kernel;
 pub mod oci;
+pub mod output;
 pub mod plan;
 pub mod pods;
 pub mod profile;
@@ -24,3 +28,4 @@ pub mod store;
 pub mod tree;
 pub mod units;
 pub mod untrusted;
+pub mod work;

@@ -27,7 +27,8 @@ enum Command {
         /// The node profile (YAML).
         profile: PathBuf,
         /// Where to write the image. Written to a temporary file beside it and
-        /// renamed when complete.
+        /// renamed when complete. An existing IMAGE must be a regular file (never a
+        /// device, FIFO, folder or symlink) and not an input of the build.
         #[arg(short, long, value_name = "IMAGE")]
         output: PathBuf,
         /// The output format (overrides the profile's disk.format): raw, raw.zst,
@@ -223,6 +224,12 @@ fn pull_command(profile: &std::path::Path, quiet: bool, pull: PullArgs) -> ExitC
 }
 
 fn main() -> ExitCode {
+    // First, before any thread starts: the signals are blocked in every thread and
+    // handled by one, which removes the run's temporary files (src/interrupt.rs).
+    if let Err(e) = kios_build::interrupt::install() {
+        eprintln!("error: cannot set up the handling of signals: {e}");
+        return ExitCode::from(1);
+    }
     let cli = Cli::parse();
     let epoch = match epoch() {
         Ok(e) => e,

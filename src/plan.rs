@@ -66,6 +66,12 @@ pub enum PlanError {
         locked: Digest,
         resolved: Digest,
     },
+    #[error("{path}: cannot write the lock file")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: Box<crate::output::OutputError>,
+    },
     #[error(transparent)]
     Registry(Box<RegistryError>),
     #[error("{reference} is the pause image of Kubernetes {version} (the profile sets no kubernetes.pauseImage), and it cannot be pulled: {source}\n  hint: every pod needs the pause image before the node has a network, so it is pre-seeded; set kubernetes.pauseImage to a registry you can reach, or to oci:DIR:TAG to build offline (scripts/make-pause-image makes kiOS' own)")]
@@ -89,6 +95,7 @@ impl PlanError {
         match self {
             PlanError::Registry(e) => matches!(**e, RegistryError::Offline { .. }),
             PlanError::DefaultPause { .. } => true,
+            PlanError::Output { source, .. } => source.is_input_error(),
             PlanError::ReadLock { .. } | PlanError::WriteLock { .. } => false,
             PlanError::BadLock { .. } | PlanError::NotLocked { .. } | PlanError::Changed { .. } => {
                 true
@@ -118,21 +125,33 @@ pub struct LockedImage {
     pub manifest: String,
 }
 
+/// A lock file larger than this is not one kios-build wrote (an entry is ~300 bytes).
+const LOCK_MAX_BYTES: u64 = 16 << 20;
+
 impl Lock {
     pub fn read(path: &Path) -> Result<Option<Lock>, PlanError> {
-        let text = match fs::read(path) {
+        let bad = |why: String| PlanError::BadLock {
+            path: path.to_path_buf(),
+            why,
+        };
+        // Not followed into a FIFO or a device, and bounded.
+        let text = match crate::untrusted::read_regular(path, LOCK_MAX_BYTES) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+                ) =>
+            {
+                return Err(bad(e.to_string()))
+            }
             Err(source) => {
                 return Err(PlanError::ReadLock {
                     path: path.to_path_buf(),
                     source,
                 })
             }
-        };
-        let bad = |why: String| PlanError::BadLock {
-            path: path.to_path_buf(),
-            why,
         };
         let lock: Lock = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
         if lock.version != LOCK_VERSION {
@@ -298,23 +317,7 @@ pub fn resolve(
         });
     }
     if !opts.locked {
-        // Entries of other profiles sharing the folder are kept.
-        let mut new = lock.clone().unwrap_or(Lock {
-            version: LOCK_VERSION,
-            images: Vec::new(),
-        });
-        for e in entries {
-            new.images
-                .retain(|i| !(i.reference == e.reference && i.platform == e.platform));
-            new.images.push(e);
-        }
-        new.images.sort();
-        if lock.as_ref() != Some(&new) {
-            write_atomic(&path, new.text().as_bytes()).map_err(|source| PlanError::WriteLock {
-                path: path.clone(),
-                source,
-            })?;
-        }
+        update_lock(&path, entries)?;
     }
     Ok(Plan {
         images: pulled.into_iter().map(|p| (p.reference, p.image)).collect(),
@@ -322,18 +325,65 @@ pub fn resolve(
     })
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
+/// Records `entries` in the lock at `path`, keeping the entries of other profiles
+/// that share the folder. Several runs may do this at once: the read, the merge and
+/// the write happen under an exclusive `flock` on the folder (no extra file is left
+/// in it), the lock is read again under it, and written whole by
+/// [`crate::output::write_file`], so no run's entries are lost.
+fn update_lock(path: &Path, entries: Vec<LockedImage>) -> Result<(), PlanError> {
+    let write_err = |source| PlanError::WriteLock {
+        path: path.to_path_buf(),
+        source,
+    };
+    let _held = lock_folder(path).map_err(write_err)?;
+    let old = Lock::read(path)?;
+    let mut new = old.clone().unwrap_or(Lock {
+        version: LOCK_VERSION,
+        images: Vec::new(),
+    });
+    for e in entries {
+        new.images
+            .retain(|i| !(i.reference == e.reference && i.platform == e.platform));
+        new.images.push(e);
+    }
+    new.images.sort();
+    if old.as_ref() != Some(&new) {
+        write_atomic(path, new.text().as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The folder of `path`, open and exclusively locked until the returned file drops.
+fn lock_folder(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".kios.lock.")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)?;
+    loop {
+        // SAFETY: flock on a file descriptor `f` owns; it blocks until granted.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(f);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Writes the lock by the rules of every output ([`crate::output`]): never over a
+/// symlink, a FIFO or a device at its place.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlanError> {
+    crate::output::write_file(path, bytes).map_err(|e| PlanError::Output {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
 }
 
 #[cfg(test)]

@@ -82,6 +82,9 @@ pub struct DiskSpec<'a> {
     pub mtime: u64,
     /// The store's filesystem image, written as is into `KIOS_STORE`.
     pub store: Option<&'a Path>,
+    /// The build's private work folder, for the files the tools need (mke2fs'
+    /// configuration): nothing is left in `$TMPDIR` when the build is interrupted.
+    pub work: &'a Path,
 }
 
 /// The partition table for `spec`, without writing anything.
@@ -205,7 +208,7 @@ const MKE2FS_CONF: &str = "[defaults]
 ";
 
 fn make_ext4(image: &Path, part: &Partition, spec: &DiskSpec) -> Result<(), DiskError> {
-    let conf = tempfile::NamedTempFile::new()?;
+    let conf = tempfile::NamedTempFile::new_in(spec.work)?;
     std::fs::write(conf.path(), MKE2FS_CONF)?;
     let uuid = Guid::derive(&spec.seed, "data:ext4-uuid")
         .to_string()
