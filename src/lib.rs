@@ -29,3 +29,20 @@ pub mod tree;
 pub mod units;
 pub mod untrusted;
 pub mod work;
+
+/// `error` and the causes below it, each after `separator` (a cause whose text its
+/// parent already shows is left out): how the binary prints an error and how the
+/// registry client folds one into a single line.
+pub fn error_chain(error: &dyn std::error::Error, separator: &str) -> String {
+    let mut s = error.to_string();
+    let mut cur = error.source();
+    while let Some(c) = cur {
+        let line = c.to_string();
+        if !s.contains(&line) {
+            s.push_str(separator);
+            s.push_str(&line);
+        }
+        cur = c.source();
+    }
+    s
+}

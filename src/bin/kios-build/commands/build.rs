@@ -1,0 +1,63 @@
+//! `kios-build build PROFILE -o IMAGE`: the whole pipeline (`kios_build::build`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{epoch, PullArgs};
+use crate::CliError;
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// The node profile (YAML).
+    profile: PathBuf,
+    /// Where to write the image. Written to a temporary file beside it and
+    /// renamed when complete. An existing IMAGE must be a regular file (never a
+    /// device, FIFO, folder or symlink) and not an input of the build.
+    #[arg(short, long, value_name = "IMAGE")]
+    output: PathBuf,
+    /// The output format (overrides the profile's disk.format): raw, raw.zst,
+    /// raw.xz, qcow2, vhd, gce, vmdk.
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<kios_build::format::Format>,
+    /// The kios-init binary to install as /init, built for the profile's arch
+    /// (default: $KIOS_INIT, $KIOS_INIT_ARM64 for arm64, or the one beside
+    /// kios-build).
+    #[arg(long, value_name = "PATH")]
+    init: Option<PathBuf>,
+    /// Print only errors.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print a JSON build report on stdout when done.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pull: PullArgs,
+}
+
+pub fn run(args: BuildArgs) -> Result<ExitCode, CliError> {
+    let opts = kios_build::build::Options {
+        init: args.init,
+        epoch: epoch()?,
+        verbose: !args.quiet,
+        format: args.format,
+        pull: args.pull.options(),
+    };
+    let report = kios_build::build::build(&args.profile, &args.output, &opts)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else if !args.quiet {
+        eprintln!(
+            "built {} ({} MiB, kernel {}) in {:.1}s",
+            report.output.display(),
+            report.size >> 20,
+            report.kernel_version,
+            report.seconds
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
