@@ -19,7 +19,7 @@ use crate::boot::{self, UkiParts};
 use crate::disk::{self, DiskSpec};
 use crate::initramfs::{self, modules::KernelModules};
 use crate::inputs::{self, KernelFiles, WorkDir};
-use crate::pods::owned;
+use crate::profile::owned;
 use crate::profile::{self, Arch, Compression, Profile};
 use crate::tree::{Content, Entry, Kind, Tree, TreePath};
 
@@ -256,7 +256,7 @@ fn prepare_loaded(profile: Profile, opts: &Options) -> Result<Prepared, BuildErr
     };
     if let (Some(t), Some(s)) = (&system, &profile.system) {
         // Said by `validate` too; `initramfs_tree` checks it where the trees meet.
-        owned::check_system_tree(t, &s.origin)?;
+        crate::pods::owned::check_system_tree(t, &s.origin)?;
     }
     let init = match &opts.init {
         Some(p) => p.clone(),
@@ -447,13 +447,13 @@ pub fn os_release(profile: &Profile) -> String {
 
 /// The initramfs tree: the system files, kios-init as /init, the kernel modules and
 /// the generated /etc. The system tree may not carry a path kios-build writes
-/// (`pods::owned`): it would be silently replaced, or, in the static pod folder,
+/// (`profile::owned`): it would be silently replaced, or, in the static pod folder,
 /// put a pod on the node that no lint has seen.
 pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildError> {
     let mut tree = match &p.system {
         Some(t) => {
             if let Some(s) = &p.profile.system {
-                owned::check_system_tree(t, &s.origin)?;
+                crate::pods::owned::check_system_tree(t, &s.origin)?;
             }
             t.clone()
         }
@@ -524,7 +524,7 @@ pub fn initramfs_tree(p: &Prepared, epoch: u64) -> Result<(Tree, String), BuildE
 /// the profile and its bases, every local file and folder the profile names, the
 /// kios-init binary, the lock and the blob cache.
 pub fn input_paths(profile: &Profile, opts: &Options) -> crate::output::Inputs {
-    use crate::pods::spec::{ExtraContent, SecretSource};
+    use crate::profile::spec::{ExtraContent, SecretSource};
     use crate::profile::Source;
     let mut inputs = crate::output::Inputs::default();
     inputs.file("the profile", &profile.file);

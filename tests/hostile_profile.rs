@@ -10,7 +10,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Output;
 
-use kios_build::pods::{caps, owned};
+use kios_build::profile::{caps, owned};
 
 /// Line 11 is the first line of `extra` in [`profile_text`].
 const EXTRA: usize = 11;

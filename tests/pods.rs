@@ -13,8 +13,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kios_build::pods::{self, caps, MapResolver, PinnedImage};
+use kios_build::pods::{self, MapResolver, PinnedImage};
 use kios_build::profile;
+use kios_build::profile::caps;
 use proptest::prelude::*;
 
 /// A loadable profile: a fake kernel folder and stub (the pods stage never opens
@@ -183,7 +184,7 @@ fn kubernetes_validate() -> Command {
 fn every_manifest_passes_kubernetes_validate_for_each_supported_version() {
     let d = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    for minor in pods::spec::SUPPORTED_MINORS {
+    for minor in kios_build::profile::spec::SUPPORTED_MINORS {
         let g = generate(
             d.path(),
             &format!("base: metal\nkubernetes: {{version: \"1.{minor}\"}}\n{BASE_IMAGES}"),

@@ -7,6 +7,18 @@
 //! builder. It does not say how a file is formatted: that stays with the one module
 //! that writes it and the one that reads it (`docs/boot-flow.md`, `docs/init.md`).
 
+/// `path` without its leading `/`: how the builder's filesystem trees name a path
+/// of the node (`relative(file::HOSTNAME)` is `etc/hostname`).
+pub const fn relative(path: &'static str) -> &'static str {
+    match path.as_bytes().split_first() {
+        Some((b'/', rest)) => match core::str::from_utf8(rest) {
+            Ok(rest) => rest,
+            Err(_) => panic!("not UTF-8"),
+        },
+        _ => path,
+    }
+}
+
 /// GPT partition type GUIDs, in the upper-case text form (UEFI 2.10, 5.3.3: the first
 /// three fields little-endian on disk). kios-init finds its partitions by type, never
 /// by number or label.
@@ -51,6 +63,10 @@ pub mod file {
     pub const CREDENTIAL_CONFIG: &str = "/etc/kubernetes/credential-provider.yaml";
     pub const NODE_LABELS: &str = "/etc/kubernetes/node-labels";
     pub const NODE_IP: &str = "/etc/kubernetes/node-ip";
+    /// The cluster's CA certificate, for the kubelet's client authentication.
+    pub const CLUSTER_CA: &str = "/etc/kubernetes/pki/ca.crt";
+    /// CRI-O's drop-in naming the pause image pre-seeded in the store.
+    pub const CRIO_PAUSE_DROPIN: &str = "/etc/crio/crio.conf.d/10-kios-pause.conf";
     /// The static pods' folder (the kubelet's `staticPodPath`).
     pub const STATIC_PODS: &str = "/etc/kubernetes/manifests";
     pub const CREDENTIAL_BIN_DIR: &str = "/usr/libexec/kubernetes/credential-providers";
@@ -85,4 +101,16 @@ pub mod log {
     pub const TAG: &str = "kios-init";
     /// The message of the last line of a successful boot sequence, exactly.
     pub const READY: &str = "ready";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_drops_only_the_leading_slash() {
+        assert_eq!(relative(file::HOSTNAME), "etc/hostname");
+        assert_eq!(relative("etc/x"), "etc/x");
+        assert_eq!(relative("/"), "");
+    }
 }

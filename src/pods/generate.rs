@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::spec::{Daemon, ExtraContent, NodeSpec};
 use super::{Generated, GeneratedFile, ImageResolver, PodSummary, PodsError};
+use crate::profile::spec::{Daemon, ExtraContent, NodeSpec};
 use crate::profile::{shown_path, Origin, MESSAGE_CHARS};
 use crate::untrusted::{read_regular, shown, shown_max};
 

@@ -18,10 +18,10 @@ use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::caps;
 use super::generate::{Unit, UnitSource, DEVICES_ANNOTATION};
-use super::spec::{Grant, NodeSpec, DEFAULT_HOST_PATHS};
 use super::ImageResolver;
+use crate::profile::caps;
+use crate::profile::spec::{Grant, NodeSpec, DEFAULT_HOST_PATHS};
 use crate::profile::Origin;
 use crate::untrusted::shown;
 

@@ -17,21 +17,19 @@
 //! Secrets (kubeconfigs, credential provider configuration) are read here, written
 //! with mode 0600, and never put in a message: [`GeneratedFile`]'s `Debug` hides them.
 
-pub mod caps;
 mod generate;
 pub mod kubelet;
 pub mod lint;
 pub mod owned;
-pub mod spec;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use crate::profile::spec::NodeSpec;
 use crate::profile::Origin;
 pub use generate::{daemon_pod, manifest_yaml, summarize};
 pub use lint::{Finding, Severity};
-pub use spec::NodeSpec;
 
 /// An image pinned to its manifest digest: `repository@sha256:<hex>`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! The Kubernetes side of a profile: `kubernetes`, `kubelet`, `daemons`, `allow`,
 //! `pods`, `files` and `images`, as read from each layer and merged over the bases
-//! into a [`NodeSpec`] (plain values, `crate::pods::spec`).
+//! into a [`NodeSpec`] (plain values, [`super::spec`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{image_input, input, shown_path, Layer, Origin, ProfileError, RawProfile, Sourced, S};
-use crate::pods::spec::{self as node, NodeSpec};
+use crate::profile::spec::{self as node, NodeSpec};
 use crate::untrusted::shown;
 
 #[derive(Debug, Deserialize)]
@@ -177,7 +177,7 @@ fn merge_allow(layer: &Layer, a: &RawAllow, out: &mut node::Allow) -> Result<(),
             .push(grant("SYS_ADMIN", pod, "allow.sysAdmin"));
     }
     let host_caps = || {
-        crate::pods::caps::HOST
+        crate::profile::caps::HOST
             .iter()
             .map(|(c, _)| *c)
             .collect::<Vec<_>>()
@@ -185,8 +185,8 @@ fn merge_allow(layer: &Layer, a: &RawAllow, out: &mut node::Allow) -> Result<(),
     };
     for (cap, pods) in sorted(&a.capabilities) {
         let c = cap.value.trim();
-        if crate::pods::caps::host_risk(c).is_none() {
-            let why = if crate::pods::caps::number(c).is_some() {
+        if crate::profile::caps::host_risk(c).is_none() {
+            let why = if crate::profile::caps::number(c).is_some() {
                 format!("`{c}` needs no `allow` entry: a pod may declare it")
             } else {
                 format!("`{}` is not a Linux capability", shown(c))
@@ -206,7 +206,7 @@ fn merge_allow(layer: &Layer, a: &RawAllow, out: &mut node::Allow) -> Result<(),
     }
     for (dev, pods) in sorted(&a.devices) {
         let d = dev.value.trim();
-        if !crate::pods::caps::HOST_DEVICES.contains(&d) {
+        if !crate::profile::caps::HOST_DEVICES.contains(&d) {
             return Err(ProfileError::at(
                 &layer.at(dev),
                 format!(
@@ -215,7 +215,7 @@ fn merge_allow(layer: &Layer, a: &RawAllow, out: &mut node::Allow) -> Result<(),
                 ),
                 Some(format!(
                     "list here only {}; other devices are checked against the allowed host paths",
-                    crate::pods::caps::HOST_DEVICES.join(", ")
+                    crate::profile::caps::HOST_DEVICES.join(", ")
                 )),
             ));
         }
@@ -257,7 +257,7 @@ fn merge_kubelet(
     let mut keys: Vec<(&S<String>, &serde_json::Value)> = k.config.iter().flatten().collect();
     keys.sort_by(|a, b| a.0.value.cmp(&b.0.value));
     for (key, value) in keys {
-        crate::pods::kubelet::check_config_key(&key.value)
+        super::kubelet::check_config_key(&key.value)
             .map_err(|(m, h)| ProfileError::at(&layer.at(key), m, h))?;
         let merged = match out.config.remove(&key.value) {
             Some((_, mut old)) => {
@@ -270,12 +270,12 @@ fn merge_kubelet(
             .insert(key.value.clone(), (layer.at(key), merged));
     }
     for (key, value) in k.labels.iter().flatten() {
-        crate::pods::kubelet::check_label(&key.value, &value.value)
+        super::kubelet::check_label(&key.value, &value.value)
             .map_err(|m| ProfileError::at(&layer.at(key), m, None))?;
         out.labels.insert(key.value.clone(), layer.sourced(value));
     }
     if let Some(ip) = &k.node_ip {
-        crate::pods::kubelet::check_node_ip(&ip.value)
+        super::kubelet::check_node_ip(&ip.value)
             .map_err(|(m, h)| ProfileError::at(&layer.at(ip), m, Some(h)))?;
         out.node_ip = Some(layer.sourced(ip));
     }
@@ -517,7 +517,7 @@ fn extra_file(layer: &Layer, f: &RawFile) -> Result<node::ExtraFile, ProfileErro
             Some("keep each name under 256 bytes and the whole path under 4096".into()),
         )
     })?;
-    if let Some((message, hint)) = crate::pods::owned::refuse_extra_file(&tree_path) {
+    if let Some((message, hint)) = super::owned::refuse_extra_file(&tree_path) {
         return Err(ProfileError::at(&layer.at(&f.path), message, Some(hint)));
     }
     let mode = match &f.mode {

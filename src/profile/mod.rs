@@ -21,10 +21,14 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use sha2::{Digest as _, Sha256};
 
-use crate::pods::spec::NodeSpec;
+use crate::profile::spec::NodeSpec;
 use crate::untrusted::{shown, shown_max};
 
+pub mod caps;
 mod kube;
+pub mod kubelet;
+pub mod owned;
+pub mod spec;
 use crate::units::ByteSize;
 
 /// The built-in base profiles, by name.
@@ -1237,8 +1241,8 @@ mod tests {
 
     #[test]
     fn every_supported_version_has_a_pause_image_that_parses() {
-        for minor in crate::pods::spec::SUPPORTED_MINORS {
-            let v = crate::pods::spec::KubeVersion { minor };
+        for minor in crate::profile::spec::SUPPORTED_MINORS {
+            let v = crate::profile::spec::KubeVersion { minor };
             crate::oci::reference::ImageRef::parse(v.pause_image()).unwrap();
         }
     }

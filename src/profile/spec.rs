@@ -3,7 +3,7 @@
 //! pod files, extra `/etc` files, and what the profile explicitly allows.
 //!
 //! These are plain values, each keeping where it was written ([`Sourced`]); the YAML
-//! reading and merging is in `crate::profile`. Nothing here reads a file: secrets are
+//! reading and merging is in the rest of `crate::profile`. Nothing here reads a file: secrets are
 //! named (a file or an environment variable), and read only when the files are
 //! generated, so that a secret never sits in a value that could be printed.
 
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::profile::{Input, Origin, Sourced};
+use super::{Input, Origin, Sourced};
 
 /// A Kubernetes minor version this build can generate for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
