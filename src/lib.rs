@@ -19,16 +19,16 @@ pub mod inspect;
 pub mod interrupt;
 pub mod kernel;
 pub mod oci;
-pub mod output;
+pub(crate) mod output;
 pub mod plan;
 pub mod pods;
 pub mod profile;
-pub mod seed;
+pub(crate) mod seed;
 pub mod store;
 pub mod tree;
-pub mod units;
+pub(crate) mod units;
 pub mod untrusted;
-pub mod work;
+pub(crate) mod work;
 
 /// `error` and the causes below it, each after `separator` (a cause whose text its
 /// parent already shows is left out): how the binary prints an error and how the
