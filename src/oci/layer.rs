@@ -15,7 +15,6 @@
 //! [`apply_layer`] then merges the changes onto a tree ([`crate::oci::merge`]).
 //! The limits ([`Limits`]) bound what a hostile layer can make us read or write.
 
-use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -207,7 +206,8 @@ fn verify_and_spool(
     spool_dir: &Path,
     limits: &Limits,
 ) -> Result<PathBuf, OciError> {
-    let file = File::open(&blob.path).map_err(cx.io(&blob.path))?;
+    // A regular file only: a FIFO in a layout would hang the build.
+    let file = crate::untrusted::open_regular(&blob.path).map_err(cx.io(&blob.path))?;
     let len = file.metadata().map_err(cx.io(&blob.path))?.len();
     let size_error = |actual| OciError::BlobSize {
         reference: cx.reference.to_string(),

@@ -1,5 +1,6 @@
-//! Pulling images from registries into the blob cache ([`super::cache`]), with
-//! oci-client (OCI distribution spec: manifests by tag or digest, blobs by digest).
+//! Pulling images from registries into the blob cache ([`super::cache`]), over the
+//! OCI distribution API (manifests by tag or digest, blobs by digest) spoken with
+//! reqwest.
 //!
 //! [`pull`] takes image references and returns each as a [`LayoutImage`] opened
 //! from the cache by [`super::layout::open_descriptor`], so the rest of the pipeline
@@ -11,17 +12,20 @@
 //! - every manifest and blob that is not cached is fetched, blobs several at once,
 //!   streamed to a temporary file in the cache while hashed and counted, and
 //!   renamed only when digest and size match ([`super::cache::BlobWriter`]);
+//! - every body is read through a bound that holds whether or not the registry
+//!   sends a length: manifests and token answers [`MAX_MANIFEST`] and [`MAX_TOKEN`],
+//!   error answers [`MAX_ERROR_BODY`], blobs their descriptor's size;
 //! - 429, 5xx, and dropped or refused connections are retried with exponential
 //!   backoff; an interrupted blob continues with an HTTP range request when the
 //!   registry allows it;
-//! - credentials come from [`super::auth`]; oci-client runs the Basic or Bearer
-//!   challenge with them. HTTPS uses the system roots (rustls-platform-verifier) plus
-//!   the extra CA files given. Plain HTTP is allowed only for registries on this
-//!   machine and those listed as insecure, and only when HTTPS does not answer.
+//! - credentials come from [`super::auth`]; a 401 challenge is answered here, with
+//!   HTTP Basic or a Bearer token fetched from the challenge's realm (distribution
+//!   token spec). HTTPS uses the system roots (rustls-platform-verifier) plus the
+//!   extra CA files given. Plain HTTP is allowed only for registries on this machine
+//!   and those listed as insecure, and only when HTTPS does not answer.
 //!
-//! Async stays in here: a small tokio runtime per [`pull`] call. oci-client cannot
-//! read credential helpers or decide the scheme per registry by probing; both are
-//! done here around it.
+//! Async stays in here: a small tokio runtime per [`pull`] call. It does not push,
+//! and it does not exchange identity tokens (OAuth2 refresh tokens).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -29,21 +33,30 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, RANGE, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
 
-use super::auth::{self, AuthError};
+use super::auth::{self, AuthError, Credential};
 use super::cache::{Cache, CacheError};
 use super::layout::{self, LayoutImage};
 use super::progress::Progress;
 use super::reference::ImageRef;
 use super::{Digest, OciError};
+use crate::units::ByteSize;
+use crate::untrusted::shown;
 
-/// Manifests and configs larger than this are refused (real ones are kilobytes).
+/// Manifests and indexes larger than this are refused, as distribution's registry
+/// does (real ones are kilobytes). Configs are blobs, bounded by their descriptor's
+/// size, and opened only when it is under [`super::layout`]'s JSON limit.
 const MAX_MANIFEST: u64 = 4 << 20;
-const ACCEPT: &[&str] = &[
+/// A token endpoint's answer (a few KiB).
+const MAX_TOKEN: u64 = 1 << 20;
+/// What is read of an error answer, for its distribution error codes.
+const MAX_ERROR_BODY: u64 = 64 << 10;
+/// A CA certificate file (PEM; a full system bundle is about 200 KiB).
+const MAX_CA_FILE: u64 = 4 << 20;
+const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -153,6 +166,13 @@ pub enum RegistryError {
         digest: Digest,
         actual: Digest,
         size: u64,
+    },
+    #[error("registry {registry}, repository {repository}: {what} is larger than the {limit} allowed for it (real ones are kilobytes); refusing it: the registry is broken or hostile")]
+    TooLarge {
+        registry: String,
+        repository: String,
+        what: String,
+        limit: ByteSize,
     },
     #[error("{reference}: {what} is {media_type:?}, not an image manifest or index")]
     NotAnImage {
@@ -276,7 +296,7 @@ fn top_descriptor(
         (None, Some(_)) => "application/vnd.oci.image.index.v1+json".into(),
         (None, None) => "application/vnd.oci.image.manifest.v1+json".into(),
     };
-    if !ACCEPT.contains(&media_type.as_str()) {
+    if !MANIFEST_TYPES.contains(&media_type.as_str()) {
         return Err(RegistryError::NotAnImage {
             reference: reference.to_string(),
             what: format!("manifest {digest}"),
@@ -395,14 +415,35 @@ fn walk_cached(
     }
 }
 
-/// The network side: one oci-client for all registries, the scheme of each decided
-/// by a probe.
+/// The network side: one HTTP client for all registries, the scheme of each host
+/// decided by a probe, and the `Authorization` each repository was granted.
+///
+/// The distribution API is spoken here over reqwest rather than through
+/// oci-client, because oci-client reads every manifest, token and error answer
+/// whole into memory, trusting the registry to end it: each body here is read
+/// through a bound ([`read_body`]) whether or not it announces its length.
 struct Session<'a> {
-    client: oci_client::Client,
-    auths: BTreeMap<String, (RegistryAuth, bool)>,
+    http: reqwest::Client,
+    /// Hosts reached over plain HTTP (local or `insecure`, and HTTPS did not answer).
+    http_hosts: BTreeSet<String>,
+    /// Credentials per registry; `None` for anonymous access.
+    creds: BTreeMap<String, Option<Credential>>,
+    /// `(registry, repository)` -> the `Authorization` value its challenge gave.
+    granted: std::sync::Mutex<BTreeMap<(String, String), HeaderValue>>,
     opts: &'a RegistryOptions,
     cache: &'a Cache,
     progress: &'a Progress,
+}
+
+/// The HTTP client for registries: the system roots plus the CA files given.
+fn http_client(certs: &[reqwest::Certificate]) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        // Per read, not per request: a blob of gigabytes takes long, a stalled
+        // connection is given up.
+        .read_timeout(Duration::from_secs(60))
+        .tls_certs_merge(certs.to_vec())
+        .build()
 }
 
 async fn fetch_all(
@@ -415,19 +456,29 @@ async fn fetch_all(
     install_crypto_provider();
     let mut certs = Vec::new();
     for path in &opts.ca_files {
-        let data = std::fs::read(path).map_err(|e| RegistryError::Ca {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        reqwest::Certificate::from_pem(&data).map_err(|e| RegistryError::Ca {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        certs.push(data);
+        // A regular file of a size a CA bundle can have: a FIFO or a device given
+        // as --registry-ca must not hang the pull or fill memory.
+        let data =
+            crate::untrusted::read_regular(path, MAX_CA_FILE).map_err(|e| RegistryError::Ca {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+        let bundle =
+            reqwest::Certificate::from_pem_bundle(&data).map_err(|e| RegistryError::Ca {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+        if bundle.is_empty() {
+            return Err(RegistryError::Ca {
+                path: path.clone(),
+                why: "it holds no certificate".into(),
+            });
+        }
+        certs.extend(bundle);
     }
     let registries: BTreeSet<&ImageRef> = todo.iter().map(|(_, r)| &r.reference).collect();
-    let mut http_hosts = Vec::new();
-    let mut auths = BTreeMap::new();
+    let mut http_hosts = BTreeSet::new();
+    let mut creds = BTreeMap::new();
     let mut probed = BTreeSet::new();
     for r in registries {
         if !probed.insert(r.host().to_string()) {
@@ -435,59 +486,30 @@ async fn fetch_all(
         }
         let may_be_http = r.is_local() || opts.insecure.iter().any(|h| h == &r.registry);
         if may_be_http && probe_scheme(r, &certs).await? == "http" {
-            http_hosts.push(r.host().to_string());
+            http_hosts.insert(r.host().to_string());
         }
         let cred = auth::credential_for(&r.registry).map_err(|source| RegistryError::Auth {
             registry: r.registry.clone(),
             source,
         })?;
-        let has = cred.is_some();
-        let a = cred
-            .map(|c| c.to_client())
-            .unwrap_or(RegistryAuth::Anonymous);
-        auths.insert(r.registry.clone(), (a, has));
+        creds.insert(r.registry.clone(), cred);
     }
-    let config = ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(http_hosts),
-        extra_root_certificates: certs
-            .iter()
-            .map(|data| oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Pem,
-                data: data.clone(),
-            })
-            .collect(),
-        connect_timeout: Some(Duration::from_secs(10)),
-        read_timeout: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
-    let client = oci_client::Client::try_from(config).map_err(|e| RegistryError::Ca {
+    let http = http_client(&certs).map_err(|e| RegistryError::Ca {
         path: opts.ca_files.first().cloned().unwrap_or_default(),
-        why: e.to_string(),
+        why: error_chain(&e),
     })?;
     let s = Session {
-        client,
-        auths,
+        http,
+        http_hosts,
+        creds,
+        granted: std::sync::Mutex::new(BTreeMap::new()),
         opts,
         cache,
         progress,
     };
-    // Authenticate once per repository before the parallel blob requests, so that
-    // they share one token. A failure here shows again, classified, on the first GET.
-    for (_, r) in todo {
-        let (a, _) = &s.auths[&r.reference.registry];
-        if !matches!(a, RegistryAuth::Anonymous) {
-            let _ = s
-                .client
-                .auth(
-                    &r.reference.to_client(),
-                    a,
-                    oci_client::RegistryOperation::Pull,
-                )
-                .await;
-        }
-    }
 
-    // Manifests first (small, a few per image), then every missing blob at once.
+    // Manifests first (small, a few per image; they also win each repository's
+    // token before the parallel blob requests), then every missing blob at once.
     let mut resolved = BTreeMap::new();
     // Configs before layers: with every JSON document cached, each image is opened
     // (platform, media types, diff_id count checked) before a layer is fetched.
@@ -517,6 +539,16 @@ async fn fetch_all(
         };
         for (n, b) in wanted.into_iter().enumerate() {
             let d = parse_digest(&r.reference.to_string(), b.digest().as_ref())?;
+            // The config is read whole once fetched: its size is bounded like a
+            // manifest's before a byte of it is downloaded.
+            if n == 0 && b.size() > MAX_MANIFEST {
+                return Err(RegistryError::TooLarge {
+                    registry: r.reference.registry.clone(),
+                    repository: r.reference.repository.clone(),
+                    what: format!("config {d} ({} bytes by its descriptor)", b.size()),
+                    limit: ByteSize::new(MAX_MANIFEST),
+                });
+            }
             if cache.get(&d, Some(b.size())).is_none() {
                 let set = if n == 0 { &mut configs } else { &mut layers };
                 set.entry(d).or_insert_with(|| (r.reference.clone(), b));
@@ -541,24 +573,23 @@ fn install_crypto_provider() {
 }
 
 /// HTTPS when it answers, else plain HTTP when a registry answers there
-/// (distribution spec "API version check": `GET /v2/` gives 200 or 401).
-async fn probe_scheme(r: &ImageRef, certs: &[Vec<u8>]) -> Result<&'static str, RegistryError> {
-    let mut b = reqwest::Client::builder()
+/// (distribution spec "API version check": `GET /v2/` gives 200 or 401). Only the
+/// status and headers are looked at; the bodies are never read.
+async fn probe_scheme(
+    r: &ImageRef,
+    certs: &[reqwest::Certificate],
+) -> Result<&'static str, RegistryError> {
+    let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10));
-    let mut parsed = Vec::new();
-    for c in certs {
-        if let Ok(c) = reqwest::Certificate::from_pem(c) {
-            parsed.push(c);
-        }
-    }
-    b = b.tls_certs_merge(parsed);
-    let client = b.build().map_err(|e| RegistryError::Connect {
-        registry: r.registry.clone(),
-        https: error_chain(&e),
-        http: None,
-        hint: "check the CA files given",
-    })?;
+        .timeout(Duration::from_secs(10))
+        .tls_certs_merge(certs.to_vec())
+        .build()
+        .map_err(|e| RegistryError::Connect {
+            registry: r.registry.clone(),
+            https: error_chain(&e),
+            http: None,
+            hint: "check the CA files given",
+        })?;
     let https = match client.get(format!("https://{}/v2/", r.host())).send().await {
         Ok(_) => return Ok("https"),
         Err(e) => error_chain(&e),
@@ -605,6 +636,33 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Why a body was not read whole.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the answer is longer than the {} allowed", ByteSize::new(*.0))]
+    TooLong(u64),
+    #[error("the answer was cut off")]
+    Read(#[source] reqwest::Error),
+}
+
+/// Reads a response body, refusing it as soon as it passes `limit` bytes: a
+/// `Content-Length` over the limit is refused before reading, and a body without
+/// one (chunked), or longer than it claimed, is cut off at the limit. A registry
+/// that streams without end costs at most `limit` bytes of memory.
+async fn read_body(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLong(limit));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(BodyError::TooLong(limit));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 /// Whether a failed request is worth another attempt, and whether it was refused
 /// for lack of access.
 enum Failure {
@@ -612,16 +670,250 @@ enum Failure {
     Fatal(RegistryError),
 }
 
+/// A `WWW-Authenticate` challenge (RFC 7235; the distribution token spec for
+/// Bearer): the scheme and its parameters.
+#[derive(Debug, PartialEq, Eq)]
+struct Challenge {
+    scheme: String,
+    params: BTreeMap<String, String>,
+}
+
+impl Challenge {
+    /// Parses `Bearer realm="https://auth/token",service="registry",scope="…"` or
+    /// `Basic realm="…"`. Only the first challenge of the header is read.
+    fn parse(header: &str) -> Option<Challenge> {
+        let header = header.trim();
+        let (scheme, mut rest) = header.split_once(' ').unwrap_or((header, ""));
+        let mut params = BTreeMap::new();
+        loop {
+            rest = rest.trim_start_matches([' ', ',']);
+            let Some((key, after)) = rest.split_once('=') else {
+                break;
+            };
+            let key = key.trim().to_ascii_lowercase();
+            let (value, next) = match after.strip_prefix('"') {
+                Some(quoted) => {
+                    let end = quoted.find('"')?;
+                    (&quoted[..end], &quoted[end + 1..])
+                }
+                None => {
+                    let end = after.find(',').unwrap_or(after.len());
+                    (after[..end].trim(), &after[end..])
+                }
+            };
+            params.insert(key, value.to_string());
+            rest = next;
+        }
+        Some(Challenge {
+            scheme: scheme.to_ascii_lowercase(),
+            params,
+        })
+    }
+}
+
+/// A token endpoint's answer (distribution token spec: `token`, or OAuth2's
+/// `access_token`).
+#[derive(serde::Deserialize)]
+struct TokenAnswer {
+    token: Option<String>,
+    access_token: Option<String>,
+}
+
 impl Session<'_> {
-    fn classify(&self, r: &ImageRef, what: &str, e: OciDistributionError) -> Failure {
-        let unauthorized = || {
-            Failure::Fatal(RegistryError::Unauthorized {
-                registry: r.registry.clone(),
-                repository: r.repository.clone(),
-                what: what.to_string(),
-                had_credentials: self.auths.get(&r.registry).is_some_and(|a| a.1),
-            })
+    fn scheme(&self, r: &ImageRef) -> &'static str {
+        if self.http_hosts.contains(r.host()) {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    fn unauthorized(&self, r: &ImageRef, what: &str) -> Failure {
+        Failure::Fatal(RegistryError::Unauthorized {
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+            what: what.to_string(),
+            had_credentials: self.creds.get(&r.registry).is_some_and(Option::is_some),
+        })
+    }
+
+    fn fatal(&self, r: &ImageRef, what: &str, why: String) -> Failure {
+        Failure::Fatal(RegistryError::Fetch {
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+            what: what.to_string(),
+            attempts: 1,
+            source: why.into(),
+        })
+    }
+
+    /// GET `/v2/<repository>/<path>` (distribution spec), answering one 401
+    /// challenge with the registry's credentials. `from` asks for the bytes from
+    /// that offset on (a range request). Returns a 2xx response, body unread.
+    async fn get(
+        &self,
+        r: &ImageRef,
+        path: &str,
+        accept: Option<&str>,
+        from: u64,
+        what: &str,
+    ) -> Result<reqwest::Response, Failure> {
+        let url = format!(
+            "{}://{}/v2/{}/{path}",
+            self.scheme(r),
+            r.host(),
+            r.repository
+        );
+        let key = (r.registry.clone(), r.repository.clone());
+        let mut challenged = false;
+        loop {
+            let mut req = self.http.get(&url);
+            if let Some(a) = accept {
+                req = req.header(ACCEPT, a);
+            }
+            if from > 0 {
+                req = req.header(RANGE, format!("bytes={from}-"));
+            }
+            let granted = self.granted.lock().ok().and_then(|g| g.get(&key).cloned());
+            if let Some(h) = granted {
+                req = req.header(AUTHORIZATION, h);
+            }
+            let resp = req.send().await.map_err(|e| Failure::Retry(Box::new(e)))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(resp);
+            }
+            if status == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                let challenge = resp
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(Challenge::parse);
+                drop(resp);
+                let Some(challenge) = challenge else {
+                    return Err(self.unauthorized(r, what));
+                };
+                let value = self.answer(r, &challenge, what).await?;
+                if let Ok(mut g) = self.granted.lock() {
+                    g.insert(key.clone(), value);
+                }
+                continue;
+            }
+            return Err(self.refused(r, what, resp).await);
+        }
+    }
+
+    /// The `Authorization` value that answers `challenge`: Basic with the
+    /// credentials, or a Bearer token fetched from the challenge's realm with them
+    /// (or anonymously).
+    async fn answer(
+        &self,
+        r: &ImageRef,
+        challenge: &Challenge,
+        what: &str,
+    ) -> Result<HeaderValue, Failure> {
+        let cred = self.creds.get(&r.registry).and_then(Option::as_ref);
+        let header = |v: String| -> Result<HeaderValue, Failure> {
+            let mut h = HeaderValue::from_str(&v).map_err(|_| {
+                self.fatal(
+                    r,
+                    what,
+                    "the credentials are not valid in an HTTP header".into(),
+                )
+            })?;
+            h.set_sensitive(true);
+            Ok(h)
         };
+        match challenge.scheme.as_str() {
+            "basic" => match cred {
+                Some(c) => header(c.basic_authorization()),
+                None => Err(self.unauthorized(r, what)),
+            },
+            "bearer" => {
+                let realm = challenge.params.get("realm").ok_or_else(|| {
+                    self.fatal(r, what, "its Bearer challenge names no realm".into())
+                })?;
+                let mut url = reqwest::Url::parse(realm).map_err(|_| {
+                    self.fatal(
+                        r,
+                        what,
+                        format!("its Bearer realm {} is not a URL", shown(realm)),
+                    )
+                })?;
+                // Credentials go to the realm: never in clear over the network when
+                // the registry itself is reached over HTTPS.
+                if url.scheme() != "https" && !(url.scheme() == "http" && self.scheme(r) == "http")
+                {
+                    return Err(self.fatal(
+                        r,
+                        what,
+                        format!("its Bearer realm {} is not an HTTPS URL", shown(realm)),
+                    ));
+                }
+                {
+                    let mut q = url.query_pairs_mut();
+                    if let Some(service) = challenge.params.get("service") {
+                        q.append_pair("service", service);
+                    }
+                    q.append_pair("scope", &format!("repository:{}:pull", r.repository));
+                }
+                let mut req = self.http.get(url);
+                if let Some(c) = cred {
+                    req = req.header(AUTHORIZATION, header(c.basic_authorization())?);
+                }
+                let resp = req.send().await.map_err(|e| Failure::Retry(Box::new(e)))?;
+                let status = resp.status();
+                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                    return Err(self.unauthorized(r, what));
+                }
+                if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                    return Err(Failure::Retry(
+                        format!("the token endpoint answered HTTP {status}").into(),
+                    ));
+                }
+                if !status.is_success() {
+                    return Err(self.fatal(
+                        r,
+                        what,
+                        format!("the token endpoint answered HTTP {status}"),
+                    ));
+                }
+                let body = read_body(resp, MAX_TOKEN).await.map_err(|e| match e {
+                    BodyError::Read(e) => Failure::Retry(Box::new(e)),
+                    e => self.fatal(r, what, format!("the token endpoint: {e}")),
+                })?;
+                let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|_| {
+                    self.fatal(r, what, "the token endpoint's answer is not JSON".into())
+                })?;
+                match answer.token.or(answer.access_token) {
+                    Some(t) if !t.is_empty() => header(format!("Bearer {t}")),
+                    _ => Err(self.fatal(
+                        r,
+                        what,
+                        "the token endpoint's answer holds no token".into(),
+                    )),
+                }
+            }
+            other => Err(self.fatal(
+                r,
+                what,
+                format!("it asks for {} authentication, which kios-build does not speak (Basic or Bearer)", shown(other)),
+            )),
+        }
+    }
+
+    /// What a non-2xx answer means: 401/403 refused, 404 or a distribution
+    /// `*_UNKNOWN` code not found, 429 and 5xx worth a retry. Only the start of the
+    /// error body is read, for its codes.
+    async fn refused(&self, r: &ImageRef, what: &str, resp: reqwest::Response) -> Failure {
+        let status = resp.status();
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Failure::Retry(format!("HTTP {status}").into());
+        }
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return self.unauthorized(r, what);
+        }
         let not_found = || {
             Failure::Fatal(RegistryError::NotFound {
                 registry: r.registry.clone(),
@@ -629,36 +921,40 @@ impl Session<'_> {
                 what: what.to_string(),
             })
         };
-        // The distribution error codes of a registry's JSON answer, e.g. MANIFEST_UNKNOWN.
-        let has_code = |e: &OciDistributionError, words: &[&str]| match e {
-            OciDistributionError::RegistryError { envelope, .. } => {
-                envelope.errors.iter().any(|x| {
-                    let c = format!("{:?}", x.code);
-                    words.iter().any(|w| c.contains(w))
-                })
-            }
-            _ => false,
-        };
-        match e {
-            OciDistributionError::UnauthorizedError { .. }
-            | OciDistributionError::AuthenticationFailure(_) => unauthorized(),
-            OciDistributionError::ServerError { code, .. } if code == 429 || code >= 500 => {
-                Failure::Retry(Box::new(e))
-            }
-            OciDistributionError::ServerError { code: 404, .. } => not_found(),
-            ref x if has_code(x, &["Unknown"]) => not_found(),
-            ref x if has_code(x, &["Unauthorized", "Denied"]) => unauthorized(),
-            OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => {
-                Failure::Retry(Box::new(e))
-            }
-            other => Failure::Fatal(RegistryError::Fetch {
-                registry: r.registry.clone(),
-                repository: r.repository.clone(),
-                what: what.to_string(),
-                attempts: 1,
-                source: Box::new(other),
-            }),
+        if status == StatusCode::NOT_FOUND {
+            return not_found();
         }
+        // Distribution spec "Error Codes": {"errors": [{"code": "MANIFEST_UNKNOWN", …}]}.
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            errors: Vec<Code>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Code {
+            code: String,
+        }
+        let codes: Vec<String> = match read_body(resp, MAX_ERROR_BODY).await {
+            Ok(b) => serde_json::from_slice::<Envelope>(&b)
+                .map(|e| e.errors.into_iter().map(|c| c.code).collect())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        if codes.iter().any(|c| c.ends_with("_UNKNOWN")) {
+            return not_found();
+        }
+        if codes.iter().any(|c| c == "UNAUTHORIZED" || c == "DENIED") {
+            return self.unauthorized(r, what);
+        }
+        let codes = if codes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", shown(&codes.join(", ")))
+        };
+        self.fatal(
+            r,
+            what,
+            format!("the registry answered HTTP {status}{codes}"),
+        )
     }
 
     async fn backoff(&self, attempt: u32, r: &ImageRef, what: &str, why: &str) {
@@ -683,15 +979,15 @@ impl Session<'_> {
                 return Ok((d.clone(), top_descriptor(r, d, &bytes)?));
             }
         }
-        let target = match &pinned {
-            Some(d) => r.pinned(d),
-            None => r.clone(),
-        };
         let what = match &pinned {
             Some(d) => format!("manifest {d}"),
             None => format!("tag {}", r.tag.as_deref().unwrap_or("latest")),
         };
-        let bytes = self.manifest_bytes(&target, &what).await?;
+        let target = match &pinned {
+            Some(d) => d.to_string(),
+            None => r.tag.clone().unwrap_or_else(|| "latest".into()),
+        };
+        let bytes = self.manifest_bytes(r, &target, &what).await?;
         let digest = Digest::of_bytes(&bytes);
         if let Some(d) = &pinned {
             if *d != digest {
@@ -718,7 +1014,7 @@ impl Session<'_> {
     async fn manifest(&self, r: &ImageRef, desc: &Descriptor) -> Result<(), RegistryError> {
         let d = parse_digest(&r.to_string(), desc.digest().as_ref())?;
         let what = format!("manifest {d}");
-        let bytes = self.manifest_bytes(&r.pinned(&d), &what).await?;
+        let bytes = self.manifest_bytes(r, &d.to_string(), &what).await?;
         let actual = Digest::of_bytes(&bytes);
         if actual != d || bytes.len() as u64 != desc.size() {
             return Err(RegistryError::Digest {
@@ -734,55 +1030,46 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// The body of `GET /v2/<repository>/manifests/<target>` (a tag or a digest),
+    /// at most [`MAX_MANIFEST`] bytes; the caller checks it against its digest.
     async fn manifest_bytes(
         &self,
-        target: &ImageRef,
+        r: &ImageRef,
+        target: &str,
         what: &str,
     ) -> Result<Vec<u8>, RegistryError> {
-        let (auth, _) = &self.auths[&target.registry];
-        let cref = target.to_client();
+        let path = format!("manifests/{target}");
+        let accept = MANIFEST_TYPES.join(", ");
         let mut attempt = 1;
         loop {
-            let e = match self.client.pull_manifest_raw(&cref, auth, ACCEPT).await {
-                Ok((bytes, _)) if bytes.len() as u64 > MAX_MANIFEST => {
-                    return Err(RegistryError::NotAnImage {
-                        reference: target.to_string(),
-                        what: what.to_string(),
-                        media_type: format!("{} bytes long", bytes.len()),
-                    })
-                }
-                Ok((bytes, _)) => return Ok(bytes.to_vec()),
-                Err(e) => e,
+            let failure = match self.get(r, &path, Some(&accept), 0, what).await {
+                Ok(resp) => match read_body(resp, MAX_MANIFEST).await {
+                    Ok(bytes) => return Ok(bytes),
+                    Err(BodyError::TooLong(limit)) => {
+                        return Err(RegistryError::TooLarge {
+                            registry: r.registry.clone(),
+                            repository: r.repository.clone(),
+                            what: what.to_string(),
+                            limit: ByteSize::new(limit),
+                        })
+                    }
+                    Err(BodyError::Read(e)) => Failure::Retry(Box::new(e)),
+                },
+                Err(f) => f,
             };
-            // oci-client checks the body against a digest in the reference.
-            if let OciDistributionError::DigestError(_) = e {
-                let d = target
-                    .digest
-                    .clone()
-                    .unwrap_or_else(|| Digest::of_bytes(b""));
-                return Err(RegistryError::Digest {
-                    registry: target.registry.clone(),
-                    repository: target.repository.clone(),
-                    what: "manifest",
-                    actual: d.clone(),
-                    digest: d,
-                    size: 0,
-                });
-            }
-            match self.classify(target, what, e) {
+            match failure {
                 Failure::Fatal(f) => return Err(f),
                 Failure::Retry(source) if attempt >= self.opts.attempts => {
                     return Err(RegistryError::Fetch {
-                        registry: target.registry.clone(),
-                        repository: target.repository.clone(),
+                        registry: r.registry.clone(),
+                        repository: r.repository.clone(),
                         what: what.to_string(),
                         attempts: attempt,
                         source,
                     })
                 }
                 Failure::Retry(source) => {
-                    self.backoff(attempt, target, what, &error_chain(&*source))
-                        .await;
+                    self.backoff(attempt, r, what, &error_chain(&*source)).await;
                     attempt += 1;
                 }
             }
@@ -802,49 +1089,34 @@ impl Session<'_> {
         results.into_iter().collect()
     }
 
-    /// Streams one blob into the cache, verifying digest and size as it goes.
+    /// Streams one blob into the cache, never past the descriptor's size; the
+    /// cache's writer checks digest and size before the blob enters the cache.
     async fn blob(&self, r: &ImageRef, d: &Digest, desc: &Descriptor) -> Result<(), RegistryError> {
         let what = format!("blob {d}");
         let size = desc.size();
-        let cref = r.pinned(d).to_client();
-        let digest_str = d.to_string();
+        let path = format!("blobs/{d}");
         let mut bar = self.progress.blob(&r.repository, d, Some(size));
         let mut writer = self.cache.writer(d, Some(size))?;
         let mut attempt = 1;
         loop {
             let written = writer.written();
-            let started = if written == 0 {
-                self.client
-                    .pull_blob_stream(&cref, digest_str.as_str())
-                    .await
-                    .map(|s| (s, false))
-            } else {
-                self.client
-                    .pull_blob_stream_partial(&cref, digest_str.as_str(), written, None)
-                    .await
-                    .map(|b| match b {
-                        BlobResponse::Full(s) => (s, false),
-                        BlobResponse::Partial(s) => (s, true),
-                    })
-            };
-            let error: Box<dyn std::error::Error + Send + Sync> = match started {
-                Err(e) => match self.classify(r, &what, e) {
-                    Failure::Fatal(f) => return Err(f),
-                    Failure::Retry(e) => e,
-                },
-                Ok((stream, partial)) => {
-                    if written > 0 && !partial {
-                        // The registry ignored the range: start over.
-                        writer = self.cache.writer(d, Some(size))?;
-                        bar.restart();
+            let error: Box<dyn std::error::Error + Send + Sync> =
+                match self.get(r, &path, None, written, &what).await {
+                    Err(Failure::Fatal(f)) => return Err(f),
+                    Err(Failure::Retry(e)) => e,
+                    Ok(resp) => {
+                        if written > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
+                            // The registry ignored the range: start over.
+                            writer = self.cache.writer(d, Some(size))?;
+                            bar.restart();
+                        }
+                        match self.copy(resp, size, &mut writer, &mut bar).await {
+                            Ok(()) => break,
+                            Err(e) => e,
+                        }
                     }
-                    match self.copy(stream.stream, &mut writer, &mut bar).await {
-                        Ok(()) => break,
-                        Err(e) => e,
-                    }
-                }
-            };
-            if writer.too_long() || is_digest_error(&*error) {
+                };
+            if writer.too_long() {
                 break; // commit() reports the mismatch
             }
             if attempt >= self.opts.attempts {
@@ -880,45 +1152,33 @@ impl Session<'_> {
         }
     }
 
-    async fn copy<S, B>(
+    /// Copies a blob body into `writer`, stopping as soon as more than `size` bytes
+    /// (the descriptor's) have come, whatever the body's own length says.
+    async fn copy(
         &self,
-        mut stream: S,
+        mut resp: reqwest::Response,
+        size: u64,
         writer: &mut super::cache::BlobWriter,
         bar: &mut super::progress::BlobProgress,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-    where
-        S: futures_util::Stream<Item = Result<B, std::io::Error>> + Unpin,
-        B: AsRef<[u8]>,
-    {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            writer.write_all(chunk.as_ref())?;
-            bar.add(chunk.as_ref().len() as u64);
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if resp
+            .content_length()
+            .is_some_and(|n| writer.written().saturating_add(n) > size)
+        {
+            // Read one byte past the size so that commit() reports the mismatch.
+            if let Some(chunk) = resp.chunk().await? {
+                let room = size.saturating_sub(writer.written()) as usize + 1;
+                writer.write_all(&chunk[..chunk.len().min(room)])?;
+            }
+            return Err("the registry announced more bytes than the descriptor's size".into());
+        }
+        while let Some(chunk) = resp.chunk().await? {
+            writer.write_all(&chunk)?;
+            bar.add(chunk.len() as u64);
             if writer.too_long() {
                 return Err("the registry sent more bytes than the descriptor's size".into());
             }
         }
         Ok(())
     }
-}
-
-/// oci-client's verifying stream ends with a digest error when the bytes do not
-/// match; that is not worth a retry.
-fn is_digest_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if c.is::<oci_client::errors::DigestError>() {
-            return true;
-        }
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|i| i.is::<oci_client::errors::DigestError>())
-            {
-                return true;
-            }
-        }
-        cur = c.source();
-    }
-    false
 }
