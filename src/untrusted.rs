@@ -129,10 +129,7 @@ pub fn read_regular_text(path: &Path, limit: u64) -> io::Result<String> {
 fn too_large(limit: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!(
-            "larger than the {} allowed",
-            crate::units::ByteSize::new(limit)
-        ),
+        format!("larger than the {} allowed", crate::units::ByteSize::new(limit)),
     )
 }
 
@@ -212,9 +209,7 @@ mod tests {
     #[test]
     fn limited_errors_past_the_limit_and_passes_an_exact_fit() {
         let mut out = Vec::new();
-        Limited::new(&b"12345"[..], 5)
-            .read_to_end(&mut out)
-            .unwrap();
+        Limited::new(&b"12345"[..], 5).read_to_end(&mut out).unwrap();
         assert_eq!(out, b"12345");
         let mut out = Vec::new();
         let e = Limited::new(&b"123456"[..], 5)
