@@ -116,6 +116,18 @@ pub fn inside_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
     ))
 }
 
+/// The uncompressed bytes all layers of a kernel, stub or system image may come to
+/// (the system tree goes into the initramfs: real ones are tens of MiB); a
+/// decompression bomb fails at this bound, while it is spooled.
+const MAX_INPUT_IMAGE: u64 = 4 << 30;
+
+fn input_image_limits() -> oci::layer::Limits {
+    oci::layer::Limits {
+        max_total: MAX_INPUT_IMAGE,
+        ..oci::layer::Limits::default()
+    }
+}
+
 /// Reads an image input (OCI layout) into a tree.
 fn image_tree(input: &Input, what: &str, arch: Arch, work: &WorkDir) -> Result<Tree, InputError> {
     match &input.value {
@@ -131,7 +143,7 @@ fn image_tree(input: &Input, what: &str, arch: Arch, work: &WorkDir) -> Result<T
                 oci::layout::open_layout(dir, tag.as_deref(), arch.as_str()).map_err(wrap)?;
             let spool = work.sub("spool")?;
             let mut tree = Tree::new(0);
-            oci::layer::apply_layers(&image, &spool, &oci::layer::Limits::default(), &mut tree)
+            oci::layer::apply_layers(&image, &spool, &input_image_limits(), &mut tree)
                 .map_err(wrap)?;
             Ok(tree)
         }
@@ -147,7 +159,7 @@ fn image_tree(input: &Input, what: &str, arch: Arch, work: &WorkDir) -> Result<T
             })?;
             let spool = work.sub("spool")?;
             let mut tree = Tree::new(0);
-            oci::layer::apply_layers(image, &spool, &oci::layer::Limits::default(), &mut tree)
+            oci::layer::apply_layers(image, &spool, &input_image_limits(), &mut tree)
                 .map_err(wrap)?;
             Ok(tree)
         }
