@@ -257,6 +257,47 @@ fn an_error_answer_without_end_is_read_only_for_its_start() {
     );
 }
 
+#[test]
+fn a_fifo_as_the_registry_auth_file_or_ca_file_is_refused_at_once() {
+    let registry = HostileRegistry::start(Endless::Chunked);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fifo = d.join("auth.fifo");
+    mkfifo(&fifo);
+    let profile = write_profile(
+        d,
+        "node.yaml",
+        &profile_text(&format!(
+            "daemons:\n  - name: dhcp\n    image: {}/test/endless:1\n{}",
+            registry.host(),
+            pause_yaml()
+        )),
+    );
+    let pull = || {
+        let mut c = kios_build();
+        c.arg("pull")
+            .arg(&profile)
+            .arg("--quiet")
+            .arg("--cache-dir")
+            .arg(d.join("cache"));
+        c
+    };
+    let out = finish_within(
+        spawn(pull().env("REGISTRY_AUTH_FILE", &fifo)),
+        Duration::from_secs(60),
+        "a pull with a FIFO as the auth file",
+    );
+    let err = assert_clean_failure(&out);
+    assert!(err.contains("auth.fifo") && err.contains("a FIFO"), "{err}");
+    let out = finish_within(
+        spawn(pull().arg("--registry-ca").arg(&fifo)),
+        Duration::from_secs(60),
+        "a pull with a FIFO as the CA file",
+    );
+    let err = assert_clean_failure(&out);
+    assert!(err.contains("auth.fifo") && err.contains("a FIFO"), "{err}");
+}
+
 fn mkfifo(path: &Path) {
     common::run_tool("mkfifo", "coreutils", &[path.to_str().unwrap()]);
 }

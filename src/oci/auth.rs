@@ -138,7 +138,7 @@ pub fn credential_in(path: &Path, registry: &str) -> Result<Option<Credential>, 
     let text =
         crate::untrusted::read_regular(path, MAX_AUTH_FILE).map_err(|e| AuthError::File {
             path: path.to_path_buf(),
-            why: format!("{e} (give the JSON auth file Docker, podman or skopeo write)"),
+            why: e.to_string(),
         })?;
     // serde_json's message names a line and column, never the content.
     let config: ConfigFile = serde_json::from_slice(&text).map_err(|e| AuthError::File {
