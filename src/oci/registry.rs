@@ -295,7 +295,8 @@ fn top_descriptor(
         return Err(RegistryError::NotAnImage {
             reference: reference.to_string(),
             what: format!("manifest {digest}"),
-            media_type,
+            // The registry's text: made safe to print, and cut short.
+            media_type: crate::untrusted::shown(&media_type),
         });
     }
     let d: oci_spec::image::Digest =
