@@ -384,12 +384,26 @@ pub fn find_init(arch: Arch) -> Result<PathBuf, BuildError> {
         })
 }
 
+/// The largest kios-init accepted; the static release build is a few MiB.
+const MAX_INIT: u64 = 64 << 20;
+/// The largest ELF program header table read (real ones are a few hundred bytes).
+const MAX_PROGRAM_HEADERS: u64 = 64 << 10;
+
 /// kios-init runs before any library exists: it must be a static ELF for `arch`.
+/// Only the ELF header and the program header table are read, from a regular file
+/// (`--init /dev/zero` or a FIFO is refused, not read until memory runs out).
 fn check_static_elf(path: &Path, arch: Arch) -> Result<(), BuildError> {
+    use std::os::unix::fs::FileExt;
     let t = init_target(arch);
-    let bytes = fs::read(path).map_err(|e| {
-        BuildError::Init(format!("cannot read kios-init at {}: {e}", path.display()))
-    })?;
+    let cannot_read = |e: io::Error| {
+        BuildError::Init(format!(
+            "cannot read kios-init at {}: {e}\n  hint: give the kios-init binary (a regular file) with --init or {}",
+            path.display(),
+            t.env
+        ))
+    };
+    let file = crate::untrusted::open_regular(path).map_err(cannot_read)?;
+    let size = file.metadata().map_err(cannot_read)?.len();
     let bad = |why: &str| {
         BuildError::Init(format!(
             "kios-init at {}: {why}\n  hint: build it with `scripts/build-init {}`",
@@ -397,18 +411,28 @@ fn check_static_elf(path: &Path, arch: Arch) -> Result<(), BuildError> {
             arch.as_str()
         ))
     };
-    if bytes.len() < 64 || &bytes[0..4] != b"\x7fELF" || bytes[4] != 2 {
+    if size > MAX_INIT {
+        return Err(bad(&format!(
+            "it is {size} bytes, larger than the {} MiB a kios-init can be",
+            MAX_INIT >> 20
+        )));
+    }
+    let mut header = [0u8; 64];
+    if size < 64 {
         return Err(bad("not a 64-bit ELF executable"));
     }
-    let u16at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
-    let u64at = |o: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&bytes[o..o + 8]);
-        u64::from_le_bytes(b)
-    };
-    // ELF header (gABI, "ELF Header"): e_machine is the u16 at offset 18.
-    if u16at(18) != t.e_machine {
-        let found = match u16at(18) {
+    file.read_exact_at(&mut header, 0).map_err(cannot_read)?;
+    if &header[0..4] != b"\x7fELF" || header[4] != 2 {
+        return Err(bad("not a 64-bit ELF executable"));
+    }
+    let u16at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let mut b8 = [0u8; 8];
+    b8.copy_from_slice(&header[32..40]);
+    // ELF header (gABI, "ELF Header"): e_machine is the u16 at offset 18, e_phoff the
+    // u64 at 32, e_phentsize and e_phnum the u16s at 54 and 56.
+    let machine = u16at(&header, 18);
+    if machine != t.e_machine {
+        let found = match machine {
             62 => "x86_64".to_string(),
             183 => "aarch64".to_string(),
             other => format!("ELF machine {other}"),
@@ -419,14 +443,18 @@ fn check_static_elf(path: &Path, arch: Arch) -> Result<(), BuildError> {
             t.name
         )));
     }
-    let (phoff, phentsize, phnum) = (u64at(32) as usize, u16at(54) as usize, u16at(56) as usize);
-    for i in 0..phnum {
-        let o = phoff + i * phentsize;
-        if o + 4 > bytes.len() {
-            return Err(bad("truncated program headers"));
-        }
+    let phoff = u64::from_le_bytes(b8);
+    let (phentsize, phnum) = (u16at(&header, 54) as u64, u16at(&header, 56) as u64);
+    let table = phentsize * phnum;
+    if phentsize < 4 || table > MAX_PROGRAM_HEADERS || phoff.saturating_add(table) > size {
+        return Err(bad("truncated or damaged program headers"));
+    }
+    let mut headers = vec![0u8; table as usize];
+    file.read_exact_at(&mut headers, phoff)
+        .map_err(cannot_read)?;
+    for entry in headers.chunks_exact(phentsize as usize) {
         // PT_INTERP (3): the binary needs a dynamic loader, which the initramfs lacks.
-        if u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) == 3 {
+        if u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]) == 3 {
             return Err(bad("dynamically linked (it has an ELF interpreter)"));
         }
     }
@@ -624,7 +652,10 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         let tree = crate::store::cstorage::build_store(
             &p.store_images,
             &spool,
-            &crate::store::cstorage::StoreOptions::new(epoch),
+            // The store cannot hold more than the disk: a layer that decompresses
+            // past it fails while it is spooled.
+            &crate::store::cstorage::StoreOptions::new(epoch)
+                .with_budget(p.profile.disk_size.value.bytes()),
         )
         .map_err(BuildError::Store)?;
         let mut f = File::create(&store_path).map_err(io_err("cannot write", &store_path))?;

@@ -95,6 +95,39 @@ impl WorkDir {
     }
 }
 
+/// `path`, a file or folder of the input folder `root`, with every symlink on the way
+/// resolved, so that what is read later is what was checked; an error when they lead
+/// out of `root` (or when it does not exist). An input folder is a tree of its own: a
+/// module or kernel image linked to a file elsewhere on the host (`/etc/shadow`, a
+/// device) must not be copied into the image. Links that stay inside are fine.
+pub fn inside_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
+    let root = fs::canonicalize(root)?;
+    let real = fs::canonicalize(path)?;
+    if real.starts_with(&root) {
+        return Ok(real);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "it leads outside {} (to {}) through a symlink; an input folder's files must be inside it: copy the file in instead of linking to it",
+            root.display(),
+            real.display()
+        ),
+    ))
+}
+
+/// The uncompressed bytes all layers of a kernel, stub or system image may come to
+/// (the system tree goes into the initramfs: real ones are tens of MiB); a
+/// decompression bomb fails at this bound, while it is spooled.
+const MAX_INPUT_IMAGE: u64 = 4 << 30;
+
+fn input_image_limits() -> oci::layer::Limits {
+    oci::layer::Limits {
+        max_total: MAX_INPUT_IMAGE,
+        ..oci::layer::Limits::default()
+    }
+}
+
 /// Reads an image input (OCI layout) into a tree.
 fn image_tree(input: &Input, what: &str, arch: Arch, work: &WorkDir) -> Result<Tree, InputError> {
     match &input.value {
@@ -110,7 +143,7 @@ fn image_tree(input: &Input, what: &str, arch: Arch, work: &WorkDir) -> Result<T
                 oci::layout::open_layout(dir, tag.as_deref(), arch.as_str()).map_err(wrap)?;
             let spool = work.sub("spool")?;
             let mut tree = Tree::new(0);
-            oci::layer::apply_layers(&image, &spool, &oci::layer::Limits::default(), &mut tree)
+            oci::layer::apply_layers(&image, &spool, &input_image_limits(), &mut tree)
                 .map_err(wrap)?;
             Ok(tree)
         }
@@ -126,7 +159,7 @@ fn image_tree(input: &Input, what: &str, arch: Arch, work: &WorkDir) -> Result<T
             })?;
             let spool = work.sub("spool")?;
             let mut tree = Tree::new(0);
-            oci::layer::apply_layers(image, &spool, &oci::layer::Limits::default(), &mut tree)
+            oci::layer::apply_layers(image, &spool, &input_image_limits(), &mut tree)
                 .map_err(wrap)?;
             Ok(tree)
         }
@@ -165,10 +198,13 @@ pub fn kernel(input: &Input, arch: Arch, work: &WorkDir) -> Result<KernelFiles, 
             ),
         ));
     }
+    // Every file taken from the folder is taken inside it (see `inside_root`).
+    let inside =
+        |p: PathBuf| inside_root(&root, &p).map_err(|source| InputError::Io { path: p, source });
     let vmlinuz = ["boot/vmlinuz", "boot/bzImage", "boot/Image", "vmlinuz"]
         .iter()
         .map(|p| root.join(p))
-        .find(|p| p.is_file())
+        .find(|p| p.symlink_metadata().is_ok())
         .ok_or_else(|| {
             InputError::bad(
                 input,
@@ -176,7 +212,28 @@ pub fn kernel(input: &Input, arch: Arch, work: &WorkDir) -> Result<KernelFiles, 
                 format!("no boot/vmlinuz in {}", root.display()),
             )
         })?;
-    let mods = root.join("lib/modules");
+    let vmlinuz = inside(vmlinuz)?;
+    match fs::metadata(&vmlinuz) {
+        Ok(m) if m.is_file() && m.len() <= MAX_KERNEL_IMAGE => {}
+        _ => {
+            return Err(InputError::bad(
+                input,
+                "kernel",
+                format!(
+                    "{} is not a regular file of at most {} MiB: give the kernel image",
+                    vmlinuz.display(),
+                    MAX_KERNEL_IMAGE >> 20
+                ),
+            ))
+        }
+    }
+    let mods = inside(root.join("lib/modules")).map_err(|_| {
+        InputError::bad(
+            input,
+            "kernel",
+            format!("no lib/modules/<version> folder in {}", root.display()),
+        )
+    })?;
     let mut versions: Vec<String> = fs::read_dir(&mods)
         .map_err(|_| {
             InputError::bad(
@@ -211,8 +268,12 @@ pub fn kernel(input: &Input, arch: Arch, work: &WorkDir) -> Result<KernelFiles, 
             ))
         }
     };
+    inside(mods.join(&version))?;
     let vmlinuz = decompress_kernel(input, vmlinuz, work)?;
-    let config = Some(root.join("boot/config")).filter(|p| p.is_file());
+    let config = match root.join("boot/config") {
+        p if p.symlink_metadata().is_ok() => Some(inside(p)?).filter(|p| p.is_file()),
+        _ => None,
+    };
     Ok(KernelFiles {
         vmlinuz,
         root,
@@ -239,7 +300,7 @@ fn decompress_kernel(
         let path = path.to_path_buf();
         move |source| InputError::Io { path, source }
     };
-    let mut f = fs::File::open(&vmlinuz).map_err(io_err(&vmlinuz))?;
+    let mut f = crate::untrusted::open_regular(&vmlinuz).map_err(io_err(&vmlinuz))?;
     let mut magic = [0u8; 2];
     let n = io::Read::read(&mut f, &mut magic).map_err(io_err(&vmlinuz))?;
     if n < 2 || magic != [0x1f, 0x8b] {

@@ -134,6 +134,9 @@ pub struct ModuleSet {
 /// The largest a decompressed module may be (the largest in Debian's kernel,
 /// amdgpu, is about 15 MiB).
 const MAX_MODULE_SIZE: u64 = 512 << 20;
+/// The largest index file read (`modules.alias` of a distribution kernel is about
+/// 1.5 MiB).
+const MAX_INDEX_SIZE: u64 = 64 << 20;
 /// Deeper dependency chains than this are not a real kernel.
 const MAX_DEPTH: usize = 256;
 
@@ -141,6 +144,8 @@ const MAX_DEPTH: usize = 256;
 #[derive(Debug)]
 pub struct KernelModules {
     pub version: String,
+    /// The kernel folder: no module is taken from outside it.
+    root: PathBuf,
     /// `<root>/lib/modules/<version>`.
     dir: PathBuf,
     modules: BTreeMap<String, Module>,
@@ -176,10 +181,15 @@ impl KernelModules {
                 dir: base.clone(),
                 found,
             })?;
-        let dir = base.join(&version);
+        // Everything is read inside the kernel folder (symlinks leading out of it are
+        // refused, see `inputs::inside_root`), and from regular files of bounded size.
+        let dir = crate::inputs::inside_root(root, &base.join(&version))
+            .map_err(io_err(&base.join(&version)))?;
         let read = |name: &str, required: bool| -> Result<Option<Vec<u8>>, ModuleError> {
             let path = dir.join(name);
-            match fs::read(&path) {
+            let read = crate::inputs::inside_root(root, &path)
+                .and_then(|p| crate::untrusted::read_regular(&p, MAX_INDEX_SIZE));
+            match read {
                 Ok(bytes) => Ok(Some(bytes)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && required => {
                     Err(ModuleError::NoModulesDep { path })
@@ -204,6 +214,7 @@ impl KernelModules {
         let softdeps = parse_softdeps(&text(read("modules.softdep", false)?));
         Ok(KernelModules {
             version,
+            root: root.to_path_buf(),
             dir,
             modules,
             builtin,
@@ -287,6 +298,14 @@ impl KernelModules {
     fn module_file(&self, name: &str) -> Result<ModuleFile, ModuleError> {
         let path = &self.modules[name].path;
         let host_path = self.dir.join(path);
+        // A module linked to a file outside the kernel folder would copy that file
+        // into the initramfs; one linked inside is taken from where the link leads.
+        let host_path = crate::inputs::inside_root(&self.root, &host_path).map_err(|source| {
+            ModuleError::Io {
+                path: host_path,
+                source,
+            }
+        })?;
         let (stem, compression) = if let Some(s) = path.strip_suffix(".ko") {
             (s, ModuleCompression::None)
         } else if let Some(s) = path.strip_suffix(".ko.gz") {
@@ -398,10 +417,21 @@ impl ModuleSet {
             let dest = base.join(&m.rel_path)?;
             let content = match m.compression {
                 ModuleCompression::None => {
-                    let meta = fs::metadata(&m.host_path).map_err(|source| ModuleError::Io {
+                    // A regular file only: a FIFO or device would hang or fill the
+                    // initramfs.
+                    let io_err = |source| ModuleError::Io {
                         path: m.host_path.clone(),
                         source,
-                    })?;
+                    };
+                    let meta = crate::untrusted::open_regular(&m.host_path)
+                        .and_then(|f| f.metadata())
+                        .map_err(io_err)?;
+                    if meta.len() > MAX_MODULE_SIZE {
+                        return Err(ModuleError::TooLarge {
+                            path: m.host_path.clone(),
+                            limit: MAX_MODULE_SIZE,
+                        });
+                    }
                     Content::Host {
                         path: Arc::new(m.host_path.clone()),
                         offset: 0,
@@ -426,7 +456,7 @@ fn decompress(path: &Path, compression: ModuleCompression) -> Result<Vec<u8>, Mo
         path: path.to_path_buf(),
         source,
     };
-    let file = fs::File::open(path).map_err(|source| ModuleError::Io {
+    let file = crate::untrusted::open_regular(path).map_err(|source| ModuleError::Io {
         path: path.to_path_buf(),
         source,
     })?;

@@ -16,7 +16,6 @@ mod config;
 mod ikconfig;
 mod required;
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -81,6 +80,10 @@ pub enum KernelError {
     BadImage { path: PathBuf, message: String },
 }
 
+/// The largest file [`load_config`] reads: kernel images are 10-60 MiB, a `vmlinux`
+/// with debug information can be a few hundred.
+pub const MAX_KERNEL_INPUT: u64 = 256 << 20;
+
 /// Reads the configuration of a kernel from `path`: a `.config` text (also gzip'd, like
 /// `/proc/config.gz`), or a kernel image whose configuration is built in
 /// (`CONFIG_IKCONFIG`): an x86 bzImage, an arm64 `Image` or `Image.gz`, an EFI zboot
@@ -90,15 +93,23 @@ pub fn load_config(path: &Path) -> Result<KernelConfig, KernelError> {
         path: path.to_path_buf(),
         source,
     };
-    let size = fs::metadata(path).map_err(io_error)?.len();
-    if size > MAX_DECOMPRESSED {
+    // A regular file only (a FIFO would hang, `/dev/zero` fill memory), of a size a
+    // kernel image or a .config can have.
+    let file = crate::untrusted::open_regular(path).map_err(io_error)?;
+    let size = file.metadata().map_err(io_error)?.len();
+    if size > MAX_KERNEL_INPUT {
         return Err(KernelError::TooLarge {
             path: path.to_path_buf(),
             what: "the file".into(),
-            limit: MAX_DECOMPRESSED,
+            limit: MAX_KERNEL_INPUT,
         });
     }
-    let bytes = fs::read(path).map_err(io_error)?;
+    let mut bytes = Vec::with_capacity(size as usize);
+    io::Read::read_to_end(
+        &mut crate::untrusted::Limited::new(file, MAX_KERNEL_INPUT),
+        &mut bytes,
+    )
+    .map_err(io_error)?;
     let text = ikconfig::config_text(&bytes, path)?;
     let text = String::from_utf8_lossy(&text);
     KernelConfig::parse(&text).map_err(|e| KernelError::InFile {
@@ -139,6 +150,7 @@ pub fn kios_config(arch: Arch) -> Result<KernelConfig, KernelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn the_kios_fragments_satisfy_the_requirements_of_each_arch() {

@@ -9,8 +9,8 @@
 //! A [`Credential`] never shows its secret: its `Debug` and `Display` print the user
 //! only, and no error here contains file contents or helper output. The challenge
 //! flows themselves (Basic, or a Bearer token fetched with these credentials) are
-//! oci-client's. Identity tokens (OAuth2 refresh tokens, helper user `<token>`) are
-//! not supported: oci-client cannot exchange them.
+//! [`super::registry`]'s. Identity tokens (OAuth2 refresh tokens, helper user
+//! `<token>`) are not supported.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,8 +35,13 @@ impl Credential {
         }
     }
 
-    pub(crate) fn to_client(&self) -> oci_client::secrets::RegistryAuth {
-        oci_client::secrets::RegistryAuth::Basic(self.username.clone(), self.secret.clone())
+    /// The `Authorization` header value of HTTP Basic (RFC 7617) for this credential.
+    pub(crate) fn basic_authorization(&self) -> String {
+        let pair = format!("{}:{}", self.username, self.secret);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
     }
 }
 
@@ -85,6 +90,11 @@ struct AuthEntry {
     password: Option<String>,
 }
 
+/// The largest auth file read (real ones are a few KiB).
+const MAX_AUTH_FILE: u64 = 4 << 20;
+/// The largest answer read from a credential helper.
+const MAX_HELPER_ANSWER: u64 = 1 << 20;
+
 /// Where credentials are read from.
 pub fn auth_file() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|p| !p.is_empty()) {
@@ -123,10 +133,13 @@ fn keys(registry: &str) -> Vec<String> {
 }
 
 pub fn credential_in(path: &Path, registry: &str) -> Result<Option<Credential>, AuthError> {
-    let text = std::fs::read(path).map_err(|e| AuthError::File {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    })?;
+    // A regular file only, of a size an auth file can have: a FIFO or a device named
+    // by $REGISTRY_AUTH_FILE must not hang the pull or fill memory.
+    let text =
+        crate::untrusted::read_regular(path, MAX_AUTH_FILE).map_err(|e| AuthError::File {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
     // serde_json's message names a line and column, never the content.
     let config: ConfigFile = serde_json::from_slice(&text).map_err(|e| AuthError::File {
         path: path.to_path_buf(),
@@ -197,9 +210,29 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, AuthEr
             .write_all(registry.as_bytes())
             .map_err(|e| err(format!("cannot write to it: {e}")))?;
     }
-    let out = child
-        .wait_with_output()
+    // The answer is a few hundred bytes; a helper that writes without end is stopped
+    // at the bound instead of filling memory.
+    let mut stdout = Vec::new();
+    let read = match child.stdout.take() {
+        Some(o) => std::io::Read::read_to_end(
+            &mut crate::untrusted::Limited::new(o, MAX_HELPER_ANSWER),
+            &mut stdout,
+        ),
+        None => Ok(0),
+    };
+    if let Err(e) = read {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(err(format!("cannot read its answer: {e}")));
+    }
+    let status = child
+        .wait()
         .map_err(|e| err(format!("cannot run {program}: {e}")))?;
+    let out = std::process::Output {
+        status,
+        stdout,
+        stderr: Vec::new(),
+    };
     if !out.status.success() {
         // "credentials not found" is not an error: the registry may be public.
         let text = String::from_utf8_lossy(&out.stdout);

@@ -43,6 +43,9 @@ pub enum CacheError {
     },
 }
 
+/// The largest JSON blob (manifest, index, config) read back from the cache.
+const MAX_JSON_BLOB: u64 = 16 << 20;
+
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CacheError {
     let path = path.to_path_buf();
     move |source| CacheError::Io { what, path, source }
@@ -129,7 +132,9 @@ impl Cache {
 
     /// Reads a small cached JSON blob (manifest, index, config), checking its digest.
     pub fn read_verified(&self, digest: &Digest) -> Option<Vec<u8>> {
-        let bytes = fs::read(self.get(digest, None)?).ok()?;
+        // Bounded and regular: the cache folder is the user's, a file swapped for a
+        // huge one or a FIFO must not be read whole or waited on.
+        let bytes = crate::untrusted::read_regular(&self.get(digest, None)?, MAX_JSON_BLOB).ok()?;
         (Digest::of_bytes(&bytes) == *digest).then_some(bytes)
     }
 

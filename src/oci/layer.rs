@@ -15,7 +15,6 @@
 //! [`apply_layer`] then merges the changes onto a tree ([`crate::oci::merge`]).
 //! The limits ([`Limits`]) bound what a hostile layer can make us read or write.
 
-use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -34,7 +33,9 @@ pub struct Limits {
     pub max_entries: u64,
     /// Bytes of one member.
     pub max_file_size: u64,
-    /// Bytes of one layer's uncompressed tar.
+    /// Bytes of one layer's uncompressed tar; for [`apply_layers`], of all the
+    /// image's layers together (each is decompressed against what the layers
+    /// before it left, so a decompression bomb fails while it is spooled).
     pub max_total: u64,
     /// Bytes of one xattr value.
     pub max_xattr: usize,
@@ -69,10 +70,24 @@ pub fn apply_layers(
     limits: &Limits,
     tree: &mut Tree,
 ) -> Result<(), OciError> {
+    let mut left = limits.clone();
     for (i, blob) in image.layers.iter().enumerate() {
-        apply_layer(&image.reference, i, blob, spool_dir, limits, tree)?;
+        apply_layer(&image.reference, i, blob, spool_dir, &left, tree)?;
+        let tar = match blob.compression {
+            Compression::None => blob.path.clone(),
+            _ => spooled_path(blob, spool_dir),
+        };
+        let len = std::fs::metadata(&tar)
+            .map_err(LayerCx::new(&image.reference, i, &blob.digest).spool(&tar))?
+            .len();
+        left.max_total = left.max_total.saturating_sub(len);
     }
     Ok(())
+}
+
+/// Where [`verify_and_spool`] leaves a compressed layer's tar.
+fn spooled_path(blob: &LayerBlob, spool_dir: &Path) -> PathBuf {
+    spool_dir.join(format!("{}.tar", blob.diff_id.hex()))
 }
 
 /// Verifies, spools and reads one layer, then applies it onto `tree` (whiteouts,
@@ -207,7 +222,8 @@ fn verify_and_spool(
     spool_dir: &Path,
     limits: &Limits,
 ) -> Result<PathBuf, OciError> {
-    let file = File::open(&blob.path).map_err(cx.io(&blob.path))?;
+    // A regular file only: a FIFO in a layout would hang the build.
+    let file = crate::untrusted::open_regular(&blob.path).map_err(cx.io(&blob.path))?;
     let len = file.metadata().map_err(cx.io(&blob.path))?.len();
     let size_error = |actual| OciError::BlobSize {
         reference: cx.reference.to_string(),
@@ -305,7 +321,7 @@ fn verify_and_spool(
     if diff != blob.diff_id {
         return Err(diff_id_error(cx, blob, diff));
     }
-    let spooled = spool_dir.join(format!("{}.tar", blob.diff_id.hex()));
+    let spooled = spooled_path(blob, spool_dir);
     part.persist(&spooled)
         .map_err(|e| cx.spool(&spooled)(e.error))?;
     Ok(spooled)

@@ -447,7 +447,7 @@ impl Cx<'_> {
     }
 
     fn read_small(&self, path: &Path, what: &str) -> Result<Vec<u8>, OciError> {
-        let file = fs::File::open(path).map_err(self.io(path))?;
+        let file = crate::untrusted::open_regular(path).map_err(self.io(path))?;
         let mut bytes = Vec::new();
         file.take(MAX_JSON + 1)
             .read_to_end(&mut bytes)
@@ -486,7 +486,7 @@ impl Cx<'_> {
             ));
         }
         let path = digest.blob_path(self.dir);
-        let file = fs::File::open(&path).map_err(self.io(&path))?;
+        let file = crate::untrusted::open_regular(&path).map_err(self.io(&path))?;
         let mut bytes = Vec::with_capacity(desc.size() as usize);
         file.take(desc.size() + 1)
             .read_to_end(&mut bytes)

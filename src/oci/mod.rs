@@ -26,6 +26,7 @@ pub(crate) mod archive;
 pub mod auth;
 pub mod cache;
 pub mod digest;
+mod distribution;
 pub mod layer;
 pub mod layout;
 pub mod merge;

@@ -105,26 +105,6 @@ impl ImageRef {
         };
         host == "localhost" || host.starts_with("127.") || host == "[::1]"
     }
-
-    pub(crate) fn to_client(&self) -> oci_client::Reference {
-        match (&self.tag, &self.digest) {
-            (_, Some(d)) => oci_client::Reference::with_digest(
-                self.registry.clone(),
-                self.repository.clone(),
-                d.to_string(),
-            ),
-            (Some(t), None) => oci_client::Reference::with_tag(
-                self.registry.clone(),
-                self.repository.clone(),
-                t.clone(),
-            ),
-            (None, None) => oci_client::Reference::with_tag(
-                self.registry.clone(),
-                self.repository.clone(),
-                "latest".into(),
-            ),
-        }
-    }
 }
 
 impl fmt::Display for ImageRef {

@@ -1,5 +1,6 @@
-//! Pulling images from registries into the blob cache ([`super::cache`]), with
-//! oci-client (OCI distribution spec: manifests by tag or digest, blobs by digest).
+//! Pulling images from registries into the blob cache ([`super::cache`]), over the
+//! OCI distribution API (manifests by tag or digest, blobs by digest) spoken with
+//! reqwest.
 //!
 //! [`pull`] takes image references and returns each as a [`LayoutImage`] opened
 //! from the cache by [`super::layout::open_descriptor`], so the rest of the pipeline
@@ -11,17 +12,20 @@
 //! - every manifest and blob that is not cached is fetched, blobs several at once,
 //!   streamed to a temporary file in the cache while hashed and counted, and
 //!   renamed only when digest and size match ([`super::cache::BlobWriter`]);
+//! - every body is read through a bound that holds whether or not the registry
+//!   sends a length: manifests and token answers [`MAX_MANIFEST`] and [`super::distribution::MAX_TOKEN`],
+//!   error answers [`super::distribution::MAX_ERROR_BODY`], blobs their descriptor's size;
 //! - 429, 5xx, and dropped or refused connections are retried with exponential
 //!   backoff; an interrupted blob continues with an HTTP range request when the
 //!   registry allows it;
-//! - credentials come from [`super::auth`]; oci-client runs the Basic or Bearer
-//!   challenge with them. HTTPS uses the system roots (rustls-platform-verifier) plus
-//!   the extra CA files given. Plain HTTP is allowed only for registries on this
-//!   machine and those listed as insecure, and only when HTTPS does not answer.
+//! - credentials come from [`super::auth`]; a 401 challenge is answered here, with
+//!   HTTP Basic or a Bearer token fetched from the challenge's realm (distribution
+//!   token spec). HTTPS uses the system roots (rustls-platform-verifier) plus the
+//!   extra CA files given. Plain HTTP is allowed only for registries on this machine
+//!   and those listed as insecure, and only when HTTPS does not answer.
 //!
-//! Async stays in here: a small tokio runtime per [`pull`] call. oci-client cannot
-//! read credential helpers or decide the scheme per registry by probing; both are
-//! done here around it.
+//! Async stays in here: a small tokio runtime per [`pull`] call. It does not push,
+//! and it does not exchange identity tokens (OAuth2 refresh tokens).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -29,21 +33,25 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+use reqwest::StatusCode;
 
 use super::auth::{self, AuthError};
 use super::cache::{Cache, CacheError};
+use super::distribution::{error_chain, probe_scheme, read_body, BodyError, Client, Failure};
 use super::layout::{self, LayoutImage};
 use super::progress::Progress;
 use super::reference::ImageRef;
 use super::{Digest, OciError};
+use crate::units::ByteSize;
 
-/// Manifests and configs larger than this are refused (real ones are kilobytes).
+/// Manifests and indexes larger than this are refused, as distribution's registry
+/// does (real ones are kilobytes). Configs are blobs, bounded by their descriptor's
+/// size, and opened only when it is under [`super::layout`]'s JSON limit.
 const MAX_MANIFEST: u64 = 4 << 20;
-const ACCEPT: &[&str] = &[
+/// A CA certificate file (PEM; a full system bundle is about 200 KiB).
+const MAX_CA_FILE: u64 = 4 << 20;
+const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -153,6 +161,13 @@ pub enum RegistryError {
         digest: Digest,
         actual: Digest,
         size: u64,
+    },
+    #[error("registry {registry}, repository {repository}: {what} is larger than the {limit} allowed for it (real ones are kilobytes); refusing it: the registry is broken or hostile")]
+    TooLarge {
+        registry: String,
+        repository: String,
+        what: String,
+        limit: ByteSize,
     },
     #[error("{reference}: {what} is {media_type:?}, not an image manifest or index")]
     NotAnImage {
@@ -276,11 +291,12 @@ fn top_descriptor(
         (None, Some(_)) => "application/vnd.oci.image.index.v1+json".into(),
         (None, None) => "application/vnd.oci.image.manifest.v1+json".into(),
     };
-    if !ACCEPT.contains(&media_type.as_str()) {
+    if !MANIFEST_TYPES.contains(&media_type.as_str()) {
         return Err(RegistryError::NotAnImage {
             reference: reference.to_string(),
             what: format!("manifest {digest}"),
-            media_type,
+            // The registry's text: made safe to print, and cut short.
+            media_type: crate::untrusted::shown(&media_type),
         });
     }
     let d: oci_spec::image::Digest =
@@ -395,11 +411,10 @@ fn walk_cached(
     }
 }
 
-/// The network side: one oci-client for all registries, the scheme of each decided
-/// by a probe.
+/// The network side of one pull: the registries' HTTP client, and where fetched
+/// documents and blobs go.
 struct Session<'a> {
-    client: oci_client::Client,
-    auths: BTreeMap<String, (RegistryAuth, bool)>,
+    client: Client,
     opts: &'a RegistryOptions,
     cache: &'a Cache,
     progress: &'a Progress,
@@ -415,19 +430,29 @@ async fn fetch_all(
     install_crypto_provider();
     let mut certs = Vec::new();
     for path in &opts.ca_files {
-        let data = std::fs::read(path).map_err(|e| RegistryError::Ca {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        reqwest::Certificate::from_pem(&data).map_err(|e| RegistryError::Ca {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        certs.push(data);
+        // A regular file of a size a CA bundle can have: a FIFO or a device given
+        // as --registry-ca must not hang the pull or fill memory.
+        let data =
+            crate::untrusted::read_regular(path, MAX_CA_FILE).map_err(|e| RegistryError::Ca {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+        let bundle =
+            reqwest::Certificate::from_pem_bundle(&data).map_err(|e| RegistryError::Ca {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+        if bundle.is_empty() {
+            return Err(RegistryError::Ca {
+                path: path.clone(),
+                why: "it holds no certificate".into(),
+            });
+        }
+        certs.extend(bundle);
     }
     let registries: BTreeSet<&ImageRef> = todo.iter().map(|(_, r)| &r.reference).collect();
-    let mut http_hosts = Vec::new();
-    let mut auths = BTreeMap::new();
+    let mut http_hosts = BTreeSet::new();
+    let mut creds = BTreeMap::new();
     let mut probed = BTreeSet::new();
     for r in registries {
         if !probed.insert(r.host().to_string()) {
@@ -435,59 +460,27 @@ async fn fetch_all(
         }
         let may_be_http = r.is_local() || opts.insecure.iter().any(|h| h == &r.registry);
         if may_be_http && probe_scheme(r, &certs).await? == "http" {
-            http_hosts.push(r.host().to_string());
+            http_hosts.insert(r.host().to_string());
         }
         let cred = auth::credential_for(&r.registry).map_err(|source| RegistryError::Auth {
             registry: r.registry.clone(),
             source,
         })?;
-        let has = cred.is_some();
-        let a = cred
-            .map(|c| c.to_client())
-            .unwrap_or(RegistryAuth::Anonymous);
-        auths.insert(r.registry.clone(), (a, has));
+        creds.insert(r.registry.clone(), cred);
     }
-    let config = ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(http_hosts),
-        extra_root_certificates: certs
-            .iter()
-            .map(|data| oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Pem,
-                data: data.clone(),
-            })
-            .collect(),
-        connect_timeout: Some(Duration::from_secs(10)),
-        read_timeout: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
-    let client = oci_client::Client::try_from(config).map_err(|e| RegistryError::Ca {
+    let client = Client::new(&certs, http_hosts, creds).map_err(|e| RegistryError::Ca {
         path: opts.ca_files.first().cloned().unwrap_or_default(),
-        why: e.to_string(),
+        why: error_chain(&e),
     })?;
     let s = Session {
         client,
-        auths,
         opts,
         cache,
         progress,
     };
-    // Authenticate once per repository before the parallel blob requests, so that
-    // they share one token. A failure here shows again, classified, on the first GET.
-    for (_, r) in todo {
-        let (a, _) = &s.auths[&r.reference.registry];
-        if !matches!(a, RegistryAuth::Anonymous) {
-            let _ = s
-                .client
-                .auth(
-                    &r.reference.to_client(),
-                    a,
-                    oci_client::RegistryOperation::Pull,
-                )
-                .await;
-        }
-    }
 
-    // Manifests first (small, a few per image), then every missing blob at once.
+    // Manifests first (small, a few per image; they also win each repository's
+    // token before the parallel blob requests), then every missing blob at once.
     let mut resolved = BTreeMap::new();
     // Configs before layers: with every JSON document cached, each image is opened
     // (platform, media types, diff_id count checked) before a layer is fetched.
@@ -517,6 +510,16 @@ async fn fetch_all(
         };
         for (n, b) in wanted.into_iter().enumerate() {
             let d = parse_digest(&r.reference.to_string(), b.digest().as_ref())?;
+            // The config is read whole once fetched: its size is bounded like a
+            // manifest's before a byte of it is downloaded.
+            if n == 0 && b.size() > MAX_MANIFEST {
+                return Err(RegistryError::TooLarge {
+                    registry: r.reference.registry.clone(),
+                    repository: r.reference.repository.clone(),
+                    what: format!("config {d} ({} bytes by its descriptor)", b.size()),
+                    limit: ByteSize::new(MAX_MANIFEST),
+                });
+            }
             if cache.get(&d, Some(b.size())).is_none() {
                 let set = if n == 0 { &mut configs } else { &mut layers };
                 set.entry(d).or_insert_with(|| (r.reference.clone(), b));
@@ -540,127 +543,7 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// HTTPS when it answers, else plain HTTP when a registry answers there
-/// (distribution spec "API version check": `GET /v2/` gives 200 or 401).
-async fn probe_scheme(r: &ImageRef, certs: &[Vec<u8>]) -> Result<&'static str, RegistryError> {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10));
-    let mut parsed = Vec::new();
-    for c in certs {
-        if let Ok(c) = reqwest::Certificate::from_pem(c) {
-            parsed.push(c);
-        }
-    }
-    b = b.tls_certs_merge(parsed);
-    let client = b.build().map_err(|e| RegistryError::Connect {
-        registry: r.registry.clone(),
-        https: error_chain(&e),
-        http: None,
-        hint: "check the CA files given",
-    })?;
-    let https = match client.get(format!("https://{}/v2/", r.host())).send().await {
-        Ok(_) => return Ok("https"),
-        Err(e) => error_chain(&e),
-    };
-    let http = match client.get(format!("http://{}/v2/", r.host())).send().await {
-        Ok(resp) => {
-            let s = resp.status().as_u16();
-            if resp
-                .headers()
-                .contains_key("docker-distribution-api-version")
-                || s == 200
-                || s == 401
-            {
-                return Ok("http");
-            }
-            format!("answered HTTP {s}, not as a registry")
-        }
-        Err(e) => error_chain(&e),
-    };
-    let hint = if https.contains("certificate") || https.contains("UnknownIssuer") {
-        "give the registry's CA certificate with --registry-ca FILE or `registries: {ca: FILE}` in the profile"
-    } else {
-        "is the registry running, and is the address right?"
-    };
-    Err(RegistryError::Connect {
-        registry: r.registry.clone(),
-        https,
-        http: Some(http),
-        hint,
-    })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
-/// Whether a failed request is worth another attempt, and whether it was refused
-/// for lack of access.
-enum Failure {
-    Retry(Box<dyn std::error::Error + Send + Sync>),
-    Fatal(RegistryError),
-}
-
 impl Session<'_> {
-    fn classify(&self, r: &ImageRef, what: &str, e: OciDistributionError) -> Failure {
-        let unauthorized = || {
-            Failure::Fatal(RegistryError::Unauthorized {
-                registry: r.registry.clone(),
-                repository: r.repository.clone(),
-                what: what.to_string(),
-                had_credentials: self.auths.get(&r.registry).is_some_and(|a| a.1),
-            })
-        };
-        let not_found = || {
-            Failure::Fatal(RegistryError::NotFound {
-                registry: r.registry.clone(),
-                repository: r.repository.clone(),
-                what: what.to_string(),
-            })
-        };
-        // The distribution error codes of a registry's JSON answer, e.g. MANIFEST_UNKNOWN.
-        let has_code = |e: &OciDistributionError, words: &[&str]| match e {
-            OciDistributionError::RegistryError { envelope, .. } => {
-                envelope.errors.iter().any(|x| {
-                    let c = format!("{:?}", x.code);
-                    words.iter().any(|w| c.contains(w))
-                })
-            }
-            _ => false,
-        };
-        match e {
-            OciDistributionError::UnauthorizedError { .. }
-            | OciDistributionError::AuthenticationFailure(_) => unauthorized(),
-            OciDistributionError::ServerError { code, .. } if code == 429 || code >= 500 => {
-                Failure::Retry(Box::new(e))
-            }
-            OciDistributionError::ServerError { code: 404, .. } => not_found(),
-            ref x if has_code(x, &["Unknown"]) => not_found(),
-            ref x if has_code(x, &["Unauthorized", "Denied"]) => unauthorized(),
-            OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => {
-                Failure::Retry(Box::new(e))
-            }
-            other => Failure::Fatal(RegistryError::Fetch {
-                registry: r.registry.clone(),
-                repository: r.repository.clone(),
-                what: what.to_string(),
-                attempts: 1,
-                source: Box::new(other),
-            }),
-        }
-    }
-
     async fn backoff(&self, attempt: u32, r: &ImageRef, what: &str, why: &str) {
         let delay = self.opts.backoff * 2u32.saturating_pow(attempt - 1);
         self.progress.say(&format!(
@@ -683,15 +566,15 @@ impl Session<'_> {
                 return Ok((d.clone(), top_descriptor(r, d, &bytes)?));
             }
         }
-        let target = match &pinned {
-            Some(d) => r.pinned(d),
-            None => r.clone(),
-        };
         let what = match &pinned {
             Some(d) => format!("manifest {d}"),
             None => format!("tag {}", r.tag.as_deref().unwrap_or("latest")),
         };
-        let bytes = self.manifest_bytes(&target, &what).await?;
+        let target = match &pinned {
+            Some(d) => d.to_string(),
+            None => r.tag.clone().unwrap_or_else(|| "latest".into()),
+        };
+        let bytes = self.manifest_bytes(r, &target, &what).await?;
         let digest = Digest::of_bytes(&bytes);
         if let Some(d) = &pinned {
             if *d != digest {
@@ -718,7 +601,7 @@ impl Session<'_> {
     async fn manifest(&self, r: &ImageRef, desc: &Descriptor) -> Result<(), RegistryError> {
         let d = parse_digest(&r.to_string(), desc.digest().as_ref())?;
         let what = format!("manifest {d}");
-        let bytes = self.manifest_bytes(&r.pinned(&d), &what).await?;
+        let bytes = self.manifest_bytes(r, &d.to_string(), &what).await?;
         let actual = Digest::of_bytes(&bytes);
         if actual != d || bytes.len() as u64 != desc.size() {
             return Err(RegistryError::Digest {
@@ -734,55 +617,46 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// The body of `GET /v2/<repository>/manifests/<target>` (a tag or a digest),
+    /// at most [`MAX_MANIFEST`] bytes; the caller checks it against its digest.
     async fn manifest_bytes(
         &self,
-        target: &ImageRef,
+        r: &ImageRef,
+        target: &str,
         what: &str,
     ) -> Result<Vec<u8>, RegistryError> {
-        let (auth, _) = &self.auths[&target.registry];
-        let cref = target.to_client();
+        let path = format!("manifests/{target}");
+        let accept = MANIFEST_TYPES.join(", ");
         let mut attempt = 1;
         loop {
-            let e = match self.client.pull_manifest_raw(&cref, auth, ACCEPT).await {
-                Ok((bytes, _)) if bytes.len() as u64 > MAX_MANIFEST => {
-                    return Err(RegistryError::NotAnImage {
-                        reference: target.to_string(),
-                        what: what.to_string(),
-                        media_type: format!("{} bytes long", bytes.len()),
-                    })
-                }
-                Ok((bytes, _)) => return Ok(bytes.to_vec()),
-                Err(e) => e,
+            let failure = match self.client.get(r, &path, Some(&accept), 0, what).await {
+                Ok(resp) => match read_body(resp, MAX_MANIFEST).await {
+                    Ok(bytes) => return Ok(bytes),
+                    Err(BodyError::TooLong(limit)) => {
+                        return Err(RegistryError::TooLarge {
+                            registry: r.registry.clone(),
+                            repository: r.repository.clone(),
+                            what: what.to_string(),
+                            limit: ByteSize::new(limit),
+                        })
+                    }
+                    Err(BodyError::Read(e)) => Failure::Retry(Box::new(e)),
+                },
+                Err(f) => f,
             };
-            // oci-client checks the body against a digest in the reference.
-            if let OciDistributionError::DigestError(_) = e {
-                let d = target
-                    .digest
-                    .clone()
-                    .unwrap_or_else(|| Digest::of_bytes(b""));
-                return Err(RegistryError::Digest {
-                    registry: target.registry.clone(),
-                    repository: target.repository.clone(),
-                    what: "manifest",
-                    actual: d.clone(),
-                    digest: d,
-                    size: 0,
-                });
-            }
-            match self.classify(target, what, e) {
+            match failure {
                 Failure::Fatal(f) => return Err(f),
                 Failure::Retry(source) if attempt >= self.opts.attempts => {
                     return Err(RegistryError::Fetch {
-                        registry: target.registry.clone(),
-                        repository: target.repository.clone(),
+                        registry: r.registry.clone(),
+                        repository: r.repository.clone(),
                         what: what.to_string(),
                         attempts: attempt,
                         source,
                     })
                 }
                 Failure::Retry(source) => {
-                    self.backoff(attempt, target, what, &error_chain(&*source))
-                        .await;
+                    self.backoff(attempt, r, what, &error_chain(&*source)).await;
                     attempt += 1;
                 }
             }
@@ -802,49 +676,34 @@ impl Session<'_> {
         results.into_iter().collect()
     }
 
-    /// Streams one blob into the cache, verifying digest and size as it goes.
+    /// Streams one blob into the cache, never past the descriptor's size; the
+    /// cache's writer checks digest and size before the blob enters the cache.
     async fn blob(&self, r: &ImageRef, d: &Digest, desc: &Descriptor) -> Result<(), RegistryError> {
         let what = format!("blob {d}");
         let size = desc.size();
-        let cref = r.pinned(d).to_client();
-        let digest_str = d.to_string();
+        let path = format!("blobs/{d}");
         let mut bar = self.progress.blob(&r.repository, d, Some(size));
         let mut writer = self.cache.writer(d, Some(size))?;
         let mut attempt = 1;
         loop {
             let written = writer.written();
-            let started = if written == 0 {
-                self.client
-                    .pull_blob_stream(&cref, digest_str.as_str())
-                    .await
-                    .map(|s| (s, false))
-            } else {
-                self.client
-                    .pull_blob_stream_partial(&cref, digest_str.as_str(), written, None)
-                    .await
-                    .map(|b| match b {
-                        BlobResponse::Full(s) => (s, false),
-                        BlobResponse::Partial(s) => (s, true),
-                    })
-            };
-            let error: Box<dyn std::error::Error + Send + Sync> = match started {
-                Err(e) => match self.classify(r, &what, e) {
-                    Failure::Fatal(f) => return Err(f),
-                    Failure::Retry(e) => e,
-                },
-                Ok((stream, partial)) => {
-                    if written > 0 && !partial {
-                        // The registry ignored the range: start over.
-                        writer = self.cache.writer(d, Some(size))?;
-                        bar.restart();
+            let error: Box<dyn std::error::Error + Send + Sync> =
+                match self.client.get(r, &path, None, written, &what).await {
+                    Err(Failure::Fatal(f)) => return Err(f),
+                    Err(Failure::Retry(e)) => e,
+                    Ok(resp) => {
+                        if written > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
+                            // The registry ignored the range: start over.
+                            writer = self.cache.writer(d, Some(size))?;
+                            bar.restart();
+                        }
+                        match self.copy(resp, size, &mut writer, &mut bar).await {
+                            Ok(()) => break,
+                            Err(e) => e,
+                        }
                     }
-                    match self.copy(stream.stream, &mut writer, &mut bar).await {
-                        Ok(()) => break,
-                        Err(e) => e,
-                    }
-                }
-            };
-            if writer.too_long() || is_digest_error(&*error) {
+                };
+            if writer.too_long() {
                 break; // commit() reports the mismatch
             }
             if attempt >= self.opts.attempts {
@@ -880,45 +739,33 @@ impl Session<'_> {
         }
     }
 
-    async fn copy<S, B>(
+    /// Copies a blob body into `writer`, stopping as soon as more than `size` bytes
+    /// (the descriptor's) have come, whatever the body's own length says.
+    async fn copy(
         &self,
-        mut stream: S,
+        mut resp: reqwest::Response,
+        size: u64,
         writer: &mut super::cache::BlobWriter,
         bar: &mut super::progress::BlobProgress,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-    where
-        S: futures_util::Stream<Item = Result<B, std::io::Error>> + Unpin,
-        B: AsRef<[u8]>,
-    {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            writer.write_all(chunk.as_ref())?;
-            bar.add(chunk.as_ref().len() as u64);
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if resp
+            .content_length()
+            .is_some_and(|n| writer.written().saturating_add(n) > size)
+        {
+            // Read one byte past the size so that commit() reports the mismatch.
+            if let Some(chunk) = resp.chunk().await? {
+                let room = size.saturating_sub(writer.written()) as usize + 1;
+                writer.write_all(&chunk[..chunk.len().min(room)])?;
+            }
+            return Err("the registry announced more bytes than the descriptor's size".into());
+        }
+        while let Some(chunk) = resp.chunk().await? {
+            writer.write_all(&chunk)?;
+            bar.add(chunk.len() as u64);
             if writer.too_long() {
                 return Err("the registry sent more bytes than the descriptor's size".into());
             }
         }
         Ok(())
     }
-}
-
-/// oci-client's verifying stream ends with a digest error when the bytes do not
-/// match; that is not worth a retry.
-fn is_digest_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if c.is::<oci_client::errors::DigestError>() {
-            return true;
-        }
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|i| i.is::<oci_client::errors::DigestError>())
-            {
-                return true;
-            }
-        }
-        cur = c.source();
-    }
-    false
 }

@@ -396,6 +396,25 @@ fn limits_are_enforced() {
 }
 
 #[test]
+fn the_uncompressed_bound_holds_for_all_layers_of_an_image_together() {
+    let tar = tar_of(&[T::File("a", &[7u8; 4096])]);
+    let limits = Limits {
+        max_total: tar.len() as u64 * 3 / 2,
+        ..Limits::default()
+    };
+    // One layer fits; a second one of the same size does not fit what is left.
+    apply_with(&[(Gzip, tar.clone())], &limits).unwrap();
+    let other = tar_of(&[T::File("b", &[8u8; 4096])]);
+    let err = apply_with(&[(Gzip, tar), (Zstd, other)], &limits)
+        .err()
+        .expect("accepted");
+    assert!(
+        matches!(err, OciError::Limit { index: 1, .. }),
+        "the second layer is over the bound: {err}"
+    );
+}
+
+#[test]
 fn truncated_archives_are_rejected() {
     let tar = tar_of(&[T::File("a", &[1u8; 3000]), T::File("b", b"x")]);
     // Cut inside a's data: the header claims more than the stream has.

@@ -101,6 +101,9 @@ pub enum ProfileError {
     },
 }
 
+/// The largest profile or base file read; real ones are a few KiB.
+const MAX_PROFILE_FILE: u64 = 1 << 20;
+
 fn hint_suffix(hint: &Option<String>) -> String {
     match hint {
         Some(h) => format!("\n  hint: {h}"),
@@ -439,10 +442,14 @@ impl LayerRef {
             }),
             LayerRef::File(path) => {
                 let shown = path.display().to_string();
-                let text = std::fs::read_to_string(&path).map_err(|source| ProfileError::Read {
-                    file: shown.clone(),
-                    source,
-                })?;
+                // A FIFO would hang the build and a device fill memory: only a
+                // regular file, of a size a profile can have.
+                let text = crate::untrusted::read_regular_text(&path, MAX_PROFILE_FILE).map_err(
+                    |source| ProfileError::Read {
+                        file: shown.clone(),
+                        source,
+                    },
+                )?;
                 let abs = std::path::absolute(&path).unwrap_or(path.clone());
                 let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
                 Ok(Layer {

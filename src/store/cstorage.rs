@@ -49,6 +49,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::oci::{Compression, Digest, LayerBlob, LayoutImage, Limits, OciError};
 use crate::tree::{Entry, Kind, Tree, TreeError, TreePath};
+use crate::units::ByteSize;
 use records::{ImageRecord, LayerRecord};
 
 /// One image to put into the store, and the names it is known by.
@@ -70,6 +71,11 @@ pub struct StoreOptions {
     pub created: u64,
     /// Bounds on what a layer may contain (see [`Limits`]).
     pub limits: Limits,
+    /// The uncompressed bytes all layers together may come to: the store cannot hold
+    /// more than the disk it is written to, so the build passes the disk's size.
+    /// Each layer is decompressed against what is left of it, so a gzip bomb fails
+    /// while it is spooled, having written at most the budget.
+    pub budget: u64,
 }
 
 impl StoreOptions {
@@ -77,7 +83,14 @@ impl StoreOptions {
         StoreOptions {
             created,
             limits: Limits::default(),
+            budget: u64::MAX,
         }
+    }
+
+    /// These options with [`StoreOptions::budget`] set to `bytes`.
+    pub fn with_budget(mut self, bytes: u64) -> Self {
+        self.budget = bytes;
+        self
     }
 }
 
@@ -153,6 +166,7 @@ pub fn build_store(
         layers: Vec::new(),
         layer_links: HashMap::new(),
         short_names: HashSet::new(),
+        used: 0,
     };
     w.skeleton()?;
     for si in images {
@@ -245,6 +259,8 @@ struct Writer<'a> {
     /// Layer id -> its short link name.
     layer_links: HashMap<String, String>,
     short_names: HashSet<String>,
+    /// Uncompressed bytes of the layers stored so far (see [`StoreOptions::budget`]).
+    used: u64,
 }
 
 impl Writer<'_> {
@@ -466,15 +482,39 @@ impl Writer<'_> {
         parent: Option<&str>,
         spool_dir: &Path,
     ) -> Result<(), StoreError> {
-        let (layer_tree, whiteouts) =
-            diff::layer_tree(reference, index, blob, spool_dir, &self.opts.limits)?;
-        let tar = layer_tar_path(blob, spool_dir);
         let layer_err = |why: String| StoreError::Layer {
             reference: reference.to_string(),
             index,
             digest: blob.digest.clone(),
             why,
         };
+        // The layer may decompress to what is left of the budget, and no further.
+        let left = self.opts.budget.saturating_sub(self.used);
+        let mut limits = self.opts.limits.clone();
+        let by_budget = left < limits.max_total;
+        limits.max_total = limits.max_total.min(left);
+        let (layer_tree, whiteouts) =
+            match diff::layer_tree(reference, index, blob, spool_dir, &limits) {
+                Err(OciError::Limit { what, .. }) if by_budget && what.contains("uncompressed") => {
+                    return Err(layer_err(format!(
+                        "{what} is more than the {} left of the disk's {} for the image store (the layers before it took {}); the images do not fit the disk: raise disk.size, or check that the image is not a decompression bomb",
+                        ByteSize::new(left),
+                        ByteSize::new(self.opts.budget),
+                        ByteSize::new(self.used),
+                    )))
+                }
+                r => r?,
+            };
+        let tar = layer_tar_path(blob, spool_dir);
+        let tar_len = std::fs::metadata(&tar)
+            .map_err(|e| {
+                layer_err(format!(
+                    "cannot read the verified tar {}: {e}",
+                    tar.display()
+                ))
+            })?
+            .len();
+        self.used = self.used.saturating_add(tar_len);
         let entry_err = |entry: String, why: String| StoreError::Entry {
             reference: reference.to_string(),
             index,
@@ -632,7 +672,9 @@ fn layer_tar_path(blob: &LayerBlob, spool_dir: &Path) -> PathBuf {
 /// verified when opened; this is the copy that goes into the store).
 fn read_blob(reference: &str, digest: &Digest, layout: &Path) -> Result<Vec<u8>, StoreError> {
     let path = digest.blob_path(layout);
-    let bytes = std::fs::read(&path).map_err(|source| OciError::Io {
+    // The layout was checked when opened; read again, it is still bounded like any
+    // JSON blob of a layout, and a FIFO put in its place is refused.
+    let bytes = crate::untrusted::read_regular(&path, 16 << 20).map_err(|source| OciError::Io {
         reference: reference.to_string(),
         path: path.clone(),
         source,

@@ -28,7 +28,6 @@
 //! header-only member) and what tar-split refuses (two members with one name).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
@@ -77,7 +76,7 @@ impl From<io::Error> for SplitError {
 
 /// Reads the tar at `path` once, start to end.
 pub(super) fn scan(path: &Path) -> Result<TarFacts, SplitError> {
-    let file = File::open(path)?;
+    let file = crate::untrusted::open_regular(path)?;
     let mut r = Hashing {
         inner: BufReader::with_capacity(1 << 16, file),
         hasher: Sha256::new(),
