@@ -348,18 +348,9 @@ pub(super) async fn probe_scheme(
     })
 }
 
+/// An error and its causes on one line (a retry's or a connection's reason).
 pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
+    crate::error_chain(e, ": ")
 }
 
 /// Why a body was not read whole.
