@@ -23,6 +23,7 @@ pub(crate) mod output;
 pub mod plan;
 pub mod pods;
 pub mod profile;
+pub mod progress;
 pub(crate) mod seed;
 pub mod store;
 pub mod tree;

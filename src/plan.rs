@@ -19,11 +19,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::oci::layout::LayoutImage;
-use crate::oci::progress::Progress;
 use crate::oci::reference::ImageRef;
 use crate::oci::registry::{self, RegistryError, RegistryOptions, Request};
 use crate::oci::Digest;
 use crate::profile::{Profile, Source};
+use crate::progress::Progress;
 
 pub const LOCK_FILE: &str = "kios.lock";
 const LOCK_VERSION: u32 = 1;

@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use common::{inputs, run, text};
 use fixture::{Registry, OCI_GZIP, OCI_TAR, OCI_ZSTD};
-use kios_build::oci::progress::Progress;
 use kios_build::oci::reference::ImageRef;
 use kios_build::oci::registry::{pull, RegistryOptions, Request};
 use kios_build::oci::{apply_layers, Digest, Limits};
+use kios_build::progress::Progress;
 use kios_build::tree::{Kind, Tree, TreePath};
 use serde_json::Value;
 use tempfile::TempDir;

@@ -41,11 +41,12 @@ mod pe;
 mod synth;
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
 pub use bzimage::{kernel_release, kernel_version};
 
 use crate::profile::Arch;
-use crate::tree::Content;
+use crate::tree::{Content, Entry, Tree, TreeError, TreePath};
 use pe::{NewSection, PeHeaders, SectionHeader};
 
 /// The parts of a UKI besides the stub. Empty text parts and an empty initrd are left
@@ -195,6 +196,38 @@ const SECTION_ORDER: [&str; 5] = [".osrel", ".cmdline", ".uname", ".initrd", ".l
 pub const ESP_PATH_X64: &str = "EFI/BOOT/BOOTX64.EFI";
 /// The removable-media boot path for AArch64 (UEFI 2.10, table 3.5.1.1).
 pub const ESP_PATH_AA64: &str = "EFI/BOOT/BOOTAA64.EFI";
+
+/// Writes the UKI to `path` (in the private work folder) and returns its size: the
+/// build's UKI stage.
+pub fn write_uki_file(stub: &[u8], parts: &UkiParts, path: &Path) -> Result<u64, BootError> {
+    let io = |source| BootError::Io {
+        action: format!("cannot write the unified kernel image {}", path.display()),
+        source,
+    };
+    let f = std::fs::File::create(path).map_err(io)?;
+    let mut w = io::BufWriter::new(f);
+    write_uki(stub, parts, &mut w)?;
+    w.flush().map_err(io)?;
+    let f = w.into_inner().map_err(|e| io(e.into_error()))?;
+    Ok(f.metadata().map_err(io)?.len())
+}
+
+/// The ESP's files: the UKI at the path the firmware of `arch` boots by default,
+/// nothing else (no boot manager, no entries to keep in step).
+pub fn esp_tree(uki: &Path, uki_len: u64, arch: Arch, epoch: u64) -> Result<Tree, TreeError> {
+    let mut esp = Tree::new(epoch);
+    let mut entry = Entry::file(
+        Content::Host {
+            path: std::sync::Arc::new(uki.to_path_buf()),
+            offset: 0,
+            len: uki_len,
+        },
+        0o644,
+    );
+    entry.mtime = epoch;
+    esp.insert(TreePath::parse(esp_path(arch))?, entry)?;
+    Ok(esp)
+}
 
 /// The ESP path the firmware of `arch` boots by default.
 pub fn esp_path(arch: Arch) -> &'static str {

@@ -23,6 +23,7 @@
 //! no `070702` checksums; it does not compress with xz, lzma, lz4 or bzip2; and it
 //! does not decide what goes into the tree.
 
+pub mod contents;
 pub mod cpio;
 mod depmod;
 pub mod modules;

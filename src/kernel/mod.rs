@@ -118,6 +118,30 @@ pub fn load_config(path: &Path) -> Result<KernelConfig, KernelError> {
     })
 }
 
+/// The build's warnings about a kernel: the options kiOS needs that its
+/// configuration lacks, read from `config` (its `boot/config`) when there is one,
+/// else from the image's embedded configuration; or one line saying it could not be
+/// checked. The build goes on either way.
+pub fn warnings(config: Option<&Path>, image: &Path, version: &str, arch: Arch) -> Vec<String> {
+    match load_config(config.unwrap_or(image)) {
+        Ok(config) => {
+            let report = check(&config, arch);
+            if report.is_ok() {
+                Vec::new()
+            } else {
+                let mut v = vec![format!(
+                    "kernel {version} lacks options kiOS needs (kernel-config/required.txt):"
+                )];
+                v.extend(report.to_string().lines().map(|l| format!("  {l}")));
+                v
+            }
+        }
+        Err(e) => vec![format!(
+            "kernel {version}: its configuration was not checked: {e}"
+        )],
+    }
+}
+
 /// The kiOS configuration fragments for `arch`, in merge order, as `(file name,
 /// text)`: `base.config`, `containers.config`, then the architecture's.
 pub fn fragments(arch: Arch) -> [(&'static str, &'static str); 3] {

@@ -30,7 +30,6 @@ mod distribution;
 pub mod layer;
 pub mod layout;
 pub mod merge;
-pub mod progress;
 pub mod reference;
 pub mod registry;
 

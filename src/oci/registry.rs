@@ -40,9 +40,9 @@ use super::auth::{self, AuthError};
 use super::cache::{Cache, CacheError};
 use super::distribution::{error_chain, probe_scheme, read_body, BodyError, Client, Failure};
 use super::layout::{self, LayoutImage};
-use super::progress::Progress;
 use super::reference::ImageRef;
 use super::{Digest, OciError};
+use crate::progress::Progress;
 use crate::units::ByteSize;
 
 /// Manifests and indexes larger than this are refused, as distribution's registry
@@ -746,7 +746,7 @@ impl Session<'_> {
         mut resp: reqwest::Response,
         size: u64,
         writer: &mut super::cache::BlobWriter,
-        bar: &mut super::progress::BlobProgress,
+        bar: &mut crate::progress::BlobProgress,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if resp
             .content_length()

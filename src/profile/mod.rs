@@ -306,6 +306,18 @@ pub struct Profile {
     pub registries: Registries,
 }
 
+impl Profile {
+    /// The kernel command line: `kernel.cmdline`, bases first, joined by spaces.
+    pub fn cmdline(&self) -> String {
+        self.kernel
+            .cmdline
+            .iter()
+            .map(|c| c.value.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 /// How to reach registries (`registries:`); merged like `kernel.modules`: the
 /// base's `insecure` entries then the child's, the child's `ca` replacing the base's.
 #[derive(Clone, Debug, Default)]

@@ -40,7 +40,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode, CliError> {
     let opts = kios_build::build::Options {
         init: args.init,
         epoch: epoch()?,
-        verbose: !args.quiet,
+        progress: kios_build::progress::Progress::new(!args.quiet),
         format: args.format,
         pull: args.pull.options(),
     };

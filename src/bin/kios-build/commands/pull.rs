@@ -23,7 +23,7 @@ pub struct PullCommandArgs {
 pub fn run(args: PullCommandArgs) -> Result<ExitCode, CliError> {
     let loaded = kios_build::profile::load(&args.profile).map_err(|e| CliError::input(&e))?;
     let opts = args.pull.options();
-    let progress = kios_build::oci::progress::Progress::new(!args.quiet);
+    let progress = kios_build::progress::Progress::new(!args.quiet);
     let plan = kios_build::plan::resolve(&loaded, &opts, &progress)?;
     if !args.quiet {
         match &plan.lock_path {

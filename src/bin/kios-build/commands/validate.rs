@@ -24,7 +24,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode, CliError> {
     let opts = kios_build::build::Options {
         init: args.init,
         epoch: epoch()?,
-        verbose: false,
+        progress: kios_build::progress::Progress::quiet(),
         format: None,
         pull: args.pull.options(),
     };

@@ -1,18 +1,28 @@
-//! Download progress: one `indicatif` bar per blob (bytes and rate) on a terminal,
-//! one plain line per finished blob otherwise, nothing when quiet. Used by the
-//! registry pull; it only reports, it never decides anything.
+//! How a run reports what it does: one line per finished stage, stamped with the
+//! seconds since the run started ([`Progress::step`]), and one `indicatif` bar per
+//! blob download (bytes and rate) on a terminal, one plain line per finished blob
+//! otherwise; nothing when quiet. The binary makes one and hands it to every stage;
+//! it only reports, it never decides anything.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::Digest;
+use crate::oci::Digest;
 
-/// How pulls are reported.
+/// How a run is reported.
 #[derive(Clone)]
 pub struct Progress {
     mode: Mode,
+    start: Instant,
+}
+
+impl Default for Progress {
+    /// Quiet.
+    fn default() -> Self {
+        Progress::quiet()
+    }
 }
 
 #[derive(Clone)]
@@ -32,11 +42,30 @@ impl Progress {
         } else {
             Mode::Lines
         };
-        Progress { mode }
+        Progress {
+            mode,
+            start: Instant::now(),
+        }
     }
 
     pub fn quiet() -> Progress {
-        Progress { mode: Mode::Quiet }
+        Progress {
+            mode: Mode::Quiet,
+            start: Instant::now(),
+        }
+    }
+
+    /// Whether anything is shown (warnings are printed only then, too).
+    pub fn is_shown(&self) -> bool {
+        !matches!(self.mode, Mode::Quiet)
+    }
+
+    /// A stage finished: `[  1.23s] msg`, the time since the run started.
+    pub fn step(&self, msg: &str) {
+        self.say(&format!(
+            "[{:>6.2}s] {msg}",
+            self.start.elapsed().as_secs_f64()
+        ));
     }
 
     /// A line that is not about one blob (warnings, resolved references).

@@ -12,6 +12,9 @@
 //!
 //! It does not pull, cache or pin anything itself.
 
+mod init;
+pub use init::{check_kios_init, find_init, kios_init};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
@@ -46,6 +49,9 @@ pub enum InputError {
     },
     #[error(transparent)]
     Tree(#[from] crate::tree::TreeError),
+    /// kios-init missing, unreadable or not a static binary for the architecture.
+    #[error("{0}")]
+    Init(String),
 }
 
 impl InputError {
@@ -83,6 +89,26 @@ impl WorkDir {
             path,
             pulled: BTreeMap::new(),
         }
+    }
+
+    /// Where the store's layers are spooled while they are read.
+    pub fn store_spool(&self) -> PathBuf {
+        self.path.join("store-spool")
+    }
+
+    /// The store partition's filesystem image.
+    pub fn store_image(&self) -> PathBuf {
+        self.path.join("store.erofs")
+    }
+
+    /// The compressed initramfs.
+    pub fn initrd(&self) -> PathBuf {
+        self.path.join("initrd.img")
+    }
+
+    /// The unified kernel image.
+    pub fn uki(&self) -> PathBuf {
+        self.path.join("uki.efi")
     }
 
     fn sub(&self, name: &str) -> Result<PathBuf, InputError> {
