@@ -393,7 +393,6 @@ pub struct Report {
 /// Builds the image described by `profile_path` into `output`.
 pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Report, BuildError> {
     let start = Instant::now();
-    let progress = &opts.progress;
     disk::check_host_tools()?;
     let profile = profile::load(profile_path)?;
     // The output is checked before the pulls and the assembly, which take minutes,
@@ -401,28 +400,64 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
     let inputs = input_paths(&profile, opts);
     crate::output::check(output, &inputs)?;
     let p = prepare_loaded(profile, opts)?;
-    let (epoch, hash, arch) = (opts.epoch, p.profile.hash, p.profile.arch);
-    let disk_size = p.profile.disk_size.value.bytes();
+    let store = store_stage(&p, opts)?;
+    let os_release = initramfs::contents::os_release(&p.profile.hash);
+    let initrd_len = initramfs_stage(&p, &os_release, store.is_some(), opts)?;
+    let cmdline = p.profile.cmdline();
+    let uki_len = uki_stage(&p, os_release, &cmdline, opts)?;
+    let esp = boot::esp_tree(&p.work.uki(), uki_len, p.profile.arch, opts.epoch)?;
+    let raw = disk_stage(&p, &esp, store.as_deref(), output, opts)?;
+    let format = opts.format.unwrap_or(p.profile.format);
+    let finished = format_stage(raw, format, output, &p, opts)?;
+    crate::output::check(output, &inputs)?;
+    finished.persist()?;
+    opts.progress.step(&format!(
+        "wrote {} ({})",
+        output.display(),
+        p.profile.disk_size.value
+    ));
+    Ok(Report {
+        output: output.to_path_buf(),
+        format: format.to_string(),
+        size: p.profile.disk_size.value.bytes(),
+        kernel_version: p.kernel.version.clone(),
+        cmdline,
+        modules: p.modules.load_order.len(),
+        initramfs_bytes: initrd_len,
+        uki_bytes: uki_len,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
 
-    let store = if p.store_images.is_empty() {
-        None
-    } else {
-        let size = crate::store::write_partition(&crate::store::Partition {
-            images: &p.store_images,
-            spool: &p.work.store_spool(),
-            out: &p.work.store_image(),
-            uuid: disk::gpt::Guid::derive(&hash, "store:erofs-uuid").disk_bytes(),
-            epoch,
-            budget: disk_size,
-        })?;
-        progress.step(&format!(
-            "image store: {} images, {size} bytes (EROFS)",
-            p.store_images.len()
-        ));
-        Some(p.work.store_image())
-    };
+/// The store partition's image, when anything is pre-seeded. It reads every layer
+/// of every image, so a hostile or broken one fails the build before anything else
+/// is written.
+fn store_stage(p: &Prepared, opts: &Options) -> Result<Option<PathBuf>, BuildError> {
+    if p.store_images.is_empty() {
+        return Ok(None);
+    }
+    let size = crate::store::write_partition(&crate::store::Partition {
+        images: &p.store_images,
+        spool: &p.work.store_spool(),
+        out: &p.work.store_image(),
+        uuid: disk::gpt::Guid::derive(&p.profile.hash, "store:erofs-uuid").disk_bytes(),
+        epoch: opts.epoch,
+        budget: p.profile.disk_size.value.bytes(),
+    })?;
+    opts.progress.step(&format!(
+        "image store: {} images, {size} bytes (EROFS)",
+        p.store_images.len()
+    ));
+    Ok(Some(p.work.store_image()))
+}
 
-    let os_release = initramfs::contents::os_release(&hash);
+/// The compressed initramfs in the work folder; returns its size.
+fn initramfs_stage(
+    p: &Prepared,
+    os_release: &str,
+    store: bool,
+    opts: &Options,
+) -> Result<u64, BuildError> {
     let (tree, _) = initramfs::contents::tree(&Contents {
         system: p
             .system
@@ -431,89 +466,90 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         init: &p.init,
         modules: &p.modules,
         kernel_version: &p.kernel.version,
-        os_release: &os_release,
+        os_release,
         hostname: p.profile.hostname.as_ref().map(|h| h.value.as_str()),
         pods: &p.pods,
-        store: store.is_some(),
-        epoch,
+        store,
+        epoch: opts.epoch,
     })?;
     let compression = initramfs::Compression::from(p.profile.compression);
-    let initrd_len = initramfs::contents::write_file(&tree, compression, &p.work.initrd())
+    let len = initramfs::contents::write_file(&tree, compression, &p.work.initrd())
         .map_err(BuildError::Initramfs)?;
-    progress.step(&format!(
-        "initramfs: {} entries, {initrd_len} bytes ({compression:?})",
+    opts.progress.step(&format!(
+        "initramfs: {} entries, {len} bytes ({compression:?})",
         tree.len()
     ));
+    Ok(len)
+}
 
-    let cmdline = p.profile.cmdline();
-    let uki_len = boot::write_uki_file(
-        &p.stub,
-        &UkiParts {
-            osrel: os_release.into_bytes(),
-            cmdline: cmdline.clone().into_bytes(),
-            uname: p.kernel.version.clone().into_bytes(),
-            linux: host_file(&p.kernel.vmlinuz)?,
-            initrd: host_file(&p.work.initrd())?,
-        },
-        &p.work.uki(),
-    )
-    .map_err(BuildError::Uki)?;
-    progress.step(&format!(
-        "unified kernel image: {uki_len} bytes, cmdline `{cmdline}`"
+/// The unified kernel image in the work folder; returns its size.
+fn uki_stage(
+    p: &Prepared,
+    os_release: String,
+    cmdline: &str,
+    opts: &Options,
+) -> Result<u64, BuildError> {
+    let parts = UkiParts {
+        osrel: os_release.into_bytes(),
+        cmdline: cmdline.as_bytes().to_vec(),
+        uname: p.kernel.version.clone().into_bytes(),
+        linux: host_file(&p.kernel.vmlinuz)?,
+        initrd: host_file(&p.work.initrd())?,
+    };
+    let len = boot::write_uki_file(&p.stub, &parts, &p.work.uki()).map_err(BuildError::Uki)?;
+    opts.progress.step(&format!(
+        "unified kernel image: {len} bytes, cmdline `{cmdline}`"
     ));
+    Ok(len)
+}
 
-    let esp = boot::esp_tree(&p.work.uki(), uki_len, arch, epoch)?;
-
+/// The raw GPT disk, in a partial file beside `output`.
+fn disk_stage(
+    p: &Prepared,
+    esp: &Tree,
+    store: Option<&Path>,
+    output: &Path,
+    opts: &Options,
+) -> Result<Partial, BuildError> {
     let mut raw = Partial::create(output)?;
     let raw_path = raw.path().to_path_buf();
     let spec = DiskSpec {
-        size: disk_size,
-        seed: hash,
-        esp: &esp,
-        mtime: epoch,
-        store: store.as_deref(),
+        size: p.profile.disk_size.value.bytes(),
+        seed: p.profile.hash,
+        esp,
+        mtime: opts.epoch,
+        store,
         work: &p.work.path,
     };
     disk::write_disk(&spec, raw.file_mut(), &raw_path)?;
+    Ok(raw)
+}
 
-    let format = opts.format.unwrap_or(p.profile.format);
-    let finished = if format == crate::format::Format::Raw {
-        raw
-    } else {
-        // The raw partial is removed when `raw` drops.
-        let mut converted = Partial::create(output)?;
-        let copts = crate::format::ConvertOptions {
-            qcow2_compress: false,
-            mtime: epoch,
-            seed: hash,
-        };
-        let report = crate::format::convert(&raw_path, format, converted.file_mut(), &copts)
-            .map_err(BuildError::Format)?;
-        for note in &report.notes {
-            progress.step(&format!("note: {note}"));
-        }
-        progress.step(&format!("converted to {format}"));
-        converted
+/// The raw disk converted to `format`, in a second partial file (the raw one is
+/// removed when it drops); the raw disk itself for `raw`.
+fn format_stage(
+    raw: Partial,
+    format: crate::format::Format,
+    output: &Path,
+    p: &Prepared,
+    opts: &Options,
+) -> Result<Partial, BuildError> {
+    if format == crate::format::Format::Raw {
+        return Ok(raw);
+    }
+    let mut converted = Partial::create(output)?;
+    let copts = crate::format::ConvertOptions {
+        qcow2_compress: false,
+        mtime: opts.epoch,
+        seed: p.profile.hash,
     };
-
-    crate::output::check(output, &inputs)?;
-    finished.persist()?;
-    progress.step(&format!(
-        "wrote {} ({})",
-        output.display(),
-        p.profile.disk_size.value
-    ));
-    Ok(Report {
-        output: output.to_path_buf(),
-        format: format.to_string(),
-        size: disk_size,
-        kernel_version: p.kernel.version.clone(),
-        cmdline,
-        modules: p.modules.load_order.len(),
-        initramfs_bytes: initrd_len,
-        uki_bytes: uki_len,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    let report = crate::format::convert(raw.path(), format, converted.file_mut(), &copts)
+        .map_err(BuildError::Format)?;
+    for note in &report.notes {
+        opts.progress.step(&format!("note: {note}"));
+    }
+    opts.progress.step(&format!("converted to {format}"));
+    Ok(converted)
 }
 
 /// A whole host file as a tree content (its length taken now).
