@@ -29,17 +29,8 @@ fn tracked() -> MutexGuard<'static, Vec<PathBuf>> {
     TRACKED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn signal_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set it is given; sigaddset only adds
-    // valid signal numbers to it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in SIGNALS {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
+fn signal_set() -> crate::sys::SignalSet {
+    crate::sys::SignalSet::new(&SIGNALS)
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP and starts the thread that handles them. Call
@@ -47,17 +38,12 @@ fn signal_set() -> libc::sigset_t {
 /// would not have them blocked, and could be the one the kernel delivers them to.
 pub fn install() -> io::Result<()> {
     let set = signal_set();
-    // SAFETY: `set` is an initialised signal set; a null old-set pointer is allowed.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
+    crate::sys::block_signals(&set)?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `set` is initialised and blocked in this thread (inherited).
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            // `set` is blocked in this thread too (inherited from the caller).
+            if let Ok(sig) = crate::sys::wait_signal(&set) {
                 interrupted(sig);
             }
         })?;
@@ -81,12 +67,7 @@ fn interrupted(sig: libc::c_int) -> ! {
         _ => "SIGHUP",
     };
     let msg = format!("kios-build: interrupted by {name}; temporary files removed\n");
-    // SAFETY: writes a valid buffer to stderr; `_exit` skips destructors and atexit
-    // handlers, which could wait for locks other threads hold.
-    unsafe {
-        libc::write(2, msg.as_ptr().cast(), msg.len());
-        libc::_exit(128 + sig)
-    }
+    crate::sys::exit_now(&msg, 128 + sig)
 }
 
 /// Removes `p`, a file or a folder tree, not following a symlink. Returns the path

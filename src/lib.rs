@@ -1,13 +1,22 @@
 //! kios-build: turns a kiOS node profile into a bootable disk image.
 //!
-//! The pipeline, one module per stage (see `docs/design.md`):
-//! [`profile`] (YAML -> Profile) -> [`plan`] (registry images pinned, pulled,
-//! `kios.lock`) -> [`inputs`] and [`oci`] (local paths, OCI layouts and pulled
-//! images -> files and trees) -> [`initramfs`] (tree -> cpio) -> [`boot`] (UKI) ->
-//! [`disk`] (GPT, ESP, data) -> the image file. [`build`] runs the stages in order;
-//! [`inspect`] reads an image back. [`output`] is how every file the user names is
-//! written, [`work`] the private folder a build writes in, and [`interrupt`] removes
-//! both's leftovers on SIGTERM, SIGINT and SIGHUP.
+//! The pipeline, in the order [`build::build`] runs it (`docs/design.md` has the table
+//! with each stage's input and output):
+//! [`profile`] (YAML -> `Profile`) -> [`output`] check of `-o` -> [`plan`] (registry
+//! images pinned in `kios.lock`, pulled by [`oci`]) -> [`inputs`] (kernel, modules,
+//! stub, system tree, kios-init) -> [`seed`] (the pre-seeded set) -> [`pods`] (static
+//! pods, kubelet files) -> [`store`] (containers/storage as EROFS) -> [`initramfs`]
+//! (what goes in, as cpio) -> [`boot`] (UKI, ESP files) -> [`disk`] (GPT, ESP, data)
+//! -> [`format`] -> [`output`] (the partial file renamed over `-o`). [`inspect`] reads
+//! an image back; [`kernel`] checks a kernel's configuration.
+//!
+//! Around the stages: [`progress`] reports them, [`work`] is the private folder they
+//! write in, [`interrupt`] removes leftovers on SIGTERM, SIGINT and SIGHUP, and
+//! [`untrusted`] bounds and escapes what comes from outside. The binary and the tests
+//! use the modules declared `pub` here; the rest is crate-private. `unsafe` is denied
+//! everywhere but [`sys`], the one module of system-call wrappers.
+
+#![deny(unsafe_code)]
 
 pub mod boot;
 pub mod build;
@@ -26,6 +35,8 @@ pub mod profile;
 pub mod progress;
 pub(crate) mod seed;
 pub mod store;
+#[allow(unsafe_code)]
+mod sys;
 pub mod tree;
 pub(crate) mod units;
 pub mod untrusted;

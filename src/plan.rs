@@ -355,7 +355,6 @@ fn update_lock(path: &Path, entries: Vec<LockedImage>) -> Result<(), PlanError> 
 
 /// The folder of `path`, open and exclusively locked until the returned file drops.
 fn lock_folder(path: &Path) -> std::io::Result<fs::File> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -365,16 +364,8 @@ fn lock_folder(path: &Path) -> std::io::Result<fs::File> {
         .read(true)
         .custom_flags(libc::O_DIRECTORY)
         .open(dir)?;
-    loop {
-        // SAFETY: flock on a file descriptor `f` owns; it blocks until granted.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(f);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    crate::sys::lock_exclusive(&f)?;
+    Ok(f)
 }
 
 /// Writes the lock by the rules of every output ([`crate::output`]): never over a

@@ -234,9 +234,7 @@ mod tests {
     fn fifos_devices_and_directories_are_refused_without_blocking() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::sys::mkfifo(&fifo, 0o600).unwrap();
         let e = read_regular(&fifo, 1 << 20).unwrap_err();
         assert!(e.to_string().contains("a FIFO"), "{e}");
         let e = read_regular(d.path(), 1 << 20).unwrap_err();

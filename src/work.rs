@@ -137,17 +137,7 @@ pub(crate) fn random_suffix() -> String {
 
 /// Takes an exclusive `flock` on `f` without waiting; false when another holds it.
 pub(crate) fn try_lock(f: &File) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a file descriptor this File owns.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
-    }
+    crate::sys::try_lock_exclusive(f)
 }
 
 /// True when `path` still names the open file `f` (not removed, not replaced).
@@ -167,8 +157,7 @@ pub fn clean_stale(tmp: &Path) -> usize {
     let Ok(entries) = fs::read_dir(tmp) else {
         return 0;
     };
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = crate::sys::geteuid();
     let mut removed = 0;
     for e in entries.flatten() {
         let name = e.file_name();

@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -62,10 +61,11 @@ impl RawImage {
         if pos >= self.size {
             return Ok(None);
         }
-        let Some(start) = lseek(&self.file, pos, libc::SEEK_DATA)? else {
+        let Some(start) = crate::sys::seek_data(&self.file, pos, crate::sys::Seek::Data)? else {
             return Ok(None);
         };
-        let end = lseek(&self.file, start, libc::SEEK_HOLE)?.unwrap_or(self.size);
+        let end =
+            crate::sys::seek_data(&self.file, start, crate::sys::Seek::Hole)?.unwrap_or(self.size);
         Ok(Some((start, end.min(self.size))))
     }
 
@@ -134,22 +134,6 @@ impl RawImage {
         }
         Ok(())
     }
-}
-
-/// lseek(2) with `SEEK_DATA`/`SEEK_HOLE`; `None` for ENXIO (no data after `pos`).
-fn lseek(file: &File, pos: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
-    let off = libc::off_t::try_from(pos).map_err(|_| io::Error::other("offset out of range"))?;
-    // SAFETY: lseek on a file descriptor we own; it only moves the file offset, and
-    // every read in this module is positional (pread), so the offset is unused.
-    let r = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENXIO) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    Ok(Some(r as u64))
 }
 
 #[cfg(test)]

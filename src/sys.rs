@@ -1,0 +1,139 @@
+//! The only module of the builder that calls libc directly: each function is a safe
+//! wrapper of one system call the standard library does not offer (file locks, holes
+//! in sparse files, signal masks, the effective uid). Every other module is compiled
+//! with `unsafe` denied (`lib.rs`), so an unsafe block anywhere else is a build error.
+//!
+//! Nothing here decides anything: errors come back as `io::Error` for the caller to
+//! judge.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// The effective user id of this process.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Takes an exclusive `flock` on `f`, waiting for it (retried on EINTR).
+pub fn lock_exclusive(f: &File) -> io::Result<()> {
+    loop {
+        // SAFETY: flock on a file descriptor `f` owns; it blocks until granted.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Takes an exclusive `flock` on `f` without waiting; false when another holds it.
+pub fn try_lock_exclusive(f: &File) -> io::Result<bool> {
+    // SAFETY: flock on a file descriptor this File owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Where `lseek(2)` looks from `pos`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seek {
+    /// The next byte of data (`SEEK_DATA`).
+    Data,
+    /// The next hole (`SEEK_HOLE`).
+    Hole,
+}
+
+/// `lseek(2)` with `SEEK_DATA`/`SEEK_HOLE`; `None` for ENXIO (nothing after `pos`). It
+/// moves the file offset, so callers read with positional reads only.
+pub fn seek_data(file: &File, pos: u64, whence: Seek) -> io::Result<Option<u64>> {
+    let off = libc::off_t::try_from(pos).map_err(|_| io::Error::other("offset out of range"))?;
+    let whence = match whence {
+        Seek::Data => libc::SEEK_DATA,
+        Seek::Hole => libc::SEEK_HOLE,
+    };
+    // SAFETY: lseek on a file descriptor we own; it only moves the file offset.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(r as u64))
+}
+
+/// A set of signals, for [`block_signals`] and [`wait_signal`].
+#[derive(Clone, Copy)]
+pub struct SignalSet(libc::sigset_t);
+
+impl SignalSet {
+    pub fn new(signals: &[libc::c_int]) -> SignalSet {
+        // SAFETY: sigemptyset initialises the zeroed set it is given; sigaddset only
+        // adds signal numbers to it (an invalid one is refused with EINVAL, ignored).
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for &s in signals {
+                libc::sigaddset(&mut set, s);
+            }
+            SignalSet(set)
+        }
+    }
+}
+
+/// Blocks `set` in the calling thread (and so in every thread it starts afterwards).
+pub fn block_signals(set: &SignalSet) -> io::Result<()> {
+    // SAFETY: `set` is an initialised signal set; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set.0, std::ptr::null_mut()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Waits for one signal of `set` (which must be blocked) and returns it.
+pub fn wait_signal(set: &SignalSet) -> io::Result<libc::c_int> {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is initialised; `sig` is a valid place for the answer.
+    let rc = unsafe { libc::sigwait(&set.0, &mut sig) };
+    if rc == 0 {
+        Ok(sig)
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Writes `msg` to stderr and ends the process with `code` at once: no destructors,
+/// no atexit handlers, which could wait for locks other threads hold.
+pub fn exit_now(msg: &str, code: i32) -> ! {
+    // SAFETY: writes a valid buffer to fd 2; `_exit` never returns.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::_exit(code)
+    }
+}
+
+/// Makes a FIFO at `path` (tests: a hostile input that would block a reader).
+#[cfg(test)]
+pub fn mkfifo(path: &std::path::Path, mode: u32) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("NUL in path"))?;
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    if unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
