@@ -354,7 +354,7 @@ fn main() -> ExitCode {
         Command::Inspect { image, json } => match inspect::inspect(&image) {
             Ok(i) => {
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&i).unwrap_or_default());
+                    println!("{}", inspect::render_json(&i));
                 } else {
                     print!("{}", inspect::render_text(&i));
                 }

@@ -32,10 +32,15 @@ pub fn shown(text: &str) -> String {
 
 /// [`shown`] with another length limit.
 pub fn shown_max(text: &str, max_chars: usize) -> String {
+    shown_of(text, max_chars, text.len())
+}
+
+/// [`shown_max`] of `text`, the start of a value of `total` bytes.
+fn shown_of(text: &str, max_chars: usize, total: usize) -> String {
     let mut out = String::new();
     for (n, c) in text.chars().enumerate() {
         if n == max_chars {
-            let _ = write!(out, "… ({} bytes in all)", text.len());
+            let _ = write!(out, "… ({total} bytes in all)");
             return out;
         }
         match c {
@@ -56,7 +61,8 @@ pub fn shown_bytes(bytes: &[u8]) -> String {
     // Only what can be shown is decoded: a huge value costs no more than a short one.
     let head = &bytes[..bytes.len().min(SHOWN_CHARS * 4)];
     let text = String::from_utf8_lossy(head);
-    let mut s = shown(&text);
+    // The length told is the whole value's, not the decoded head's.
+    let mut s = shown_of(&text, SHOWN_CHARS, bytes.len());
     if head.len() < bytes.len() && !s.ends_with(" in all)") {
         let _ = write!(s, "… ({} bytes in all)", bytes.len());
     }
@@ -64,7 +70,7 @@ pub fn shown_bytes(bytes: &[u8]) -> String {
 }
 
 /// Characters a terminal acts on or that hide what is printed.
-fn is_hidden(c: char) -> bool {
+pub(crate) fn is_hidden(c: char) -> bool {
     c.is_control()
         || matches!(c,
             '\u{200b}'..='\u{200f}'   // zero-width space/joiners, LRM, RLM
@@ -129,7 +135,10 @@ pub fn read_regular_text(path: &Path, limit: u64) -> io::Result<String> {
 fn too_large(limit: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("larger than the {} allowed", crate::units::ByteSize::new(limit)),
+        format!(
+            "larger than the {} allowed",
+            crate::units::ByteSize::new(limit)
+        ),
     )
 }
 
@@ -209,7 +218,9 @@ mod tests {
     #[test]
     fn limited_errors_past_the_limit_and_passes_an_exact_fit() {
         let mut out = Vec::new();
-        Limited::new(&b"12345"[..], 5).read_to_end(&mut out).unwrap();
+        Limited::new(&b"12345"[..], 5)
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, b"12345");
         let mut out = Vec::new();
         let e = Limited::new(&b"123456"[..], 5)

@@ -214,7 +214,11 @@ fn kernel_version_of_the_debian_kernel_names_its_module_directory() {
     assert!(is_debian_release(release, "amd64"), "release {release:?}");
     let package = fs::read_to_string(inputs.join("kernel/.package")).unwrap();
     let name = package.split_whitespace().next().unwrap_or("");
-    assert_eq!(name, format!("linux-image-{release}"), "kernel/.package: {package}");
+    assert_eq!(
+        name,
+        format!("linux-image-{release}"),
+        "kernel/.package: {package}"
+    );
 }
 
 /// `6.1.0-57-amd64`: a dotted version of three numbers, the ABI number, the flavour.

@@ -17,6 +17,8 @@ pub struct EspReader<R> {
     inner: R,
     offset: u64,
     bytes_per_sector: u64,
+    /// `BPB_TotSec16` or `BPB_TotSec32`.
+    total_sectors: u64,
     cluster_bytes: u64,
     /// Byte offsets from the start of the volume.
     fat_offset: u64,
@@ -40,6 +42,24 @@ struct DirEntry {
 }
 
 impl<R: Read + Seek> EspReader<R> {
+    /// [`EspReader::open`] for a volume that must fit in the `len` bytes of its
+    /// partition: a boot sector that claims more sectors than that is refused, so
+    /// nothing is read from outside the partition.
+    pub fn open_within(inner: R, offset: u64, len: u64) -> Result<Self, EspError> {
+        let esp = Self::open(inner, offset)?;
+        let volume = esp.total_sectors.saturating_mul(esp.bytes_per_sector);
+        if volume > len {
+            return Err(EspError::NotFat {
+                offset,
+                why: format!(
+                    "its boot sector says the volume is {volume} bytes, larger than its \
+                     partition ({len} bytes)"
+                ),
+            });
+        }
+        Ok(esp)
+    }
+
     /// Reads and checks the boot sector at `offset`. Refuses anything that is not a
     /// FAT32 volume (fatgen103 §3.5: the cluster count alone decides the FAT type).
     pub fn open(mut inner: R, offset: u64) -> Result<Self, EspError> {
@@ -112,6 +132,7 @@ impl<R: Read + Seek> EspReader<R> {
             inner,
             offset,
             bytes_per_sector: bps,
+            total_sectors: total,
             cluster_bytes: spc * bps,
             fat_offset: reserved * bps,
             data_offset: meta * bps,
@@ -172,7 +193,8 @@ impl<R: Read + Seek> EspReader<R> {
                 if !self.in_range(e.first) || !seen.insert(e.first) {
                     return Err(EspError::Corrupt {
                         why: format!(
-                            "directory {path} starts at cluster {}, outside the volume or used by another directory",
+                            "directory {} starts at cluster {}, outside the volume or used by another directory",
+                            crate::untrusted::shown(&path),
                             e.first
                         ),
                     });
@@ -277,12 +299,24 @@ impl<R: Read + Seek> EspReader<R> {
     /// The entries of the directory starting at `first`, without `.`, `..`, deleted
     /// entries and the volume label (fatgen103 §6 and §7).
     fn read_dir(&mut self, first: u32, path: &str) -> Result<Vec<DirEntry>, EspError> {
-        let what = if path.is_empty() { "/" } else { path };
+        // Names come from the image: shown escaped in errors.
+        let what = if path.is_empty() {
+            "/".to_string()
+        } else {
+            crate::untrusted::shown(path)
+        };
         let max_clusters = (MAX_DIR_ENTRIES * DIR_ENTRY) as u64 / self.cluster_bytes;
         let mut bytes = Vec::new();
         let mut cluster = Some(first);
         let mut n = 0;
         while let Some(c) = cluster {
+            // The first cluster comes from a directory entry, which nothing has
+            // checked yet (the later ones are checked by next_cluster).
+            if !self.in_range(c) {
+                return Err(EspError::Corrupt {
+                    why: format!("directory {what} starts at cluster {c}, outside the volume"),
+                });
+            }
             n += 1;
             if n > max_clusters.max(1) {
                 return Err(EspError::Corrupt {
@@ -299,7 +333,7 @@ impl<R: Read + Seek> EspReader<R> {
                     what: "a directory",
                     source,
                 })?;
-            cluster = self.next_cluster(c, what)?;
+            cluster = self.next_cluster(c, &what)?;
         }
         Ok(parse_dir(&bytes))
     }
