@@ -53,14 +53,14 @@ pub enum InspectError {
         #[source]
         source: GptError,
     },
-    #[error("{path}: the store partition (partition {number}) cannot be read")]
+    #[error("{path}: the store partition cannot be read (partition {number})")]
     Store {
         path: PathBuf,
         number: usize,
         #[source]
         source: io::Error,
     },
-    #[error("{path}: the ESP (partition {number}) cannot be read")]
+    #[error("{path}: the ESP cannot be read (partition {number})")]
     Esp {
         path: PathBuf,
         number: usize,
@@ -689,7 +689,7 @@ impl serde_json::ser::Formatter for TerminalSafe {
     ) -> io::Result<()> {
         let mut rest = fragment;
         while let Some((at, c)) = rest.char_indices().find(|&(_, c)| untrusted::is_hidden(c)) {
-            w.write_all(rest[..at].as_bytes())?;
+            w.write_all(&rest.as_bytes()[..at])?;
             // Every hidden character is in the Basic Multilingual Plane: one \u escape.
             write!(w, "\\u{:04x}", c as u32)?;
             rest = &rest[at + c.len_utf8()..];

@@ -13,6 +13,9 @@
 //! `regressions`. The cargo-fuzz targets in `fuzz/` run the same readers for longer
 //! (docs/fuzzing.md).
 
+// Lists of byte ranges (where the headers are) often hold just one.
+#![allow(clippy::single_range_in_vec_init)]
+
 mod common;
 
 use std::fs;
@@ -217,12 +220,7 @@ impl Session {
 
     /// For a seed too big to copy per input: overwrites applied in place, `exec`
     /// run, the bytes put back.
-    fn run_in_place(
-        &mut self,
-        seed: &mut Vec<u8>,
-        hot: &[Range<usize>],
-        mut exec: impl FnMut(&[u8]),
-    ) {
+    fn run_in_place(&mut self, seed: &mut [u8], hot: &[Range<usize>], mut exec: impl FnMut(&[u8])) {
         self.exec(seed, &mut exec);
         while self.running() {
             let changes = overwrites(&mut self.rng, seed.len(), hot);

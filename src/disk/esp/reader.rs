@@ -12,6 +12,13 @@ use super::layout::{
 use super::names::{checksum, decode_lfn, decode_short};
 use super::{EspError, EspFile};
 
+/// The most entries [`EspReader::list`] returns: an ESP holds tens of files.
+pub const MAX_LISTED: usize = 1 << 16;
+/// The longest path [`EspReader::list`] builds (Linux' PATH_MAX).
+pub const MAX_PATH: usize = 4096;
+/// The most directory bytes [`EspReader::list`] reads over the whole volume.
+pub const MAX_DIR_BYTES: u64 = 64 << 20;
+
 /// A FAT32 volume at an offset of a seekable source (a partition inside a disk image).
 pub struct EspReader<R> {
     inner: R,
@@ -166,10 +173,13 @@ impl<R: Read + Seek> EspReader<R> {
     }
 
     /// Every directory and file, depth first: each directory, then what it holds, in
-    /// the order of the directory entries.
+    /// the order of the directory entries. Bounded for hostile volumes (directories
+    /// sharing cluster chains, nested thousands deep): at most [`MAX_LISTED`] entries,
+    /// paths of at most [`MAX_PATH`] bytes, [`MAX_DIR_BYTES`] of directories read.
     pub fn list(&mut self) -> Result<Vec<EspFile>, EspError> {
         let mut out = Vec::new();
         let mut seen = HashSet::from([self.root]);
+        let mut dir_bytes = 0u64;
         let root = self.read_dir(self.root, "")?;
         // One open directory listing per level (an explicit stack: the depth comes from
         // the image and must not be able to overflow ours).
@@ -184,6 +194,18 @@ impl<R: Read + Seek> EspReader<R> {
             } else {
                 format!("{prefix}/{}", e.name)
             };
+            let corrupt = |why: String| EspError::Corrupt { why };
+            if path.len() > MAX_PATH {
+                return Err(corrupt(format!(
+                    "a path is longer than {MAX_PATH} bytes (directories nested {} deep)",
+                    stack.len()
+                )));
+            }
+            if out.len() >= MAX_LISTED {
+                return Err(corrupt(format!(
+                    "it holds more than {MAX_LISTED} files and directories"
+                )));
+            }
             out.push(EspFile {
                 path: path.clone(),
                 is_dir: e.is_dir,
@@ -199,7 +221,13 @@ impl<R: Read + Seek> EspReader<R> {
                         ),
                     });
                 }
-                let sub = self.read_dir(e.first, &path)?;
+                let (sub, read) = self.read_dir_counted(e.first, &path)?;
+                dir_bytes += read;
+                if dir_bytes > MAX_DIR_BYTES {
+                    return Err(EspError::Corrupt {
+                        why: format!("its directories hold more than {MAX_DIR_BYTES} bytes"),
+                    });
+                }
                 stack.push((sub.into_iter(), path));
             }
         }
@@ -299,6 +327,16 @@ impl<R: Read + Seek> EspReader<R> {
     /// The entries of the directory starting at `first`, without `.`, `..`, deleted
     /// entries and the volume label (fatgen103 §6 and §7).
     fn read_dir(&mut self, first: u32, path: &str) -> Result<Vec<DirEntry>, EspError> {
+        self.read_dir_counted(first, path)
+            .map(|(entries, _)| entries)
+    }
+
+    /// [`Self::read_dir`], and how many bytes of directory were read.
+    fn read_dir_counted(
+        &mut self,
+        first: u32,
+        path: &str,
+    ) -> Result<(Vec<DirEntry>, u64), EspError> {
         // Names come from the image: shown escaped in errors.
         let what = if path.is_empty() {
             "/".to_string()
@@ -335,7 +373,8 @@ impl<R: Read + Seek> EspReader<R> {
                 })?;
             cluster = self.next_cluster(c, &what)?;
         }
-        Ok(parse_dir(&bytes))
+        let read = bytes.len() as u64;
+        Ok((parse_dir(&bytes), read))
     }
 }
 
