@@ -268,10 +268,17 @@ fn fuzz(name: &'static str, body: fn(&mut Session)) {
         .output()
         .expect("prlimit (util-linux) runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    use std::os::unix::process::ExitStatusExt;
+    let why = match (out.status.signal(), out.status.code()) {
+        (Some(sig), _) => format!(
+            "killed by signal {sig}: an abort is an allocation refused past {AS_LIMIT} bytes"
+        ),
+        (None, Some(127)) => "prlimit could not start the child".to_string(),
+        _ => format!("{}", out.status),
+    };
     assert!(
         out.status.success(),
-        "fuzz target {name} failed ({:?}; an abort is an allocation over {AS_LIMIT} bytes):\n{stdout}\n{}",
-        out.status,
+        "fuzz target {name} failed ({why}):\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let marker = format!("fuzz {name}: ");
@@ -815,4 +822,36 @@ fn inspect_on_a_built_image() {
             }
         }
     });
+}
+
+// --- Regressions ---------------------------------------------------------------
+
+/// Inputs that once made a reader panic, replayed on every run.
+#[test]
+fn regressions() {
+    use kios_build::disk::esp::{write_fat32, EspOptions, EspReader};
+    // A directory on the way to a file whose entry points at cluster 0: open_file
+    // read it unchecked, and `cluster - 2` overflowed (found reading the FAT reader
+    // while writing the fat_esp_reader target).
+    let mut t = kios_build::tree::Tree::new(0);
+    t.add_file("EFI/BOOT/BOOTX64.EFI", "uki", 0o644).unwrap();
+    let size = kios_build::disk::esp::min_size(&t).div_ceil(1 << 20) * (1 << 20);
+    let mut vol = Cursor::new(vec![0u8; size as usize]);
+    write_fat32(&t, &mut vol, 0, size, &EspOptions::default()).unwrap();
+    let mut vol = vol.into_inner();
+    let reserved = u16::from_le_bytes([vol[14], vol[15]]) as usize * 512;
+    let fat_size = u32::from_le_bytes(vol[36..40].try_into().unwrap()) as usize * 512;
+    let root = reserved + usize::from(vol[16]) * fat_size;
+    let entry = (root..root + 4096)
+        .step_by(32)
+        .find(|&at| &vol[at..at + 11] == b"EFI        ")
+        .expect("the EFI directory's entry in the root directory");
+    vol[entry + 20..entry + 22].fill(0);
+    vol[entry + 26..entry + 28].fill(0);
+    let mut esp = EspReader::open(Cursor::new(&vol[..]), 0).unwrap();
+    let err = esp
+        .open_file("EFI/BOOT/BOOTX64.EFI")
+        .err()
+        .expect("a directory at cluster 0 is an error");
+    assert!(err.to_string().contains("outside the volume"), "{err}");
 }
