@@ -20,9 +20,9 @@ use serde_json::ser::PrettyFormatter;
 use sha2::{Digest as _, Sha256};
 
 use crate::boot;
+use crate::disk;
 use crate::disk::esp::{EspError, EspReader};
 use crate::disk::gpt::{GptError, Table};
-use crate::disk::{self};
 use crate::initramfs;
 use crate::untrusted::{self, shown};
 
@@ -234,7 +234,8 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         path: path_buf(),
         source,
     };
-    let mut f = untrusted::open_regular(path).map_err(io_err)?;
+    // Not a FIFO (it would hang) nor a character device (no end to check against).
+    let mut f = untrusted::open_regular_or_disk(path).map_err(io_err)?;
     let size = f.seek(SeekFrom::End(0)).map_err(io_err)?;
     if let Some(format) = not_raw(&mut f).map_err(io_err)? {
         return Err(InspectError::NotRaw {
@@ -526,11 +527,10 @@ fn parse_os_release(text: &str) -> BTreeMap<String, String> {
 /// cut short.
 pub fn render_text(i: &Inspection) -> String {
     let mut s = String::new();
-    let t = |text: &str| shown(text);
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     s.push_str(&format!(
         "image      {} ({}, {:.0} MiB)\n",
-        t(&i.image.path),
+        shown(&i.image.path),
         i.image.format,
         mib(i.image.size)
     ));
@@ -540,7 +540,7 @@ pub fn render_text(i: &Inspection) -> String {
         s.push_str(&format!(
             "  {}  {:<10} {:<5} {:>8.1} MiB at {:>6.1} MiB  type {}\n",
             p.number,
-            t(&p.name),
+            shown(&p.name),
             p.role,
             mib(p.size),
             mib(p.offset),
@@ -550,27 +550,27 @@ pub fn render_text(i: &Inspection) -> String {
     if let Some(e) = &i.esp {
         s.push_str(&format!(
             "esp        label {} volume id {}\n",
-            t(e.label.trim()),
+            shown(e.label.trim()),
             e.volume_id
         ));
         for f in &e.files {
-            s.push_str(&format!("  {:<28} {:>10} bytes\n", t(&f.path), f.size));
+            s.push_str(&format!("  {:<28} {:>10} bytes\n", shown(&f.path), f.size));
         }
     }
     if let Some(b) = &i.boot {
         s.push_str(&format!(
             "kernel     {} ({})\n",
-            t(&b.kernel_version),
-            t(&b.arch)
+            shown(&b.kernel_version),
+            shown(&b.arch)
         ));
-        s.push_str(&format!("cmdline    {}\n", t(&b.cmdline)));
+        s.push_str(&format!("cmdline    {}\n", shown(&b.cmdline)));
         if let Some(n) = b.os_release.get("PRETTY_NAME") {
-            s.push_str(&format!("os         {}\n", t(n)));
+            s.push_str(&format!("os         {}\n", shown(n)));
         }
         let secs: Vec<String> = b
             .sections
             .iter()
-            .map(|x| format!("{} {}", t(&x.name), x.size))
+            .map(|x| format!("{} {}", shown(&x.name), x.size))
             .collect();
         s.push_str(&format!("uki        {}\n", secs.join(", ")));
     }
@@ -582,12 +582,12 @@ pub fn render_text(i: &Inspection) -> String {
         for img in &i.images {
             let names: Vec<String> = img["names"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|n| n.as_str()).map(t).collect())
+                .map(|a| a.iter().filter_map(|n| n.as_str()).map(shown).collect())
                 .unwrap_or_default();
             s.push_str(&format!(
                 "  {}  {}\n",
                 names.join(", "),
-                t(img["digest"].as_str().unwrap_or(""))
+                shown(img["digest"].as_str().unwrap_or(""))
             ));
         }
     }
@@ -598,14 +598,14 @@ pub fn render_text(i: &Inspection) -> String {
         ));
         s.push_str(&format!("modules    {} to load\n", r.modules.len()));
         for m in &r.modules {
-            s.push_str(&format!("  {}\n", t(m)));
+            s.push_str(&format!("  {}\n", shown(m)));
         }
         s.push_str("/etc\n");
         for e in &r.etc {
             let extra = match (&e.target, &e.content) {
-                (Some(target), _) => format!(" -> {}", t(target)),
+                (Some(target), _) => format!(" -> {}", shown(target)),
                 (None, Some(c)) if c.lines().count() == 1 => {
-                    format!("  \"{}\"", t(c.trim_end()))
+                    format!("  \"{}\"", shown(c.trim_end()))
                 }
                 _ => String::new(),
             };
@@ -616,7 +616,7 @@ pub fn render_text(i: &Inspection) -> String {
                 e.uid,
                 e.gid,
                 e.size,
-                t(&e.path),
+                shown(&e.path),
                 extra
             ));
         }
@@ -624,7 +624,13 @@ pub fn render_text(i: &Inspection) -> String {
     if !i.pods.is_empty() {
         s.push_str("static pods\n");
     }
-    let list = |items: &[String]| items.iter().map(|x| t(x)).collect::<Vec<_>>().join(", ");
+    let list = |items: &[String]| {
+        items
+            .iter()
+            .map(|x| shown(x))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for p in &i.pods {
         match &p.summary {
             Some(x) => {
@@ -635,7 +641,7 @@ pub fn render_text(i: &Inspection) -> String {
                 access.extend(x.host_paths.iter().cloned());
                 s.push_str(&format!(
                     "  {:<10} {}{}\n    capabilities: {}\n    host: {}\n",
-                    t(&x.name),
+                    shown(&x.name),
                     list(&x.images),
                     if x.oneshot { " (one-shot)" } else { "" },
                     if x.capabilities.is_empty() {
@@ -652,8 +658,8 @@ pub fn render_text(i: &Inspection) -> String {
             }
             None => s.push_str(&format!(
                 "  {}: not a pod: {}\n",
-                t(&p.file),
-                t(p.error.as_deref().unwrap_or(""))
+                shown(&p.file),
+                shown(p.error.as_deref().unwrap_or(""))
             )),
         }
     }

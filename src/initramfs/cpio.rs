@@ -543,30 +543,30 @@ pub(super) fn read_archive<R: Read>(
             });
         }
         // Names come from the archive: escaped before they reach a message.
-        let path_shown = crate::untrusted::shown(&path.to_string());
+        let bad_entry = |why: String| {
+            malformed(format!(
+                "{}: {why}",
+                crate::untrusted::shown(&path.to_string())
+            ))
+        };
         let file_type = h.mode & S_IFMT;
         if ![
             S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK,
         ]
         .contains(&file_type)
         {
-            return Err(malformed(format!(
-                "{path_shown}: unknown file type in mode {:o}",
-                h.mode
-            )));
+            return Err(bad_entry(format!("unknown file type in mode {:o}", h.mode)));
         }
         if file_type != S_IFREG && file_type != S_IFLNK && h.filesize != 0 {
-            return Err(malformed(format!(
-                "{path_shown}: only files and symlinks may have data ({} bytes)",
+            return Err(bad_entry(format!(
+                "only files and symlinks may have data ({} bytes)",
                 h.filesize
             )));
         }
         let size = h.filesize as u64;
         let keep = match file_type {
             S_IFLNK if size >= NAME_MAX as u64 => {
-                return Err(malformed(format!(
-                    "{path_shown}: symlink target of {size} bytes"
-                )))
+                return Err(bad_entry(format!("symlink target of {size} bytes")))
             }
             S_IFLNK => true,
             S_IFREG => size <= keep_data_max,
@@ -584,17 +584,18 @@ pub(super) fn read_archive<R: Read>(
         let mut data = keep.then(|| Vec::with_capacity(size as usize));
         let sum = read_data(r, size, data.as_mut())?;
         if crc && sum != h.check {
-            return Err(malformed(format!(
-                "{path_shown}: checksum {sum:08x} does not match the header's {:08x}",
+            return Err(bad_entry(format!(
+                "checksum {sum:08x} does not match the header's {:08x}",
                 h.check
             )));
         }
         let mut link_target = None;
         if file_type == S_IFLNK {
             let bytes = data.take().unwrap_or_default();
-            link_target = Some(String::from_utf8(bytes).map_err(|_| {
-                malformed(format!("{path_shown}: symlink target is not valid UTF-8"))
-            })?);
+            link_target = Some(
+                String::from_utf8(bytes)
+                    .map_err(|_| bad_entry("symlink target is not valid UTF-8".into()))?,
+            );
         }
         out.entries.push(CpioEntry {
             path,
