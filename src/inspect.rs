@@ -16,16 +16,24 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use serde_json::ser::PrettyFormatter;
 use sha2::{Digest as _, Sha256};
 
 use crate::boot;
-use crate::disk::{self, esp::EspReader, gpt::Table};
+use crate::disk;
+use crate::disk::esp::{EspError, EspReader};
+use crate::disk::gpt::{GptError, Table};
 use crate::initramfs;
+use crate::untrusted::{self, shown};
 
 pub const SCHEMA: &str = "kios.dev/inspect/v1";
 /// Files of /etc up to this size are shown with their text.
 const SHOW_CONTENT_MAX: u64 = 64 * 1024;
 
+/// Why an image cannot be inspected. Each variant keeps the reader's error as its
+/// source, so the whole chain (down to the byte offset or the field) is reported.
+/// Strings taken from the image are escaped ([`untrusted::shown`]) before they are
+/// put into an error.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     #[error("cannot read {path}")]
@@ -34,8 +42,52 @@ pub enum InspectError {
         #[source]
         source: io::Error,
     },
-    #[error("{path}: {message}")]
-    Bad { path: PathBuf, message: String },
+    #[error(
+        "{path}: this is a {format} image; inspect reads raw images: build with --format raw, \
+         or convert it (qemu-img convert -O raw IMAGE disk.raw)"
+    )]
+    NotRaw { path: PathBuf, format: &'static str },
+    #[error("{path}: the partition table cannot be used{}", table_hint(source))]
+    Table {
+        path: PathBuf,
+        #[source]
+        source: GptError,
+    },
+    #[error("{path}: the store partition cannot be read (partition {number})")]
+    Store {
+        path: PathBuf,
+        number: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: the ESP cannot be read (partition {number})")]
+    Esp {
+        path: PathBuf,
+        number: usize,
+        #[source]
+        source: EspError,
+    },
+    #[error("{path}: the unified kernel image {uki} on the ESP cannot be read")]
+    Uki {
+        path: PathBuf,
+        uki: String,
+        #[source]
+        source: boot::BootError,
+    },
+    #[error("{path}: the initramfs in {uki} cannot be read")]
+    Initramfs {
+        path: PathBuf,
+        uki: String,
+        #[source]
+        source: initramfs::InitramfsError,
+    },
+}
+
+fn table_hint(e: &GptError) -> &'static str {
+    match e {
+        GptError::Invalid(_) => " (is this a kios-build image in raw format?)",
+        _ => "",
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -153,7 +205,7 @@ fn store_listing(f: &mut File, offset: u64, len: u64) -> std::io::Result<Vec<ser
     let records: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("overlay-images/images.json: {e}"),
+            format!("overlay-images/images.json: {}", shown(&e.to_string())),
         )
     })?;
     Ok(records
@@ -177,23 +229,26 @@ fn store_listing(f: &mut File, offset: u64, len: u64) -> std::io::Result<Vec<ser
 }
 
 pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
+    let path_buf = || path.to_path_buf();
     let io_err = |source| InspectError::Io {
-        path: path.to_path_buf(),
+        path: path_buf(),
         source,
     };
-    let bad = |message: String| InspectError::Bad {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut f = File::open(path).map_err(io_err)?;
+    // Not a FIFO (it would hang) nor a character device (no end to check against).
+    let mut f = untrusted::open_regular_or_disk(path).map_err(io_err)?;
     let size = f.seek(SeekFrom::End(0)).map_err(io_err)?;
     if let Some(format) = not_raw(&mut f).map_err(io_err)? {
-        return Err(bad(format!(
-            "this is a {format} image; inspect reads raw images: build with --format raw, or convert it (qemu-img convert -O raw IMAGE disk.raw)"
-        )));
+        return Err(InspectError::NotRaw {
+            path: path_buf(),
+            format,
+        });
     }
-    let table = Table::read(&mut f)
-        .map_err(|e| bad(format!("{e} (is this a kios-build image in raw format?)")))?;
+    // Table::read checks every partition against the file, so offsets and sizes
+    // below are inside it.
+    let table = Table::read(&mut f).map_err(|source| InspectError::Table {
+        path: path_buf(),
+        source,
+    })?;
     let partitions = table
         .partitions
         .iter()
@@ -231,27 +286,34 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         pods: Vec::new(),
         images: Vec::new(),
     };
+    let find = |t| {
+        table
+            .partitions
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.type_guid == t)
+    };
     // The pre-seeded images, read from the store partition itself.
-    if let Some(part) = table
-        .partitions
-        .iter()
-        .find(|p| p.type_guid == disk::STORE_TYPE)
-    {
-        out.images = store_listing(&mut f, part.offset(), part.size())
-            .map_err(|e| bad(format!("the store partition cannot be read: {e}")))?;
+    if let Some((i, part)) = find(disk::STORE_TYPE) {
+        out.images = store_listing(&mut f, part.offset(), part.size()).map_err(|source| {
+            InspectError::Store {
+                path: path_buf(),
+                number: i + 1,
+                source,
+            }
+        })?;
     }
-    let Some(esp_part) = table
-        .partitions
-        .iter()
-        .find(|p| p.type_guid == disk::ESP_TYPE)
-    else {
+    let Some((esp_index, esp_part)) = find(disk::ESP_TYPE) else {
         return Ok(out);
     };
-    let mut esp = EspReader::open(BufReader::new(f), esp_part.offset())
-        .map_err(|e| bad(format!("the ESP cannot be read: {e}")))?;
-    let files = esp
-        .list()
-        .map_err(|e| bad(format!("the ESP cannot be listed: {e}")))?;
+    let esp_err = |source| InspectError::Esp {
+        path: path_buf(),
+        number: esp_index + 1,
+        source,
+    };
+    let mut esp = EspReader::open_within(BufReader::new(f), esp_part.offset(), esp_part.size())
+        .map_err(esp_err)?;
+    let files = esp.list().map_err(esp_err)?;
     out.esp = Some(EspInfo {
         label: esp.label(),
         volume_id: format!("{:08X}", esp.volume_id()),
@@ -264,6 +326,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
             })
             .collect(),
     });
+    // Compared with our own ASCII names: a path found here is safe to print.
     let Some(uki_path) = files
         .iter()
         .map(|f| f.path.as_str())
@@ -276,10 +339,14 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     else {
         return Ok(out);
     };
-    let mut uki = esp
-        .open_file(&uki_path)
-        .map_err(|e| bad(format!("{uki_path}: {e}")))?;
-    let info = boot::read_uki(&mut uki).map_err(|e| bad(format!("{uki_path}: {e}")))?;
+    let uki_err = |source| InspectError::Uki {
+        path: path_buf(),
+        uki: uki_path.clone(),
+        source,
+    };
+    let mut uki = esp.open_file(&uki_path).map_err(esp_err)?;
+    // read_uki checks that every section lies inside the file.
+    let info = boot::read_uki(&mut uki).map_err(uki_err)?;
     out.boot = Some(BootInfo {
         uki: uki_path.clone(),
         arch: boot::arch_of_machine(info.machine)
@@ -300,22 +367,31 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     let Some(initrd) = info.sections.iter().find(|s| s.name == ".initrd") else {
         return Ok(out);
     };
+    let initrd_err = |source| InspectError::Initramfs {
+        path: path_buf(),
+        uki: uki_path.clone(),
+        source,
+    };
+    let read_err = |source| initrd_err(initramfs::InitramfsError::Read { offset: 0, source });
     // The section's data is padded to FileAlignment; the virtual size is exact.
     let len = initrd.virtual_size.min(initrd.file_size);
     uki.seek(SeekFrom::Start(initrd.file_offset))
-        .map_err(io_err)?;
-    let mut magic = [0u8; 4];
-    uki.read_exact(&mut magic).map_err(io_err)?;
+        .map_err(read_err)?;
+    let mut magic = Vec::with_capacity(4);
+    (&mut uki)
+        .take(len.min(4))
+        .read_to_end(&mut magic)
+        .map_err(read_err)?;
     uki.seek(SeekFrom::Start(initrd.file_offset))
-        .map_err(io_err)?;
-    let compression = match magic {
+        .map_err(read_err)?;
+    let compression = match magic[..] {
         [0x1f, 0x8b, ..] => "gzip",
         [0x28, 0xb5, 0x2f, 0xfd] => "zstd",
         [b'0', b'7', b'0', b'7'] => "none",
         _ => "unknown",
     };
-    let entries = initramfs::read_initramfs((&mut uki).take(len), SHOW_CONTENT_MAX)
-        .map_err(|e| bad(format!("the initramfs in {uki_path} cannot be read: {e}")))?;
+    let entries =
+        initramfs::read_initramfs((&mut uki).take(len), SHOW_CONTENT_MAX).map_err(initrd_err)?;
     let mut etc = Vec::new();
     let mut pods = Vec::new();
     let mut modules = Vec::new();
@@ -445,13 +521,16 @@ fn parse_os_release(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The human-readable form.
+/// The human-readable form. Every string that comes from the image (names, paths,
+/// command line, os-release, file contents, pod fields) goes through
+/// [`untrusted::shown`]: it cannot move the cursor or forge a line, and a long one is
+/// cut short.
 pub fn render_text(i: &Inspection) -> String {
     let mut s = String::new();
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     s.push_str(&format!(
         "image      {} ({}, {:.0} MiB)\n",
-        i.image.path,
+        shown(&i.image.path),
         i.image.format,
         mib(i.image.size)
     ));
@@ -461,7 +540,7 @@ pub fn render_text(i: &Inspection) -> String {
         s.push_str(&format!(
             "  {}  {:<10} {:<5} {:>8.1} MiB at {:>6.1} MiB  type {}\n",
             p.number,
-            p.name,
+            shown(&p.name),
             p.role,
             mib(p.size),
             mib(p.offset),
@@ -471,23 +550,27 @@ pub fn render_text(i: &Inspection) -> String {
     if let Some(e) = &i.esp {
         s.push_str(&format!(
             "esp        label {} volume id {}\n",
-            e.label.trim(),
+            shown(e.label.trim()),
             e.volume_id
         ));
         for f in &e.files {
-            s.push_str(&format!("  {:<28} {:>10} bytes\n", f.path, f.size));
+            s.push_str(&format!("  {:<28} {:>10} bytes\n", shown(&f.path), f.size));
         }
     }
     if let Some(b) = &i.boot {
-        s.push_str(&format!("kernel     {} ({})\n", b.kernel_version, b.arch));
-        s.push_str(&format!("cmdline    {}\n", b.cmdline));
+        s.push_str(&format!(
+            "kernel     {} ({})\n",
+            shown(&b.kernel_version),
+            shown(&b.arch)
+        ));
+        s.push_str(&format!("cmdline    {}\n", shown(&b.cmdline)));
         if let Some(n) = b.os_release.get("PRETTY_NAME") {
-            s.push_str(&format!("os         {n}\n"));
+            s.push_str(&format!("os         {}\n", shown(n)));
         }
         let secs: Vec<String> = b
             .sections
             .iter()
-            .map(|x| format!("{} {}", x.name, x.size))
+            .map(|x| format!("{} {}", shown(&x.name), x.size))
             .collect();
         s.push_str(&format!("uki        {}\n", secs.join(", ")));
     }
@@ -497,14 +580,14 @@ pub fn render_text(i: &Inspection) -> String {
             i.images.len()
         ));
         for img in &i.images {
-            let names: Vec<&str> = img["names"]
+            let names: Vec<String> = img["names"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|n| n.as_str()).collect())
+                .map(|a| a.iter().filter_map(|n| n.as_str()).map(shown).collect())
                 .unwrap_or_default();
             s.push_str(&format!(
                 "  {}  {}\n",
                 names.join(", "),
-                img["digest"].as_str().unwrap_or("")
+                shown(img["digest"].as_str().unwrap_or(""))
             ));
         }
     }
@@ -515,24 +598,39 @@ pub fn render_text(i: &Inspection) -> String {
         ));
         s.push_str(&format!("modules    {} to load\n", r.modules.len()));
         for m in &r.modules {
-            s.push_str(&format!("  {m}\n"));
+            s.push_str(&format!("  {}\n", shown(m)));
         }
         s.push_str("/etc\n");
         for e in &r.etc {
             let extra = match (&e.target, &e.content) {
-                (Some(t), _) => format!(" -> {t}"),
-                (None, Some(c)) if c.lines().count() == 1 => format!("  \"{}\"", c.trim_end()),
+                (Some(target), _) => format!(" -> {}", shown(target)),
+                (None, Some(c)) if c.lines().count() == 1 => {
+                    format!("  \"{}\"", shown(c.trim_end()))
+                }
                 _ => String::new(),
             };
             s.push_str(&format!(
                 "  {} {:<6} {}:{} {:>7}  {}{}\n",
-                e.mode, e.kind, e.uid, e.gid, e.size, e.path, extra
+                e.mode,
+                e.kind,
+                e.uid,
+                e.gid,
+                e.size,
+                shown(&e.path),
+                extra
             ));
         }
     }
     if !i.pods.is_empty() {
         s.push_str("static pods\n");
     }
+    let list = |items: &[String]| {
+        items
+            .iter()
+            .map(|x| shown(x))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for p in &i.pods {
         match &p.summary {
             Some(x) => {
@@ -543,27 +641,231 @@ pub fn render_text(i: &Inspection) -> String {
                 access.extend(x.host_paths.iter().cloned());
                 s.push_str(&format!(
                     "  {:<10} {}{}\n    capabilities: {}\n    host: {}\n",
-                    x.name,
-                    x.images.join(", "),
+                    shown(&x.name),
+                    list(&x.images),
                     if x.oneshot { " (one-shot)" } else { "" },
                     if x.capabilities.is_empty() {
                         "none".into()
                     } else {
-                        x.capabilities.join(", ")
+                        list(&x.capabilities)
                     },
                     if access.is_empty() {
                         "none".into()
                     } else {
-                        access.join(", ")
+                        list(&access)
                     },
                 ));
             }
             None => s.push_str(&format!(
                 "  {}: not a pod: {}\n",
-                p.file,
-                p.error.as_deref().unwrap_or("")
+                shown(&p.file),
+                shown(p.error.as_deref().unwrap_or(""))
             )),
         }
     }
     s
+}
+
+/// The JSON form (`--json`), pretty-printed. Values are exact (a JSON parser gets
+/// back the image's strings byte for byte), and the output is still safe on a
+/// terminal: besides the control characters JSON itself escapes (below U+0020),
+/// DEL, the C1 controls and the characters that reorder or hide text are written as
+/// `\uXXXX` escapes too.
+pub fn render_json(i: &Inspection) -> String {
+    let mut out = Vec::new();
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut out, TerminalSafe(PrettyFormatter::new()));
+    // Serializing these plain structs into memory cannot fail (no maps with
+    // non-string keys, no I/O).
+    if i.serialize(&mut ser).is_err() {
+        return String::new();
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// serde_json's pretty formatter, with [`untrusted::is_hidden`] characters escaped
+/// in strings.
+struct TerminalSafe(PrettyFormatter<'static>);
+
+impl serde_json::ser::Formatter for TerminalSafe {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut rest = fragment;
+        while let Some((at, c)) = rest.char_indices().find(|&(_, c)| untrusted::is_hidden(c)) {
+            w.write_all(&rest.as_bytes()[..at])?;
+            // Every hidden character is in the Basic Multilingual Plane: one \u escape.
+            write!(w, "\\u{:04x}", c as u32)?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        w.write_all(rest.as_bytes())
+    }
+
+    fn begin_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NASTY: &str = "a\u{1b}[2J\u{7}\u{9b}\u{7f}\u{202e}\u{200b}z";
+
+    /// An inspection with `NASTY` in every string that can come from an image.
+    fn hostile() -> Inspection {
+        let n = || NASTY.to_string();
+        Inspection {
+            schema: SCHEMA,
+            image: ImageInfo {
+                path: n(),
+                format: "raw",
+                size: 1,
+                // Formatted by us from numbers, as are the other GUIDs and the
+                // volume id: never image text.
+                disk_guid: "G".into(),
+            },
+            partitions: vec![PartitionInfo {
+                number: 1,
+                name: n(),
+                role: "esp",
+                type_guid: "T".into(),
+                guid: "G".into(),
+                offset: 0,
+                size: 0,
+            }],
+            esp: Some(EspInfo {
+                label: n(),
+                volume_id: "V".into(),
+                files: vec![FileInfo { path: n(), size: 1 }],
+            }),
+            boot: Some(BootInfo {
+                uki: n(),
+                arch: n(),
+                kernel_version: n(),
+                cmdline: n(),
+                os_release: BTreeMap::from([("PRETTY_NAME".to_string(), n())]),
+                sections: vec![SectionInfo { name: n(), size: 1 }],
+            }),
+            initramfs: Some(InitramfsInfo {
+                compression: "gzip",
+                size: 1,
+                entries: 1,
+                init: None,
+                modules: vec![n()],
+                etc: vec![
+                    EtcFile {
+                        path: n(),
+                        kind: "file",
+                        mode: "0644".into(),
+                        uid: 0,
+                        gid: 0,
+                        size: 1,
+                        sha256: None,
+                        content: Some(n()),
+                        target: None,
+                    },
+                    EtcFile {
+                        path: n(),
+                        kind: "symlink",
+                        mode: "0777".into(),
+                        uid: 0,
+                        gid: 0,
+                        size: 1,
+                        sha256: None,
+                        content: None,
+                        target: Some(n()),
+                    },
+                ],
+            }),
+            pods: vec![
+                StaticPodInfo {
+                    file: n(),
+                    summary: Some(crate::pods::PodSummary {
+                        name: n(),
+                        from: "manifest",
+                        images: vec![n()],
+                        capabilities: vec![n()],
+                        host_network: true,
+                        host_paths: vec![n()],
+                        oneshot: false,
+                    }),
+                    error: None,
+                },
+                StaticPodInfo {
+                    file: n(),
+                    summary: None,
+                    error: Some(n()),
+                },
+            ],
+            images: vec![serde_json::json!({"names": [n()], "digest": n()})],
+        }
+    }
+
+    fn assert_safe(out: &str) {
+        for c in out.chars() {
+            assert!(
+                c == '\n' || !crate::untrusted::is_hidden(c),
+                "{c:?} printed raw in:\n{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_text_form_escapes_every_string_from_the_image() {
+        let out = render_text(&hostile());
+        assert_safe(&out);
+        // The hostile strings are there, escaped: all 22 the text form shows (the
+        // UKI's path and a summarised pod's file are only in the JSON form).
+        let escaped = shown(NASTY);
+        assert_eq!(out.matches(&escaped).count(), 22, "{out}");
+    }
+
+    #[test]
+    fn the_json_form_is_exact_and_terminal_safe() {
+        let i = hostile();
+        let out = render_json(&i);
+        assert_safe(&out);
+        assert!(
+            out.contains("\\u001b[2J\\u0007\\u009b\\u007f\\u202e\\u200b"),
+            "{out}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, serde_json::to_value(&i).unwrap());
+        assert_eq!(back["boot"]["cmdline"], NASTY);
+    }
 }

@@ -65,7 +65,7 @@ fn escaped(text: &str, max_chars: usize, total: usize) -> String {
 }
 
 /// Characters a terminal acts on or that hide what is printed.
-fn is_hidden(c: char) -> bool {
+pub(crate) fn is_hidden(c: char) -> bool {
     c.is_control()
         || matches!(c,
             '\u{200b}'..='\u{200f}'   // zero-width space/joiners, LRM, RLM
@@ -80,14 +80,25 @@ fn is_hidden(c: char) -> bool {
 /// file itself (`fstat`), so a path swapped between a check and the open cannot slip
 /// through.
 pub fn open_regular(path: &Path) -> io::Result<File> {
+    open_kind(path, false)
+}
+
+/// [`open_regular`] that also takes a block device: a disk image may be read from
+/// the disk it was written to (`inspect /dev/sdb`). Both have a fixed length to
+/// check offsets against; a FIFO or a character device has none.
+pub fn open_regular_or_disk(path: &Path) -> io::Result<File> {
+    open_kind(path, true)
+}
+
+fn open_kind(path: &Path, block_too: bool) -> io::Result<File> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
     let kind = file.metadata()?.file_type();
-    let what = if kind.is_file() {
-        // O_NONBLOCK has no effect on regular files' reads (open(2)).
+    let what = if kind.is_file() || (block_too && kind.is_block_device()) {
+        // O_NONBLOCK has no effect on regular files' or disks' reads (open(2)).
         return Ok(file);
     } else if kind.is_dir() {
         "a directory"

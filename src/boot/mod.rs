@@ -380,6 +380,25 @@ pub fn read_uki<R: Read + Seek>(r: &mut R) -> Result<UkiInfo, BootError> {
         source,
     })?;
     let h = PeHeaders::read(r, "the UKI")?;
+    let file_len = r.seek(SeekFrom::End(0)).map_err(|source| BootError::Io {
+        action: "seeking to the end of the UKI".into(),
+        source,
+    })?;
+    // Every section's file bytes must be in the file: a header that says otherwise
+    // is damaged, or the file was cut short.
+    for s in h.sections.iter().filter(|s| s.size_of_raw_data > 0) {
+        let end = u64::from(s.pointer_to_raw_data) + u64::from(s.size_of_raw_data);
+        if end > file_len {
+            return Err(BootError::BadSection {
+                section: crate::untrusted::shown(&s.name_str()),
+                why: format!(
+                    "its {} bytes at {:#x} end at byte {end:#x}, past the end of the UKI \
+                     ({file_len:#x} bytes): the UKI is truncated or its section table damaged",
+                    s.size_of_raw_data, s.pointer_to_raw_data
+                ),
+            });
+        }
+    }
     let mut text = |name: &str| -> Result<String, BootError> {
         match h.sections.iter().find(|s| s.name_str() == name) {
             Some(s) => read_text_section(r, s),
@@ -396,7 +415,8 @@ pub fn read_uki<R: Read + Seek>(r: &mut R) -> Result<UkiInfo, BootError> {
 }
 
 fn read_text_section<R: Read + Seek>(r: &mut R, s: &SectionHeader) -> Result<String, BootError> {
-    let name = s.name_str();
+    // The name comes from the image: escaped before it reaches a message.
+    let name = crate::untrusted::shown(&s.name_str());
     let bad = |why: String| BootError::BadSection {
         section: name.clone(),
         why,

@@ -130,11 +130,17 @@ pub struct Partition {
 }
 
 impl Partition {
+    /// The first byte. [`Table::read`] checks the range against the file, so the
+    /// saturating arithmetic only matters for a table built by hand.
     pub fn offset(&self) -> u64 {
-        self.first_lba * SECTOR
+        self.first_lba.saturating_mul(SECTOR)
     }
+    /// The length in bytes (0 for a range whose end comes before its start).
     pub fn size(&self) -> u64 {
-        (self.last_lba + 1 - self.first_lba) * SECTOR
+        self.last_lba
+            .saturating_add(1)
+            .saturating_sub(self.first_lba)
+            .saturating_mul(SECTOR)
     }
 }
 
@@ -150,6 +156,36 @@ pub struct Table {
 pub enum GptError {
     #[error("not a GPT disk: {0}")]
     Invalid(String),
+    #[error(
+        "the image is truncated: its partition table says the disk is {expected} bytes, \
+         but the file has {actual} ({} bytes missing); copy or download the image again",
+        expected.saturating_sub(*actual)
+    )]
+    Truncated { expected: u64, actual: u64 },
+    #[error(
+        "partition {number} ({name}) spans sectors {first_lba}..={last_lba}, {why}; \
+         the partition table is damaged"
+    )]
+    BadRange {
+        number: usize,
+        /// Already made safe to print ([`crate::untrusted::shown`]).
+        name: String,
+        first_lba: u64,
+        last_lba: u64,
+        why: String,
+    },
+    #[error(
+        "partitions {first} and {second} overlap: {first} spans sectors {}..={}, {second} \
+         sectors {}..={}; the partition table is damaged",
+        .first_range.0, .first_range.1, .second_range.0, .second_range.1
+    )]
+    Overlap {
+        /// Number and name, already made safe to print.
+        first: String,
+        first_range: (u64, u64),
+        second: String,
+        second_range: (u64, u64),
+    },
     #[error("cannot read or write the partition table")]
     Io(#[from] io::Error),
 }
@@ -243,9 +279,18 @@ impl Table {
         Ok(())
     }
 
-    /// Reads and checks the primary table (signature, header and entry CRCs).
+    /// Reads and checks the primary table: signature, header and entry CRCs, and
+    /// every length and offset against the file (UEFI 2.10, 5.3.2 "GPT Header"
+    /// validity rules): a file shorter than the disk its header describes is
+    /// [`GptError::Truncated`]; a partition outside the usable sectors or the file,
+    /// or overlapping another, is an error naming it.
     pub fn read<R: Read + Seek>(r: &mut R) -> Result<Table, GptError> {
         let disk_size = r.seek(SeekFrom::End(0))?;
+        if disk_size < 2 * SECTOR {
+            return Err(GptError::Invalid(format!(
+                "the file is {disk_size} bytes, too small for a partition table"
+            )));
+        }
         let mut h = [0u8; SECTOR as usize];
         r.seek(SeekFrom::Start(SECTOR))?;
         r.read_exact(&mut h)?;
@@ -268,13 +313,40 @@ impl Table {
         if crc32fast::hash(&check[..hsize]) != stored {
             return Err(GptError::Invalid("primary header CRC mismatch".into()));
         }
+        // The backup header is on the disk's last sector (5.3.2): where the header
+        // puts it says how long the disk is.
+        let alternate = u64at(&h, 32);
+        let expected = alternate
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(SECTOR))
+            .ok_or_else(|| {
+                GptError::Invalid(format!("the backup header LBA {alternate} is out of range"))
+            })?;
+        if expected > disk_size {
+            return Err(GptError::Truncated {
+                expected,
+                actual: disk_size,
+            });
+        }
         let n = u32at(&h, 80);
         let esize = u32at(&h, 84);
         if n > 1024 || !(128..=1024).contains(&esize) {
             return Err(GptError::Invalid(format!("{n} entries of {esize} bytes")));
         }
-        let mut entries = vec![0u8; (n * esize) as usize];
-        r.seek(SeekFrom::Start(u64at(&h, 72) * SECTOR))?;
+        let array_len = u64::from(n * esize);
+        let entries_lba = u64at(&h, 72);
+        let array_end = entries_lba
+            .checked_mul(SECTOR)
+            .and_then(|at| at.checked_add(array_len))
+            .filter(|&end| end <= disk_size)
+            .ok_or_else(|| {
+                GptError::Invalid(format!(
+                    "the partition entries at LBA {entries_lba} ({array_len} bytes) lie \
+                     beyond the end of the file ({disk_size} bytes)"
+                ))
+            })?;
+        let mut entries = vec![0u8; array_len as usize];
+        r.seek(SeekFrom::Start(array_end - array_len))?;
         r.read_exact(&mut entries)?;
         if crc32fast::hash(&entries) != u32at(&h, 88) {
             return Err(GptError::Invalid(
@@ -283,8 +355,11 @@ impl Table {
         }
         let mut disk_guid = [0u8; 16];
         disk_guid.copy_from_slice(&h[56..72]);
+        let (first_usable, last_usable) = (u64at(&h, 40), u64at(&h, 48));
+        let file_sectors = disk_size / SECTOR;
         let mut partitions = Vec::new();
-        for e in entries.chunks(esize as usize) {
+        let mut numbers = Vec::new();
+        for (i, e) in entries.chunks(esize as usize).enumerate() {
             let mut t = [0u8; 16];
             t.copy_from_slice(&e[0..16]);
             if t == [0; 16] {
@@ -297,14 +372,56 @@ impl Table {
                 .map(|c| u16::from_le_bytes([c[0], c[1]]))
                 .take_while(|&u| u != 0)
                 .collect();
-            partitions.push(Partition {
+            let p = Partition {
                 type_guid: Guid(t),
                 guid: Guid(g),
                 first_lba: u64at(e, 32),
                 last_lba: u64at(e, 40),
                 attributes: u64at(e, 48),
                 name: String::from_utf16_lossy(&units),
-            });
+            };
+            let bad = |why: String| GptError::BadRange {
+                number: i + 1,
+                name: crate::untrusted::shown(&p.name),
+                first_lba: p.first_lba,
+                last_lba: p.last_lba,
+                why,
+            };
+            if p.first_lba > p.last_lba {
+                return Err(bad("its first sector is after its last".into()));
+            }
+            if p.last_lba >= file_sectors {
+                return Err(bad(format!(
+                    "beyond the end of the disk: the file has {file_sectors} sectors \
+                     ({disk_size} bytes)"
+                )));
+            }
+            if p.first_lba < first_usable || p.last_lba > last_usable {
+                return Err(bad(format!(
+                    "outside the usable sectors {first_usable}..={last_usable} the header \
+                     declares (over the partition table itself)"
+                )));
+            }
+            partitions.push(p);
+            numbers.push(i + 1);
+        }
+        // Sorted by start, two partitions overlap exactly when one starts before the
+        // previous one ends.
+        let mut order: Vec<usize> = (0..partitions.len()).collect();
+        order.sort_by_key(|&k| partitions[k].first_lba);
+        for w in order.windows(2) {
+            let (a, b) = (&partitions[w[0]], &partitions[w[1]]);
+            if b.first_lba <= a.last_lba {
+                let label = |k: usize, p: &Partition| {
+                    format!("{} ({})", numbers[k], crate::untrusted::shown(&p.name))
+                };
+                return Err(GptError::Overlap {
+                    first: label(w[0], a),
+                    first_range: (a.first_lba, a.last_lba),
+                    second: label(w[1], b),
+                    second_range: (b.first_lba, b.last_lba),
+                });
+            }
         }
         Ok(Table {
             disk_guid: Guid(disk_guid),
@@ -355,5 +472,64 @@ mod tests {
         let buf = f.into_inner();
         assert_eq!(&buf[buf.len() - 512..buf.len() - 504], b"EFI PART");
         assert_eq!(buf[446 + 4], 0xEE);
+    }
+
+    fn two_partitions() -> Table {
+        let p = |n: &str, first, last| Partition {
+            type_guid: Guid::parse("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+            guid: Guid::derive(b"x", n),
+            first_lba: first,
+            last_lba: last,
+            attributes: 0,
+            name: n.into(),
+        };
+        Table {
+            disk_guid: Guid::derive(b"x", "disk"),
+            disk_size: 8 << 20,
+            partitions: vec![p("A", 2048, 4095), p("B", 4096, 16000)],
+        }
+    }
+
+    fn written(t: &Table) -> Vec<u8> {
+        let mut f = std::io::Cursor::new(vec![0u8; t.disk_size as usize]);
+        t.write(&mut f).unwrap();
+        f.into_inner()
+    }
+
+    #[test]
+    fn a_truncated_disk_is_an_error_saying_by_how_much() {
+        let mut buf = written(&two_partitions());
+        buf.truncate(buf.len() - 512);
+        let e = Table::read(&mut std::io::Cursor::new(buf)).unwrap_err();
+        assert!(matches!(e, GptError::Truncated { expected, actual } if expected - actual == 512));
+        assert!(e.to_string().contains("512 bytes missing"), "{e}");
+        let e = Table::read(&mut std::io::Cursor::new(vec![0u8; 100])).unwrap_err();
+        assert!(e.to_string().contains("too small"), "{e}");
+    }
+
+    #[test]
+    fn ranges_outside_the_disk_reversed_or_overlapping_are_errors() {
+        let mut t = two_partitions();
+        t.partitions[1].last_lba = 1 << 40;
+        let e = Table::read(&mut std::io::Cursor::new(written(&t))).unwrap_err();
+        assert!(
+            matches!(&e, GptError::BadRange { number: 2, name, .. } if name == "B"),
+            "{e:?}"
+        );
+        let mut t = two_partitions();
+        t.partitions[0].first_lba = 5000;
+        let e = Table::read(&mut std::io::Cursor::new(written(&t))).unwrap_err();
+        assert!(
+            e.to_string().contains("first sector is after its last"),
+            "{e}"
+        );
+        let mut t = two_partitions();
+        t.partitions[1].first_lba = 4000;
+        let e = Table::read(&mut std::io::Cursor::new(written(&t))).unwrap_err();
+        assert!(matches!(e, GptError::Overlap { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("1 (A) spans sectors 2048..=4095"),
+            "{e}"
+        );
     }
 }

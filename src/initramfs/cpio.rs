@@ -483,12 +483,28 @@ fn read_exact<R: Read>(
     })
 }
 
+/// The most entries [`read_archive`] collects from one initramfs: a real one has tens
+/// of thousands; a hostile one (a compressed stream of empty entries) could otherwise
+/// grow the list until memory runs out.
+pub const MAX_ENTRIES: usize = 1 << 20;
+/// The most file data kept in memory over one initramfs (each file at most the
+/// reader's `keep_data_max`), for the same reason.
+pub const MAX_KEPT_BYTES: u64 = 512 << 20;
+
+/// What has been read so far, over every archive of one initramfs.
+#[derive(Default)]
+pub(super) struct Collected {
+    pub(super) entries: Vec<CpioEntry>,
+    /// The bytes of `data` kept, summed.
+    kept: u64,
+}
+
 /// Reads one archive, from its first header through its trailer and padding,
 /// appending its entries to `out`.
 pub(super) fn read_archive<R: Read>(
     r: &mut Input<R>,
     keep_data_max: u64,
-    out: &mut Vec<CpioEntry>,
+    out: &mut Collected,
 ) -> Result<(), InitramfsError> {
     loop {
         let start = r.offset;
@@ -520,49 +536,68 @@ pub(super) fn read_archive<R: Read>(
             offset: start,
             source,
         })?;
+        if out.entries.len() >= MAX_ENTRIES {
+            return Err(InitramfsError::TooLarge {
+                offset: start,
+                what: format!("more than {MAX_ENTRIES} entries"),
+            });
+        }
+        // Names come from the archive: escaped before they reach a message.
+        let bad_entry = |why: String| {
+            malformed(format!(
+                "{}: {why}",
+                crate::untrusted::shown(&path.to_string())
+            ))
+        };
         let file_type = h.mode & S_IFMT;
         if ![
             S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK,
         ]
         .contains(&file_type)
         {
-            return Err(malformed(format!(
-                "{path}: unknown file type in mode {:o}",
-                h.mode
-            )));
+            return Err(bad_entry(format!("unknown file type in mode {:o}", h.mode)));
         }
         if file_type != S_IFREG && file_type != S_IFLNK && h.filesize != 0 {
-            return Err(malformed(format!(
-                "{path}: only files and symlinks may have data ({} bytes)",
+            return Err(bad_entry(format!(
+                "only files and symlinks may have data ({} bytes)",
                 h.filesize
             )));
         }
         let size = h.filesize as u64;
         let keep = match file_type {
             S_IFLNK if size >= NAME_MAX as u64 => {
-                return Err(malformed(format!("{path}: symlink target of {size} bytes")))
+                return Err(bad_entry(format!("symlink target of {size} bytes")))
             }
             S_IFLNK => true,
             S_IFREG => size <= keep_data_max,
             _ => false,
         };
+        if keep {
+            out.kept += size;
+            if out.kept > MAX_KEPT_BYTES {
+                return Err(InitramfsError::TooLarge {
+                    offset: start,
+                    what: format!("more than {MAX_KEPT_BYTES} bytes of file data to keep"),
+                });
+            }
+        }
         let mut data = keep.then(|| Vec::with_capacity(size as usize));
         let sum = read_data(r, size, data.as_mut())?;
         if crc && sum != h.check {
-            return Err(malformed(format!(
-                "{path}: checksum {sum:08x} does not match the header's {:08x}",
+            return Err(bad_entry(format!(
+                "checksum {sum:08x} does not match the header's {:08x}",
                 h.check
             )));
         }
         let mut link_target = None;
         if file_type == S_IFLNK {
             let bytes = data.take().unwrap_or_default();
-            link_target =
-                Some(String::from_utf8(bytes).map_err(|_| {
-                    malformed(format!("{path}: symlink target is not valid UTF-8"))
-                })?);
+            link_target = Some(
+                String::from_utf8(bytes)
+                    .map_err(|_| bad_entry("symlink target is not valid UTF-8".into()))?,
+            );
         }
-        out.push(CpioEntry {
+        out.entries.push(CpioEntry {
             path,
             mode: h.mode,
             uid: h.uid,
@@ -612,14 +647,14 @@ mod tests {
 
     fn read_all(bytes: &[u8]) -> Vec<CpioEntry> {
         let mut r = Input::new(bytes);
-        let mut out = Vec::new();
+        let mut out = Collected::default();
         read_archive(&mut r, u64::MAX, &mut out).unwrap();
         assert_eq!(
             r.offset,
             bytes.len() as u64,
             "the archive ends at its trailer"
         );
-        out
+        out.entries
     }
 
     #[test]
@@ -770,7 +805,7 @@ mod tests {
         let mut w = NewcWriter { out: Vec::new() };
         w.header_and_name(h, "big").unwrap();
         let mut r = Input::new(&w.out[..]);
-        let err = read_archive(&mut r, 1024, &mut Vec::new()).unwrap_err();
+        let err = read_archive(&mut r, 1024, &mut Collected::default()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -793,7 +828,7 @@ mod tests {
         w.header_and_name(h, "../etc/passwd").unwrap();
         w.trailer().unwrap();
         let mut r = Input::new(&w.out[..]);
-        let err = read_archive(&mut r, 0, &mut Vec::new()).unwrap_err();
+        let err = read_archive(&mut r, 0, &mut Collected::default()).unwrap_err();
         assert!(
             matches!(err, InitramfsError::BadPath { offset: 0, .. }),
             "{err}"
@@ -816,6 +851,6 @@ mod tests {
         assert_eq!(read_all(&w.out)[0].data.as_deref(), Some(&[1u8, 2][..]));
         w.out[6 + 12 * 8 + 7] = b'4';
         let mut r = Input::new(&w.out[..]);
-        assert!(read_archive(&mut r, 10, &mut Vec::new()).is_err());
+        assert!(read_archive(&mut r, 10, &mut Collected::default()).is_err());
     }
 }

@@ -145,6 +145,8 @@ pub enum InitramfsError {
         #[source]
         source: Box<InitramfsError>,
     },
+    #[error("the initramfs is too large to read at byte {offset}: it holds {what}")]
+    TooLarge { offset: u64, what: String },
     #[error("no cpio archive found: the input is empty or only padding")]
     NoArchive,
 }
@@ -202,12 +204,12 @@ fn write_buffered<W: Write>(tree: &Tree, out: W) -> Result<W, InitramfsError> {
 /// read and dropped. Every name is checked with [`TreePath::parse`].
 pub fn read_initramfs<R: Read>(r: R, keep_data_max: u64) -> Result<Vec<CpioEntry>, InitramfsError> {
     let mut input = Input::new(r);
-    let mut entries = Vec::new();
-    let archives = read_segments(&mut input, keep_data_max, &mut entries, true)?;
+    let mut collected = cpio::Collected::default();
+    let archives = read_segments(&mut input, keep_data_max, &mut collected, true)?;
     if archives == 0 {
         return Err(InitramfsError::NoArchive);
     }
-    Ok(entries)
+    Ok(collected.entries)
 }
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
@@ -218,7 +220,7 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 fn read_segments<R: Read>(
     input: &mut Input<R>,
     keep_data_max: u64,
-    out: &mut Vec<CpioEntry>,
+    out: &mut cpio::Collected,
     top_level: bool,
 ) -> Result<usize, InitramfsError> {
     let mut archives = 0;

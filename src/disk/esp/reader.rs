@@ -12,11 +12,20 @@ use super::layout::{
 use super::names::{checksum, decode_lfn, decode_short};
 use super::{EspError, EspFile};
 
+/// The most entries [`EspReader::list`] returns: an ESP holds tens of files.
+pub const MAX_LISTED: usize = 1 << 16;
+/// The longest path [`EspReader::list`] builds (Linux' PATH_MAX).
+pub const MAX_PATH: usize = 4096;
+/// The most directory bytes [`EspReader::list`] reads over the whole volume.
+pub const MAX_DIR_BYTES: u64 = 64 << 20;
+
 /// A FAT32 volume at an offset of a seekable source (a partition inside a disk image).
 pub struct EspReader<R> {
     inner: R,
     offset: u64,
     bytes_per_sector: u64,
+    /// `BPB_TotSec16` or `BPB_TotSec32`.
+    total_sectors: u64,
     cluster_bytes: u64,
     /// Byte offsets from the start of the volume.
     fat_offset: u64,
@@ -40,6 +49,24 @@ struct DirEntry {
 }
 
 impl<R: Read + Seek> EspReader<R> {
+    /// [`EspReader::open`] for a volume that must fit in the `len` bytes of its
+    /// partition: a boot sector that claims more sectors than that is refused, so
+    /// nothing is read from outside the partition.
+    pub fn open_within(inner: R, offset: u64, len: u64) -> Result<Self, EspError> {
+        let esp = Self::open(inner, offset)?;
+        let volume = esp.total_sectors.saturating_mul(esp.bytes_per_sector);
+        if volume > len {
+            return Err(EspError::NotFat {
+                offset,
+                why: format!(
+                    "its boot sector says the volume is {volume} bytes, larger than its \
+                     partition ({len} bytes)"
+                ),
+            });
+        }
+        Ok(esp)
+    }
+
     /// Reads and checks the boot sector at `offset`. Refuses anything that is not a
     /// FAT32 volume (fatgen103 §3.5: the cluster count alone decides the FAT type).
     pub fn open(mut inner: R, offset: u64) -> Result<Self, EspError> {
@@ -112,6 +139,7 @@ impl<R: Read + Seek> EspReader<R> {
             inner,
             offset,
             bytes_per_sector: bps,
+            total_sectors: total,
             cluster_bytes: spc * bps,
             fat_offset: reserved * bps,
             data_offset: meta * bps,
@@ -145,10 +173,13 @@ impl<R: Read + Seek> EspReader<R> {
     }
 
     /// Every directory and file, depth first: each directory, then what it holds, in
-    /// the order of the directory entries.
+    /// the order of the directory entries. Bounded for hostile volumes (directories
+    /// sharing cluster chains, nested thousands deep): at most [`MAX_LISTED`] entries,
+    /// paths of at most [`MAX_PATH`] bytes, [`MAX_DIR_BYTES`] of directories read.
     pub fn list(&mut self) -> Result<Vec<EspFile>, EspError> {
         let mut out = Vec::new();
         let mut seen = HashSet::from([self.root]);
+        let mut dir_bytes = 0u64;
         let root = self.read_dir(self.root, "")?;
         // One open directory listing per level (an explicit stack: the depth comes from
         // the image and must not be able to overflow ours).
@@ -163,6 +194,18 @@ impl<R: Read + Seek> EspReader<R> {
             } else {
                 format!("{prefix}/{}", e.name)
             };
+            let corrupt = |why: String| EspError::Corrupt { why };
+            if path.len() > MAX_PATH {
+                return Err(corrupt(format!(
+                    "a path is longer than {MAX_PATH} bytes (directories nested {} deep)",
+                    stack.len()
+                )));
+            }
+            if out.len() >= MAX_LISTED {
+                return Err(corrupt(format!(
+                    "it holds more than {MAX_LISTED} files and directories"
+                )));
+            }
             out.push(EspFile {
                 path: path.clone(),
                 is_dir: e.is_dir,
@@ -172,12 +215,19 @@ impl<R: Read + Seek> EspReader<R> {
                 if !self.in_range(e.first) || !seen.insert(e.first) {
                     return Err(EspError::Corrupt {
                         why: format!(
-                            "directory {path} starts at cluster {}, outside the volume or used by another directory",
+                            "directory {} starts at cluster {}, outside the volume or used by another directory",
+                            crate::untrusted::shown(&path),
                             e.first
                         ),
                     });
                 }
-                let sub = self.read_dir(e.first, &path)?;
+                let (sub, read) = self.read_dir_counted(e.first, &path)?;
+                dir_bytes += read;
+                if dir_bytes > MAX_DIR_BYTES {
+                    return Err(EspError::Corrupt {
+                        why: format!("its directories hold more than {MAX_DIR_BYTES} bytes"),
+                    });
+                }
                 stack.push((sub.into_iter(), path));
             }
         }
@@ -277,12 +327,34 @@ impl<R: Read + Seek> EspReader<R> {
     /// The entries of the directory starting at `first`, without `.`, `..`, deleted
     /// entries and the volume label (fatgen103 §6 and §7).
     fn read_dir(&mut self, first: u32, path: &str) -> Result<Vec<DirEntry>, EspError> {
-        let what = if path.is_empty() { "/" } else { path };
+        self.read_dir_counted(first, path)
+            .map(|(entries, _)| entries)
+    }
+
+    /// [`Self::read_dir`], and how many bytes of directory were read.
+    fn read_dir_counted(
+        &mut self,
+        first: u32,
+        path: &str,
+    ) -> Result<(Vec<DirEntry>, u64), EspError> {
+        // Names come from the image: shown escaped in errors.
+        let what = if path.is_empty() {
+            "/".to_string()
+        } else {
+            crate::untrusted::shown(path)
+        };
         let max_clusters = (MAX_DIR_ENTRIES * DIR_ENTRY) as u64 / self.cluster_bytes;
         let mut bytes = Vec::new();
         let mut cluster = Some(first);
         let mut n = 0;
         while let Some(c) = cluster {
+            // The first cluster comes from a directory entry, which nothing has
+            // checked yet (the later ones are checked by next_cluster).
+            if !self.in_range(c) {
+                return Err(EspError::Corrupt {
+                    why: format!("directory {what} starts at cluster {c}, outside the volume"),
+                });
+            }
             n += 1;
             if n > max_clusters.max(1) {
                 return Err(EspError::Corrupt {
@@ -299,9 +371,10 @@ impl<R: Read + Seek> EspReader<R> {
                     what: "a directory",
                     source,
                 })?;
-            cluster = self.next_cluster(c, what)?;
+            cluster = self.next_cluster(c, &what)?;
         }
-        Ok(parse_dir(&bytes))
+        let read = bytes.len() as u64;
+        Ok((parse_dir(&bytes), read))
     }
 }
 

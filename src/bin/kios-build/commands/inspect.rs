@@ -22,10 +22,7 @@ pub struct InspectArgs {
 pub fn run(args: InspectArgs) -> Result<ExitCode, CliError> {
     let image = inspect::inspect(&args.image).map_err(|e| CliError::failed(&e))?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&image).unwrap_or_default()
-        );
+        println!("{}", inspect::render_json(&image));
     } else {
         print!("{}", inspect::render_text(&image));
     }
