@@ -10,6 +10,7 @@
 //! Reads stream: the image, the UKI inside the ESP and the initramfs inside the UKI
 //! are never loaded whole.
 
+use crate::store::cstorage::ImageRecord;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -202,7 +203,8 @@ fn store_listing(f: &mut File, offset: u64, len: u64) -> std::io::Result<Vec<ser
             "it holds no overlay-images/images.json",
         ));
     };
-    let records: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|e| {
+    // The records the store writer wrote, read through its own type.
+    let records: Vec<ImageRecord> = serde_json::from_slice(&bytes).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("overlay-images/images.json: {}", shown(&e.to_string())),
@@ -211,17 +213,20 @@ fn store_listing(f: &mut File, offset: u64, len: u64) -> std::io::Result<Vec<ser
     Ok(records
         .iter()
         .map(|r| {
-            let digest = r["big-data-digests"]["manifest"]
-                .as_str()
-                .or(r["digest"].as_str())
-                .unwrap_or_default();
+            // The platform manifest's digest; `digest` is the index's when the image
+            // came through one.
+            let digest = r
+                .big_data_digests
+                .get("manifest")
+                .unwrap_or(&r.digest)
+                .clone();
             let mut v = serde_json::json!({
-                "names": r["names"].clone(),
+                "names": r.names,
                 "digest": digest,
-                "id": r["id"].clone(),
+                "id": r.id,
             });
-            if let Some(top) = r["digest"].as_str().filter(|d| *d != digest) {
-                v["indexDigest"] = top.into();
+            if !r.digest.is_empty() && r.digest != digest {
+                v["indexDigest"] = r.digest.clone().into();
             }
             v
         })

@@ -50,7 +50,8 @@ use sha2::{Digest as _, Sha256};
 use crate::oci::{Compression, Digest, LayerBlob, LayoutImage, Limits, OciError};
 use crate::tree::{Entry, Kind, Tree, TreeError, TreePath};
 use crate::units::ByteSize;
-use records::{ImageRecord, LayerRecord};
+pub(crate) use records::ImageRecord;
+use records::LayerRecord;
 
 /// One image to put into the store, and the names it is known by.
 #[derive(Clone, Debug)]

@@ -9,11 +9,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// One entry of `images.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(super) struct ImageRecord {
+/// One entry of `images.json`: written by the store, read back by `inspect` (the
+/// fields a pull may leave out default to empty).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub(crate) struct ImageRecord {
     pub id: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub digest: String,
