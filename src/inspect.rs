@@ -254,28 +254,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         path: path_buf(),
         source,
     })?;
-    let partitions = table
-        .partitions
-        .iter()
-        .enumerate()
-        .map(|(i, p)| PartitionInfo {
-            number: i + 1,
-            name: p.name.clone(),
-            role: if p.type_guid == disk::ESP_TYPE {
-                "esp"
-            } else if p.type_guid == disk::DATA_TYPE {
-                "data"
-            } else if p.type_guid == disk::STORE_TYPE {
-                "store"
-            } else {
-                "unknown"
-            },
-            type_guid: p.type_guid.to_string(),
-            guid: p.guid.to_string(),
-            offset: p.offset(),
-            size: p.size(),
-        })
-        .collect();
+    let partitions = partition_infos(&table);
     let mut out = Inspection {
         schema: SCHEMA,
         image: ImageInfo {
@@ -322,14 +301,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     out.esp = Some(EspInfo {
         label: esp.label(),
         volume_id: format!("{:08X}", esp.volume_id()),
-        files: files
-            .iter()
-            .filter(|f| !f.is_dir)
-            .map(|f| FileInfo {
-                path: f.path.clone(),
-                size: f.size,
-            })
-            .collect(),
+        files: regular_files(&files),
     });
     // Compared with our own ASCII names: a path found here is safe to print.
     let Some(uki_path) = files
@@ -352,8 +324,74 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     let mut uki = esp.open_file(&uki_path).map_err(esp_err)?;
     // read_uki checks that every section lies inside the file.
     let info = boot::read_uki(&mut uki).map_err(uki_err)?;
-    out.boot = Some(BootInfo {
+    out.boot = Some(boot_info(&info, &uki_path));
+    let Some(initrd) = info.sections.iter().find(|s| s.name == ".initrd") else {
+        return Ok(out);
+    };
+    let initrd_err = |source| InspectError::Initramfs {
+        path: path_buf(),
         uki: uki_path.clone(),
+        source,
+    };
+    let read_err = |source| initrd_err(initramfs::InitramfsError::Read { offset: 0, source });
+    // The section's data is padded to FileAlignment; the virtual size is exact.
+    let len = initrd.virtual_size.min(initrd.file_size);
+    uki.seek(SeekFrom::Start(initrd.file_offset))
+        .map_err(read_err)?;
+    let compression = compression_of(&mut uki, len).map_err(read_err)?;
+    uki.seek(SeekFrom::Start(initrd.file_offset))
+        .map_err(read_err)?;
+    let entries =
+        initramfs::read_initramfs((&mut uki).take(len), SHOW_CONTENT_MAX).map_err(initrd_err)?;
+    let (initramfs, pods) = initramfs_info(&entries, compression, len);
+    out.initramfs = Some(initramfs);
+    out.pods = pods;
+    Ok(out)
+}
+
+/// The ESP's files, folders left out.
+fn regular_files(files: &[crate::disk::esp::EspFile]) -> Vec<FileInfo> {
+    files
+        .iter()
+        .filter(|f| !f.is_dir)
+        .map(|f| FileInfo {
+            path: f.path.clone(),
+            size: f.size,
+        })
+        .collect()
+}
+
+/// The partition table as `inspect` shows it, each partition with its kiOS role.
+fn partition_infos(table: &Table) -> Vec<PartitionInfo> {
+    table
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PartitionInfo {
+            number: i + 1,
+            name: p.name.clone(),
+            role: if p.type_guid == disk::ESP_TYPE {
+                "esp"
+            } else if p.type_guid == disk::DATA_TYPE {
+                "data"
+            } else if p.type_guid == disk::STORE_TYPE {
+                "store"
+            } else {
+                "unknown"
+            },
+            type_guid: p.type_guid.to_string(),
+            guid: p.guid.to_string(),
+            offset: p.offset(),
+            size: p.size(),
+        })
+        .collect()
+}
+
+/// What the UKI at `uki_path` says: architecture, kernel, command line, os-release
+/// and its sections.
+fn boot_info(info: &boot::UkiInfo, uki_path: &str) -> BootInfo {
+    BootInfo {
+        uki: uki_path.to_string(),
         arch: boot::arch_of_machine(info.machine)
             .map(|a| a.as_str().to_string())
             .unwrap_or_else(|| format!("{:#06x}", info.machine)),
@@ -368,40 +406,34 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
                 size: s.file_size.min(s.virtual_size.max(s.file_size)),
             })
             .collect(),
-    });
-    let Some(initrd) = info.sections.iter().find(|s| s.name == ".initrd") else {
-        return Ok(out);
-    };
-    let initrd_err = |source| InspectError::Initramfs {
-        path: path_buf(),
-        uki: uki_path.clone(),
-        source,
-    };
-    let read_err = |source| initrd_err(initramfs::InitramfsError::Read { offset: 0, source });
-    // The section's data is padded to FileAlignment; the virtual size is exact.
-    let len = initrd.virtual_size.min(initrd.file_size);
-    uki.seek(SeekFrom::Start(initrd.file_offset))
-        .map_err(read_err)?;
+    }
+}
+
+/// The initramfs' compression, from the first bytes of its `len` bytes at the
+/// reader's position (which moves).
+fn compression_of(r: &mut impl Read, len: u64) -> std::io::Result<&'static str> {
     let mut magic = Vec::with_capacity(4);
-    (&mut uki)
-        .take(len.min(4))
-        .read_to_end(&mut magic)
-        .map_err(read_err)?;
-    uki.seek(SeekFrom::Start(initrd.file_offset))
-        .map_err(read_err)?;
-    let compression = match magic[..] {
+    r.take(len.min(4)).read_to_end(&mut magic)?;
+    Ok(match magic[..] {
         [0x1f, 0x8b, ..] => "gzip",
         [0x28, 0xb5, 0x2f, 0xfd] => "zstd",
         [b'0', b'7', b'0', b'7'] => "none",
         _ => "unknown",
-    };
-    let entries =
-        initramfs::read_initramfs((&mut uki).take(len), SHOW_CONTENT_MAX).map_err(initrd_err)?;
+    })
+}
+
+/// The initramfs as `inspect` shows it (`/init`, the module list, every `/etc`
+/// entry), and the static pods found in it.
+fn initramfs_info(
+    entries: &[initramfs::CpioEntry],
+    compression: &'static str,
+    len: u64,
+) -> (InitramfsInfo, Vec<StaticPodInfo>) {
     let mut etc = Vec::new();
     let mut pods = Vec::new();
     let mut modules = Vec::new();
     let mut init = None;
-    for e in &entries {
+    for e in entries {
         let p = e.path.as_str();
         if p == "init" {
             init = Some(FileInfo {
@@ -459,16 +491,15 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
             target: e.link_target.clone(),
         });
     }
-    out.initramfs = Some(InitramfsInfo {
+    let info = InitramfsInfo {
         compression,
         size: len,
         entries: entries.len(),
         init,
         modules,
         etc,
-    });
-    out.pods = pods;
-    Ok(out)
+    };
+    (info, pods)
 }
 
 /// The container format of a converted image, told by its magic bytes.
