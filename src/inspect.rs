@@ -610,12 +610,22 @@ pub fn render_text(i: &Inspection) -> String {
             .collect();
         s.push_str(&format!("uki        {}\n", secs.join(", ")));
     }
-    if !i.images.is_empty() {
+    render_images(&mut s, &i.images);
+    if let Some(r) = &i.initramfs {
+        render_initramfs(&mut s, r);
+    }
+    render_pods(&mut s, &i.pods);
+    s
+}
+
+/// The pre-seeded images: names and digest, one line each.
+fn render_images(s: &mut String, images: &[serde_json::Value]) {
+    if !images.is_empty() {
         s.push_str(&format!(
             "images     {} pre-seeded in the store\n",
-            i.images.len()
+            images.len()
         ));
-        for img in &i.images {
+        for img in images {
             let names: Vec<String> = img["names"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|n| n.as_str()).map(shown).collect())
@@ -627,37 +637,43 @@ pub fn render_text(i: &Inspection) -> String {
             ));
         }
     }
-    if let Some(r) = &i.initramfs {
-        s.push_str(&format!(
-            "initramfs  {} entries, {} bytes {}\n",
-            r.entries, r.size, r.compression
-        ));
-        s.push_str(&format!("modules    {} to load\n", r.modules.len()));
-        for m in &r.modules {
-            s.push_str(&format!("  {}\n", shown(m)));
-        }
-        s.push_str("/etc\n");
-        for e in &r.etc {
-            let extra = match (&e.target, &e.content) {
-                (Some(target), _) => format!(" -> {}", shown(target)),
-                (None, Some(c)) if c.lines().count() == 1 => {
-                    format!("  \"{}\"", shown(c.trim_end()))
-                }
-                _ => String::new(),
-            };
-            s.push_str(&format!(
-                "  {} {:<6} {}:{} {:>7}  {}{}\n",
-                e.mode,
-                e.kind,
-                e.uid,
-                e.gid,
-                e.size,
-                shown(&e.path),
-                extra
-            ));
-        }
+}
+
+/// The initramfs: its size, the modules to load and every `/etc` entry.
+fn render_initramfs(s: &mut String, r: &InitramfsInfo) {
+    s.push_str(&format!(
+        "initramfs  {} entries, {} bytes {}\n",
+        r.entries, r.size, r.compression
+    ));
+    s.push_str(&format!("modules    {} to load\n", r.modules.len()));
+    for m in &r.modules {
+        s.push_str(&format!("  {}\n", shown(m)));
     }
-    if !i.pods.is_empty() {
+    s.push_str("/etc\n");
+    for e in &r.etc {
+        let extra = match (&e.target, &e.content) {
+            (Some(target), _) => format!(" -> {}", shown(target)),
+            (None, Some(c)) if c.lines().count() == 1 => {
+                format!("  \"{}\"", shown(c.trim_end()))
+            }
+            _ => String::new(),
+        };
+        s.push_str(&format!(
+            "  {} {:<6} {}:{} {:>7}  {}{}\n",
+            e.mode,
+            e.kind,
+            e.uid,
+            e.gid,
+            e.size,
+            shown(&e.path),
+            extra
+        ));
+    }
+}
+
+/// The static pods with what each may reach of the host.
+fn render_pods(s: &mut String, pods: &[StaticPodInfo]) {
+    if !pods.is_empty() {
         s.push_str("static pods\n");
     }
     let list = |items: &[String]| {
@@ -667,7 +683,7 @@ pub fn render_text(i: &Inspection) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    for p in &i.pods {
+    for p in pods {
         match &p.summary {
             Some(x) => {
                 let mut access = Vec::new();
@@ -699,7 +715,6 @@ pub fn render_text(i: &Inspection) -> String {
             )),
         }
     }
-    s
 }
 
 /// The JSON form (`--json`), pretty-printed. Values are exact (a JSON parser gets
