@@ -297,12 +297,6 @@ impl Table {
         if &h[0..8] != b"EFI PART" {
             return Err(GptError::Invalid("no `EFI PART` signature at LBA 1".into()));
         }
-        let u32at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let u64at = |b: &[u8], o: usize| {
-            let mut x = [0u8; 8];
-            x.copy_from_slice(&b[o..o + 8]);
-            u64::from_le_bytes(x)
-        };
         let hsize = u32at(&h, 12) as usize;
         if !(92..=SECTOR as usize).contains(&hsize) {
             return Err(GptError::Invalid(format!("header size {hsize}")));
@@ -356,79 +350,108 @@ impl Table {
         let mut disk_guid = [0u8; 16];
         disk_guid.copy_from_slice(&h[56..72]);
         let (first_usable, last_usable) = (u64at(&h, 40), u64at(&h, 48));
-        let file_sectors = disk_size / SECTOR;
         let mut partitions = Vec::new();
         let mut numbers = Vec::new();
+        let usable = (first_usable, last_usable);
         for (i, e) in entries.chunks(esize as usize).enumerate() {
-            let mut t = [0u8; 16];
-            t.copy_from_slice(&e[0..16]);
-            if t == [0; 16] {
-                continue;
-            }
-            let mut g = [0u8; 16];
-            g.copy_from_slice(&e[16..32]);
-            let units: Vec<u16> = e[56..128]
-                .chunks(2)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]))
-                .take_while(|&u| u != 0)
-                .collect();
-            let p = Partition {
-                type_guid: Guid(t),
-                guid: Guid(g),
-                first_lba: u64at(e, 32),
-                last_lba: u64at(e, 40),
-                attributes: u64at(e, 48),
-                name: String::from_utf16_lossy(&units),
-            };
-            let bad = |why: String| GptError::BadRange {
-                number: i + 1,
-                name: crate::untrusted::shown(&p.name),
-                first_lba: p.first_lba,
-                last_lba: p.last_lba,
-                why,
-            };
-            if p.first_lba > p.last_lba {
-                return Err(bad("its first sector is after its last".into()));
-            }
-            if p.last_lba >= file_sectors {
-                return Err(bad(format!(
-                    "beyond the end of the disk: the file has {file_sectors} sectors \
-                     ({disk_size} bytes)"
-                )));
-            }
-            if p.first_lba < first_usable || p.last_lba > last_usable {
-                return Err(bad(format!(
-                    "outside the usable sectors {first_usable}..={last_usable} the header \
-                     declares (over the partition table itself)"
-                )));
-            }
-            partitions.push(p);
-            numbers.push(i + 1);
-        }
-        // Sorted by start, two partitions overlap exactly when one starts before the
-        // previous one ends.
-        let mut order: Vec<usize> = (0..partitions.len()).collect();
-        order.sort_by_key(|&k| partitions[k].first_lba);
-        for w in order.windows(2) {
-            let (a, b) = (&partitions[w[0]], &partitions[w[1]]);
-            if b.first_lba <= a.last_lba {
-                let label = |k: usize, p: &Partition| {
-                    format!("{} ({})", numbers[k], crate::untrusted::shown(&p.name))
-                };
-                return Err(GptError::Overlap {
-                    first: label(w[0], a),
-                    first_range: (a.first_lba, a.last_lba),
-                    second: label(w[1], b),
-                    second_range: (b.first_lba, b.last_lba),
-                });
+            if let Some(p) = entry(i + 1, e, usable, disk_size)? {
+                partitions.push(p);
+                numbers.push(i + 1);
             }
         }
+        check_overlaps(&partitions, &numbers)?;
         Ok(Table {
             disk_guid: Guid(disk_guid),
             disk_size,
             partitions,
         })
     }
+}
+
+fn u32at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+fn u64at(b: &[u8], o: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(x)
+}
+
+/// Partition entry `number` (5.3.3, at least 128 bytes): `None` when unused, an error
+/// when its range is reversed, past the end of the file or outside the usable sectors.
+fn entry(
+    number: usize,
+    e: &[u8],
+    (first_usable, last_usable): (u64, u64),
+    disk_size: u64,
+) -> Result<Option<Partition>, GptError> {
+    let mut t = [0u8; 16];
+    t.copy_from_slice(&e[0..16]);
+    if t == [0; 16] {
+        return Ok(None);
+    }
+    let mut g = [0u8; 16];
+    g.copy_from_slice(&e[16..32]);
+    let units: Vec<u16> = e[56..128]
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&u| u != 0)
+        .collect();
+    let p = Partition {
+        type_guid: Guid(t),
+        guid: Guid(g),
+        first_lba: u64at(e, 32),
+        last_lba: u64at(e, 40),
+        attributes: u64at(e, 48),
+        name: String::from_utf16_lossy(&units),
+    };
+    let bad = |why: String| GptError::BadRange {
+        number,
+        name: crate::untrusted::shown(&p.name),
+        first_lba: p.first_lba,
+        last_lba: p.last_lba,
+        why,
+    };
+    let file_sectors = disk_size / SECTOR;
+    if p.first_lba > p.last_lba {
+        return Err(bad("its first sector is after its last".into()));
+    }
+    if p.last_lba >= file_sectors {
+        return Err(bad(format!(
+            "beyond the end of the disk: the file has {file_sectors} sectors \
+             ({disk_size} bytes)"
+        )));
+    }
+    if p.first_lba < first_usable || p.last_lba > last_usable {
+        return Err(bad(format!(
+            "outside the usable sectors {first_usable}..={last_usable} the header \
+             declares (over the partition table itself)"
+        )));
+    }
+    Ok(Some(p))
+}
+
+/// Sorted by start, two partitions overlap exactly when one starts before the
+/// previous one ends. `numbers` are the partitions' entry numbers.
+fn check_overlaps(partitions: &[Partition], numbers: &[usize]) -> Result<(), GptError> {
+    let mut order: Vec<usize> = (0..partitions.len()).collect();
+    order.sort_by_key(|&k| partitions[k].first_lba);
+    for w in order.windows(2) {
+        let (a, b) = (&partitions[w[0]], &partitions[w[1]]);
+        if b.first_lba <= a.last_lba {
+            let label = |k: usize, p: &Partition| {
+                format!("{} ({})", numbers[k], crate::untrusted::shown(&p.name))
+            };
+            return Err(GptError::Overlap {
+                first: label(w[0], a),
+                first_range: (a.first_lba, a.last_lba),
+                second: label(w[1], b),
+                second_range: (b.first_lba, b.last_lba),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
