@@ -39,13 +39,41 @@ use std::sync::Arc;
 
 use tar::EntryType;
 
-use super::layer::{LayerChanges, LayerCx, Limits};
-use super::merge::Whiteout;
-use super::OciError;
+use super::merge::{LayerChanges, Whiteout};
+use super::{LayerCx, OciError};
 use crate::tree::{Content, Entry, Kind, TreePath};
 
 /// PAX and GNU long-name extension headers hold a few names; more is abuse.
 const MAX_EXTENSION: u64 = 1 << 20;
+
+/// Bounds on what one layer may contain, so that a hostile layer cannot exhaust
+/// memory or disk. The reading of the tar here enforces the bounds on members;
+/// [`super::layer`] enforces `max_total` while it spools.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Tar members in one layer (extension headers not counted).
+    pub max_entries: u64,
+    /// Bytes of one member.
+    pub max_file_size: u64,
+    /// Bytes of one layer's uncompressed tar; for
+    /// [`apply_layers`](super::apply_layers), of all the image's layers together
+    /// (each is decompressed against what the layers before it left, so a
+    /// decompression bomb fails while it is spooled).
+    pub max_total: u64,
+    /// Bytes of one xattr value.
+    pub max_xattr: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_entries: 1_000_000,
+            max_file_size: 8 << 30,
+            max_total: 64 << 30,
+            max_xattr: 64 << 10,
+        }
+    }
+}
 
 /// Extension headers waiting for the member they describe.
 #[derive(Default)]

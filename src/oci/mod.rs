@@ -6,11 +6,16 @@
 //!   config, every JSON blob checked against its descriptor's digest and size
 //!   (image-spec image-layout.md, image-index.md, manifest.md, config.md).
 //! - [`layer`]: one layer blob -> verified (blob digest, size, diff_id) and spooled
-//!   decompressed tar (image-spec layer.md); the public entry points.
+//!   decompressed tar (image-spec layer.md); the public entry points, over the two
+//!   below.
 //! - `archive`: a verified tar -> the layer's own entries and whiteouts, read from
-//!   the headers with every hostile case refused.
-//! - [`merge`]: a layer's changes applied onto a [`Tree`](crate::tree::Tree):
-//!   whiteouts and opaque directories first, then the entries (layer.md "Whiteouts").
+//!   the headers with every hostile case refused within the [`Limits`].
+//! - [`merge`]: a layer's changes ([`LayerChanges`]) applied onto a
+//!   [`Tree`](crate::tree::Tree): whiteouts and opaque directories first, then the
+//!   entries (layer.md "Whiteouts").
+//!
+//! Imports go one way: `layer` uses `archive` and `merge`, `archive` uses `merge`'s
+//! types; all three name the layer an error is about with `LayerCx`.
 //!
 //! - [`reference`], [`auth`], [`cache`], [`registry`], [`progress`]: image references
 //!   pulled from registries into a content-addressed cache that is itself an image
@@ -39,12 +44,13 @@ mod fixture;
 mod tests;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+pub use archive::Limits;
 pub use digest::{Digest, DigestError};
-pub use layer::{apply_layer, apply_layers, read_layer, read_layer_tree, LayerChanges, Limits};
+pub use layer::{apply_layer, apply_layers, read_layer, read_layer_tree};
 pub use layout::{open_layout, Compression, LayerBlob, LayoutImage};
-pub use merge::Whiteout;
+pub use merge::{LayerChanges, Whiteout};
 
 const RECOPY: &str = "the layout is damaged or was tampered with: copy the image again \
                       (`skopeo copy <source> oci:DIR:TAG`)";
@@ -175,4 +181,73 @@ pub enum OciError {
         #[source]
         source: io::Error,
     },
+}
+
+/// The image and layer an error is about.
+pub(crate) struct LayerCx<'a> {
+    reference: &'a str,
+    index: usize,
+    digest: &'a Digest,
+}
+
+impl<'a> LayerCx<'a> {
+    pub(crate) fn new(reference: &'a str, index: usize, digest: &'a Digest) -> Self {
+        LayerCx {
+            reference,
+            index,
+            digest,
+        }
+    }
+
+    pub(crate) fn entry(&self, entry: impl Into<String>, why: impl Into<String>) -> OciError {
+        OciError::Entry {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            entry: entry.into(),
+            why: why.into(),
+        }
+    }
+
+    pub(crate) fn limit(&self, what: String, limit: u64) -> OciError {
+        OciError::Limit {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            what,
+            limit,
+        }
+    }
+
+    pub(crate) fn tar(&self, why: impl Into<String>) -> OciError {
+        OciError::Tar {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            why: why.into(),
+        }
+    }
+
+    pub(crate) fn spool(&self, path: &Path) -> impl FnOnce(io::Error) -> OciError {
+        let (reference, index, digest) =
+            (self.reference.to_string(), self.index, self.digest.clone());
+        let path = path.to_path_buf();
+        move |source| OciError::Spool {
+            reference,
+            index,
+            digest,
+            path,
+            source,
+        }
+    }
+
+    pub(crate) fn io(&self, path: &Path) -> impl FnOnce(io::Error) -> OciError {
+        let reference = self.reference.to_string();
+        let path = path.to_path_buf();
+        move |source| OciError::Io {
+            reference,
+            path,
+            source,
+        }
+    }
 }
