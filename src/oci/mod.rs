@@ -155,7 +155,10 @@ pub enum OciError {
         what: String,
         limit: u64,
     },
-    #[error("{reference}: layer {index} ({digest}): entry {entry:?}: {why}; the layer is malformed or hostile, refusing it")]
+    /// An entry of a layer that cannot be taken: `why` says what is wrong with it
+    /// and what follows (the reader refuses the layer as malformed or hostile, or
+    /// the store cannot hold it).
+    #[error("{reference}: layer {index} ({digest}): entry {entry:?}: {why}")]
     Entry {
         reference: String,
         index: usize,
@@ -183,6 +186,19 @@ pub enum OciError {
     },
 }
 
+impl OciError {
+    /// An I/O error on `path`, for `map_err`.
+    pub(crate) fn io(reference: &str, path: &Path) -> impl FnOnce(io::Error) -> OciError {
+        let reference = reference.to_string();
+        let path = path.to_path_buf();
+        move |source| OciError::Io {
+            reference,
+            path,
+            source,
+        }
+    }
+}
+
 /// The image and layer an error is about.
 pub(crate) struct LayerCx<'a> {
     reference: &'a str,
@@ -199,13 +215,17 @@ impl<'a> LayerCx<'a> {
         }
     }
 
+    /// An entry the layer reader refuses: the whole layer is refused.
     pub(crate) fn entry(&self, entry: impl Into<String>, why: impl Into<String>) -> OciError {
         OciError::Entry {
             reference: self.reference.to_string(),
             index: self.index,
             digest: self.digest.clone(),
             entry: entry.into(),
-            why: why.into(),
+            why: format!(
+                "{}; the layer is malformed or hostile, refusing it",
+                why.into()
+            ),
         }
     }
 
@@ -242,12 +262,6 @@ impl<'a> LayerCx<'a> {
     }
 
     pub(crate) fn io(&self, path: &Path) -> impl FnOnce(io::Error) -> OciError {
-        let reference = self.reference.to_string();
-        let path = path.to_path_buf();
-        move |source| OciError::Io {
-            reference,
-            path,
-            source,
-        }
+        OciError::io(self.reference, path)
     }
 }

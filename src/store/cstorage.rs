@@ -98,17 +98,10 @@ impl StoreOptions {
 /// and the layer and entry where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Reading or verifying a layer failed (names image, layer, entry).
+    /// Reading or verifying a layer failed (names image, layer, entry), or an
+    /// entry cannot be stored ([`OciError::Entry`]).
     #[error(transparent)]
     Oci(#[from] OciError),
-    #[error("{reference}: layer {index} ({digest}): entry {entry:?}: {why}; the layer cannot be stored in a containers/storage store")]
-    Entry {
-        reference: String,
-        index: usize,
-        digest: Digest,
-        entry: String,
-        why: String,
-    },
     #[error("{reference}: layer {index} ({digest}): {why}")]
     Layer {
         reference: String,
@@ -140,7 +133,6 @@ impl StoreError {
         match self {
             StoreError::Oci(OciError::Io { .. }) | StoreError::Tree { .. } => false,
             StoreError::Oci(_)
-            | StoreError::Entry { .. }
             | StoreError::Layer { .. }
             | StoreError::NameConflict { .. }
             | StoreError::Image { .. } => true,
@@ -784,14 +776,15 @@ impl LayerAt<'_> {
         }
     }
 
+    /// An entry the layer reader took but containers/storage cannot hold.
     fn entry(&self, entry: String, why: String) -> StoreError {
-        StoreError::Entry {
+        StoreError::Oci(OciError::Entry {
             reference: self.reference.to_string(),
             index: self.index,
             digest: self.digest.clone(),
             entry,
-            why,
-        }
+            why: format!("{why}; the layer cannot be stored in a containers/storage store"),
+        })
     }
 }
 
