@@ -28,12 +28,10 @@ use crate::store::cstorage::StoreImage;
 pub struct SeedImage {
     /// As the profile wrote it, and where.
     pub source: Input,
-    /// What the store records and CRI-O looks up by tag: `repo:tag`.
-    pub name: String,
-    /// What pods are written with: `repo@sha256:<platform manifest digest>`.
-    pub pinned: String,
-    /// `repo@sha256:<index digest>` when the image was reached through an index.
-    pub index: Option<String>,
+    /// Its names: what pods are written with (`repo@sha256:<platform manifest
+    /// digest>`), what the store records and CRI-O looks up by tag (`repo:tag`),
+    /// and `repo@sha256:<index digest>` when it was reached through an index.
+    pub pinned: PinnedImage,
     pub image: LayoutImage,
 }
 
@@ -102,9 +100,11 @@ pub fn collect(
             seed.pause = Some(name.clone());
         }
         seed.images.push(SeedImage {
-            pinned: format!("{repo}@{}", image.manifest_digest),
-            index: image.index_digest.as_ref().map(|d| format!("{repo}@{d}")),
-            name,
+            pinned: PinnedImage {
+                reference_with_digest: format!("{repo}@{}", image.manifest_digest),
+                index: image.index_digest.as_ref().map(|d| format!("{repo}@{d}")),
+                name,
+            },
             image,
             source,
         });
@@ -148,16 +148,7 @@ impl Seed {
         MapResolver(
             self.images
                 .iter()
-                .map(|s| {
-                    (
-                        s.source.value.to_string(),
-                        PinnedImage {
-                            reference_with_digest: s.pinned.clone(),
-                            name: s.name.clone(),
-                            index: s.index.clone(),
-                        },
-                    )
-                })
+                .map(|s| (s.source.value.to_string(), s.pinned.clone()))
                 .collect(),
         )
     }
@@ -172,13 +163,13 @@ impl Seed {
                 .find(|x| x.image.manifest_digest == s.image.manifest_digest)
             {
                 Some(x) => {
-                    if !x.names.contains(&s.name) {
-                        x.names.push(s.name.clone());
+                    if !x.names.contains(&s.pinned.name) {
+                        x.names.push(s.pinned.name.clone());
                     }
                 }
                 None => out.push(StoreImage {
                     image: s.image.clone(),
-                    names: vec![s.name.clone()],
+                    names: vec![s.pinned.name.clone()],
                 }),
             }
         }

@@ -8,9 +8,7 @@
 //! same and are simpler to check.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 
-use super::modules::ModuleError;
 use crate::tree::TreePath;
 
 /// One line of modules.dep.
@@ -54,22 +52,24 @@ pub(super) fn normalize(name: &str) -> String {
         .collect()
 }
 
+/// A line of modules.dep that cannot be read (1-based); the caller names the file.
+#[derive(Debug)]
+pub(super) struct BadLine {
+    pub(super) line: usize,
+    pub(super) why: String,
+}
+
 pub(super) fn parse_modules_dep(
     text: &str,
-    file: &Path,
     version: &str,
-) -> Result<BTreeMap<String, Module>, ModuleError> {
+) -> Result<BTreeMap<String, Module>, BadLine> {
     let mut modules: BTreeMap<String, Module> = BTreeMap::new();
     let absolute_prefix = format!("/lib/modules/{version}/");
     for (i, line) in text.lines().enumerate() {
-        let bad = |why: String| ModuleError::BadLine {
-            file: file.to_path_buf(),
-            line: i + 1,
-            why,
-        };
+        let bad = |why: String| BadLine { line: i + 1, why };
         // depmod writes paths relative to the version directory; old ones wrote
         // absolute paths, which only make sense inside the kernel input.
-        let rel = |p: &str| -> Result<String, ModuleError> {
+        let rel = |p: &str| -> Result<String, BadLine> {
             let p = match p.strip_prefix('/') {
                 Some(_) => p
                     .strip_prefix(&absolute_prefix)

@@ -201,11 +201,14 @@ impl KernelModules {
         let text = |bytes: Option<Vec<u8>>| {
             String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned()
         };
-        let modules = parse_modules_dep(
-            &text(read("modules.dep", true)?),
-            &dir.join("modules.dep"),
-            &version,
-        )?;
+        let modules =
+            parse_modules_dep(&text(read("modules.dep", true)?), &version).map_err(|e| {
+                ModuleError::BadLine {
+                    file: dir.join("modules.dep"),
+                    line: e.line,
+                    why: e.why,
+                }
+            })?;
         let builtin = parse_builtin(&text(read("modules.builtin", false)?));
         let mut aliases = parse_aliases(&text(read("modules.alias", false)?));
         aliases.extend(parse_builtin_aliases(

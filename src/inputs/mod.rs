@@ -147,10 +147,10 @@ pub fn inside_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
 /// decompression bomb fails at this bound, while it is spooled.
 const MAX_INPUT_IMAGE: u64 = 4 << 30;
 
-fn input_image_limits() -> oci::layer::Limits {
-    oci::layer::Limits {
+fn input_image_limits() -> oci::Limits {
+    oci::Limits {
         max_total: MAX_INPUT_IMAGE,
-        ..oci::layer::Limits::default()
+        ..oci::Limits::default()
     }
 }
 

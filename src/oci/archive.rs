@@ -39,13 +39,41 @@ use std::sync::Arc;
 
 use tar::EntryType;
 
-use super::layer::{LayerChanges, LayerCx, Limits};
-use super::merge::Whiteout;
-use super::OciError;
+use super::merge::{LayerChanges, Whiteout};
+use super::{LayerCx, OciError};
 use crate::tree::{Content, Entry, Kind, TreePath};
 
 /// PAX and GNU long-name extension headers hold a few names; more is abuse.
 const MAX_EXTENSION: u64 = 1 << 20;
+
+/// Bounds on what one layer may contain, so that a hostile layer cannot exhaust
+/// memory or disk. The reading of the tar here enforces the bounds on members;
+/// [`super::layer`] enforces `max_total` while it spools.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Tar members in one layer (extension headers not counted).
+    pub max_entries: u64,
+    /// Bytes of one member.
+    pub max_file_size: u64,
+    /// Bytes of one layer's uncompressed tar; for
+    /// [`apply_layers`](super::apply_layers), of all the image's layers together
+    /// (each is decompressed against what the layers before it left, so a
+    /// decompression bomb fails while it is spooled).
+    pub max_total: u64,
+    /// Bytes of one xattr value.
+    pub max_xattr: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_entries: 1_000_000,
+            max_file_size: 8 << 30,
+            max_total: 64 << 30,
+            max_xattr: 64 << 10,
+        }
+    }
+}
 
 /// Extension headers waiting for the member they describe.
 #[derive(Default)]
@@ -58,6 +86,48 @@ struct Pending {
 impl Pending {
     fn is_empty(&self) -> bool {
         self.pax.is_none() && self.long_name.is_none() && self.long_link.is_none()
+    }
+
+    /// Keeps the extension header of type `ty` (its `data` read from `data_at`)
+    /// for the next member; one of each kind per member.
+    fn add(
+        &mut self,
+        cx: &LayerCx,
+        ty: EntryType,
+        mut data: Vec<u8>,
+        data_at: u64,
+    ) -> Result<(), OciError> {
+        let twice = || {
+            cx.tar(format!(
+                "two extension headers of one kind for one member at offset {data_at}"
+            ))
+        };
+        match ty {
+            EntryType::XHeader => {
+                if self.pax.is_some() {
+                    return Err(twice());
+                }
+                self.pax =
+                    Some(parse_pax(&data).map_err(|why| {
+                        cx.tar(format!("bad PAX header at offset {data_at}: {why}"))
+                    })?);
+            }
+            EntryType::GNULongName | EntryType::GNULongLink => {
+                while data.last() == Some(&0) {
+                    data.pop();
+                }
+                let slot = if ty == EntryType::GNULongName {
+                    &mut self.long_name
+                } else {
+                    &mut self.long_link
+                };
+                if slot.replace(data).is_some() {
+                    return Err(twice());
+                }
+            }
+            _ => {} // PAX global header: ignored, as Docker and containerd do
+        }
+        Ok(())
     }
 
     fn pax(&self, key: &str) -> Option<&[u8]> {
@@ -124,35 +194,7 @@ pub(crate) fn read_tar(
             member
                 .read_to_end(&mut data)
                 .map_err(|e| cx.tar(format!("at offset {data_at}: {e}")))?;
-            let twice = || {
-                cx.tar(format!(
-                    "two extension headers of one kind for one member at offset {data_at}"
-                ))
-            };
-            match ty {
-                EntryType::XHeader => {
-                    if pending.pax.is_some() {
-                        return Err(twice());
-                    }
-                    pending.pax = Some(parse_pax(&data).map_err(|why| {
-                        cx.tar(format!("bad PAX header at offset {data_at}: {why}"))
-                    })?);
-                }
-                EntryType::GNULongName | EntryType::GNULongLink => {
-                    while data.last() == Some(&0) {
-                        data.pop();
-                    }
-                    let slot = if ty == EntryType::GNULongName {
-                        &mut pending.long_name
-                    } else {
-                        &mut pending.long_link
-                    };
-                    if slot.replace(data).is_some() {
-                        return Err(twice());
-                    }
-                }
-                _ => {} // PAX global header: ignored, as Docker and containerd do
-            }
+            pending.add(cx, ty, data, data_at)?;
             continue;
         }
 
@@ -287,7 +329,25 @@ impl Member<'_> {
         let bad = |why: String| cx.entry(lossy.clone(), why);
         let name = std::str::from_utf8(&raw).map_err(|_| bad("its name is not UTF-8".into()))?;
         let path = TreePath::parse(name).map_err(|e| bad(e.to_string()))?;
+        self.check_data(cx, limits, &lossy, &bad)?;
+        // layer.md "Whiteouts": the marker files are not entries themselves.
+        if path.file_name().starts_with(".wh.") {
+            return self.whiteout(&path, &bad);
+        }
+        let kind = self.kind(content_path, &bad)?;
+        let entry = self.entry(kind, cx, limits, &lossy, &bad)?;
+        Ok(Some(Change::Entry(path, entry)))
+    }
 
+    /// The member's data: within the size limit, its PAX size the header's, and
+    /// not a GNU sparse file.
+    fn check_data(
+        &self,
+        cx: &LayerCx,
+        limits: &Limits,
+        lossy: &str,
+        bad: &impl Fn(String) -> OciError,
+    ) -> Result<(), OciError> {
         if self.size > limits.max_file_size {
             return Err(cx.limit(
                 format!("entry {lossy:?} of {} bytes", self.size),
@@ -306,24 +366,38 @@ impl Member<'_> {
                 ));
             }
         }
+        Ok(())
+    }
 
-        // layer.md "Whiteouts": the marker files are not entries themselves.
+    /// A `.wh.` marker at `path`: the opaque marker, a removal, or AUFS metadata
+    /// (ignored).
+    fn whiteout(
+        &self,
+        path: &TreePath,
+        bad: &impl Fn(String) -> OciError,
+    ) -> Result<Option<Change>, OciError> {
         let base = path.file_name();
-        if let Some(rest) = base.strip_prefix(".wh.") {
-            let parent = path.parent().unwrap_or_default();
-            if base == ".wh..wh..opq" {
-                return Ok(Some(Change::Whiteout(Whiteout::Opaque(parent))));
-            }
-            if rest.starts_with(".wh.") {
-                return Ok(None); // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs)
-            }
-            if rest.is_empty() || rest == "." || rest == ".." {
-                return Err(bad("a whiteout must name a file".into()));
-            }
-            let target = parent.join(rest).map_err(|e| bad(e.to_string()))?;
-            return Ok(Some(Change::Whiteout(Whiteout::Remove(target))));
+        let rest = base.strip_prefix(".wh.").unwrap_or(base);
+        let parent = path.parent().unwrap_or_default();
+        if base == ".wh..wh..opq" {
+            return Ok(Some(Change::Whiteout(Whiteout::Opaque(parent))));
         }
+        if rest.starts_with(".wh.") {
+            return Ok(None); // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs)
+        }
+        if rest.is_empty() || rest == "." || rest == ".." {
+            return Err(bad("a whiteout must name a file".into()));
+        }
+        let target = parent.join(rest).map_err(|e| bad(e.to_string()))?;
+        Ok(Some(Change::Whiteout(Whiteout::Remove(target))))
+    }
 
+    /// What the member is; a regular file's content is its byte range in the tar.
+    fn kind(
+        &self,
+        content_path: &Arc<PathBuf>,
+        bad: &impl Fn(String) -> OciError,
+    ) -> Result<Kind, OciError> {
         let link = || -> Result<String, OciError> {
             let l = self.link_bytes().unwrap_or_default();
             match String::from_utf8(l) {
@@ -339,7 +413,7 @@ impl Member<'_> {
                 _ => Err(bad("its device numbers are missing or malformed".into())),
             }
         };
-        let kind = match self.header.entry_type() {
+        Ok(match self.header.entry_type() {
             // GNU tar reads "contiguous" members as regular files.
             EntryType::Regular | EntryType::Continuous => Kind::File(Content::Host {
                 path: content_path.clone(),
@@ -373,8 +447,19 @@ impl Member<'_> {
                     other.as_byte() as char
                 )))
             }
-        };
+        })
+    }
 
+    /// The tree entry: `kind` with the member's mtime, xattrs, mode and owner,
+    /// PAX records taking precedence over the header's fields.
+    fn entry(
+        &self,
+        kind: Kind,
+        cx: &LayerCx,
+        limits: &Limits,
+        lossy: &str,
+        bad: &impl Fn(String) -> OciError,
+    ) -> Result<Entry, OciError> {
         let num = |key: &str, header: io::Result<u64>| -> Result<u64, OciError> {
             match self.ext.pax(key) {
                 Some(v) => std::str::from_utf8(v)
@@ -388,7 +473,22 @@ impl Member<'_> {
             u32::try_from(num(key, header)?)
                 .map_err(|_| bad(format!("its {key} does not fit in 32 bits")))
         };
-        let mtime = match self.ext.pax("mtime") {
+        let mtime = self.mtime(bad)?;
+        let xattrs = self.xattrs(cx, limits, lossy)?;
+        let mode = self
+            .header
+            .mode()
+            .map_err(|e| bad(format!("its mode: {e}")))?;
+        let mut entry = Entry::new(kind, mode);
+        entry.uid = id("uid", self.header.uid())?;
+        entry.gid = id("gid", self.header.gid())?;
+        entry.mtime = mtime;
+        entry.xattrs = xattrs;
+        Ok(entry)
+    }
+
+    fn mtime(&self, bad: &impl Fn(String) -> OciError) -> Result<u64, OciError> {
+        match self.ext.pax("mtime") {
             // PAX mtime is decimal seconds, maybe fractional or negative: keep whole
             // seconds, and the epoch for anything before it.
             Some(v) => {
@@ -396,18 +496,27 @@ impl Member<'_> {
                     std::str::from_utf8(v).map_err(|_| bad("its PAX mtime is not text".into()))?;
                 let whole = s.split('.').next().unwrap_or("");
                 if whole.starts_with('-') {
-                    0
+                    Ok(0)
                 } else {
                     whole
                         .parse()
-                        .map_err(|_| bad("its PAX mtime is not a number".into()))?
+                        .map_err(|_| bad("its PAX mtime is not a number".into()))
                 }
             }
             None => self
                 .header
                 .mtime()
-                .map_err(|e| bad(format!("its mtime: {e}")))?,
-        };
+                .map_err(|e| bad(format!("its mtime: {e}"))),
+        }
+    }
+
+    /// The `SCHILY.xattr.*` records, each within the xattr size limit.
+    fn xattrs(
+        &self,
+        cx: &LayerCx,
+        limits: &Limits,
+        lossy: &str,
+    ) -> Result<BTreeMap<String, Vec<u8>>, OciError> {
         let mut xattrs = BTreeMap::new();
         for (key, value) in self.ext.pax.iter().flatten() {
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
@@ -420,15 +529,6 @@ impl Member<'_> {
                 xattrs.insert(name.to_string(), value.clone());
             }
         }
-        let mode = self
-            .header
-            .mode()
-            .map_err(|e| bad(format!("its mode: {e}")))?;
-        let mut entry = Entry::new(kind, mode);
-        entry.uid = id("uid", self.header.uid())?;
-        entry.gid = id("gid", self.header.gid())?;
-        entry.mtime = mtime;
-        entry.xattrs = xattrs;
-        Ok(Some(Change::Entry(path, entry)))
+        Ok(xattrs)
     }
 }

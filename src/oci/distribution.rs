@@ -16,9 +16,43 @@ use reqwest::StatusCode;
 
 use super::auth::Credential;
 use super::reference::ImageRef;
-use super::registry::RegistryError;
 use crate::units::ByteSize;
 use crate::untrusted::shown;
+
+/// Why the HTTP side gave up on a registry: it cannot be reached, refuses access,
+/// lacks what was asked for, or kept failing (`RegistryError::Distribution`).
+#[derive(Debug, thiserror::Error)]
+pub enum DistributionError {
+    #[error("cannot reach registry {registry} over HTTPS ({https}){}\n  hint: {hint}", http.as_ref().map(|h| format!("; plain HTTP: {h}")).unwrap_or_default())]
+    Connect {
+        registry: String,
+        https: String,
+        http: Option<String>,
+        hint: &'static str,
+    },
+    #[error("registry {registry} refused access to {repository} ({what}){}\n  hint: {}", if *.had_credentials { " with the credentials found" } else { "" }, if *.had_credentials { "check the user and password in the registry auth file" } else { "log in (skopeo login / docker login) so that ~/.docker/config.json or $REGISTRY_AUTH_FILE holds credentials for it" })]
+    Unauthorized {
+        registry: String,
+        repository: String,
+        what: String,
+        had_credentials: bool,
+    },
+    #[error("registry {registry}, repository {repository}: {what} not found")]
+    NotFound {
+        registry: String,
+        repository: String,
+        what: String,
+    },
+    #[error("registry {registry}, repository {repository}: cannot fetch {what} (gave up after {attempts} attempts)")]
+    Fetch {
+        registry: String,
+        repository: String,
+        what: String,
+        attempts: u32,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
 
 /// A token endpoint's answer (a few KiB).
 pub(super) const MAX_TOKEN: u64 = 1 << 20;
@@ -69,7 +103,7 @@ impl Client {
     }
 
     fn unauthorized(&self, r: &ImageRef, what: &str) -> Failure {
-        Failure::Fatal(RegistryError::Unauthorized {
+        Failure::Fatal(DistributionError::Unauthorized {
             registry: r.registry.clone(),
             repository: r.repository.clone(),
             what: what.to_string(),
@@ -78,7 +112,7 @@ impl Client {
     }
 
     fn fatal(&self, r: &ImageRef, what: &str, why: String) -> Failure {
-        Failure::Fatal(RegistryError::Fetch {
+        Failure::Fatal(DistributionError::Fetch {
             registry: r.registry.clone(),
             repository: r.repository.clone(),
             what: what.to_string(),
@@ -255,7 +289,7 @@ impl Client {
             return self.unauthorized(r, what);
         }
         let not_found = || {
-            Failure::Fatal(RegistryError::NotFound {
+            Failure::Fatal(DistributionError::NotFound {
                 registry: r.registry.clone(),
                 repository: r.repository.clone(),
                 what: what.to_string(),
@@ -304,13 +338,13 @@ impl Client {
 pub(super) async fn probe_scheme(
     r: &ImageRef,
     certs: &[reqwest::Certificate],
-) -> Result<&'static str, RegistryError> {
+) -> Result<&'static str, DistributionError> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
         .tls_certs_merge(certs.to_vec())
         .build()
-        .map_err(|e| RegistryError::Connect {
+        .map_err(|e| DistributionError::Connect {
             registry: r.registry.clone(),
             https: error_chain(&e),
             http: None,
@@ -340,7 +374,7 @@ pub(super) async fn probe_scheme(
     } else {
         "is the registry running, and is the address right?"
     };
-    Err(RegistryError::Connect {
+    Err(DistributionError::Connect {
         registry: r.registry.clone(),
         https,
         http: Some(http),
@@ -387,7 +421,7 @@ pub(super) async fn read_body(
 /// for lack of access.
 pub(super) enum Failure {
     Retry(Box<dyn std::error::Error + Send + Sync>),
-    Fatal(RegistryError),
+    Fatal(DistributionError),
 }
 
 /// A `WWW-Authenticate` challenge (RFC 7235; the distribution token spec for

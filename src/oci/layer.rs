@@ -18,49 +18,12 @@
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::archive;
+use super::archive::{self, Limits};
 use super::digest::{Sha256Reader, Sha256Writer};
 use super::layout::{Compression, LayerBlob, LayoutImage};
-use super::merge::{self, Whiteout};
-use super::{Digest, OciError};
-use crate::tree::{Entry, Tree, TreePath};
-
-/// Bounds on what one layer may contain, so that a hostile layer cannot exhaust
-/// memory or disk.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Tar members in one layer (extension headers not counted).
-    pub max_entries: u64,
-    /// Bytes of one member.
-    pub max_file_size: u64,
-    /// Bytes of one layer's uncompressed tar; for [`apply_layers`], of all the
-    /// image's layers together (each is decompressed against what the layers
-    /// before it left, so a decompression bomb fails while it is spooled).
-    pub max_total: u64,
-    /// Bytes of one xattr value.
-    pub max_xattr: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_entries: 1_000_000,
-            max_file_size: 8 << 30,
-            max_total: 64 << 30,
-            max_xattr: 64 << 10,
-        }
-    }
-}
-
-/// What one layer does to the layers below it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LayerChanges {
-    /// Entries in archive order; when applied, a later entry for a path replaces an
-    /// earlier one. Whiteout files are not here.
-    pub entries: Vec<(TreePath, Entry)>,
-    /// Removals of lower-layer paths, in archive order.
-    pub whiteouts: Vec<Whiteout>,
-}
+use super::merge::{self, LayerChanges, Whiteout};
+use super::{Digest, LayerCx, OciError};
+use crate::tree::Tree;
 
 /// Applies the image's layers, base first, onto `tree`. On error, `tree` holds the
 /// layers before the failing one.
@@ -133,75 +96,6 @@ pub fn read_layer_tree(
     let mut tree = Tree::new(0);
     merge::apply(&cx, &mut tree, &changes, false)?;
     Ok((tree, changes.whiteouts))
-}
-
-/// The image and layer an error is about.
-pub(crate) struct LayerCx<'a> {
-    reference: &'a str,
-    index: usize,
-    digest: &'a Digest,
-}
-
-impl<'a> LayerCx<'a> {
-    pub(crate) fn new(reference: &'a str, index: usize, digest: &'a Digest) -> Self {
-        LayerCx {
-            reference,
-            index,
-            digest,
-        }
-    }
-
-    pub(crate) fn entry(&self, entry: impl Into<String>, why: impl Into<String>) -> OciError {
-        OciError::Entry {
-            reference: self.reference.to_string(),
-            index: self.index,
-            digest: self.digest.clone(),
-            entry: entry.into(),
-            why: why.into(),
-        }
-    }
-
-    pub(crate) fn limit(&self, what: String, limit: u64) -> OciError {
-        OciError::Limit {
-            reference: self.reference.to_string(),
-            index: self.index,
-            digest: self.digest.clone(),
-            what,
-            limit,
-        }
-    }
-
-    pub(crate) fn tar(&self, why: impl Into<String>) -> OciError {
-        OciError::Tar {
-            reference: self.reference.to_string(),
-            index: self.index,
-            digest: self.digest.clone(),
-            why: why.into(),
-        }
-    }
-
-    pub(crate) fn spool(&self, path: &Path) -> impl FnOnce(io::Error) -> OciError {
-        let (reference, index, digest) =
-            (self.reference.to_string(), self.index, self.digest.clone());
-        let path = path.to_path_buf();
-        move |source| OciError::Spool {
-            reference,
-            index,
-            digest,
-            path,
-            source,
-        }
-    }
-
-    fn io(&self, path: &Path) -> impl FnOnce(io::Error) -> OciError {
-        let reference = self.reference.to_string();
-        let path = path.to_path_buf();
-        move |source| OciError::Io {
-            reference,
-            path,
-            source,
-        }
-    }
 }
 
 /// What the first bytes of a blob say it is.

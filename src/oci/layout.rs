@@ -388,13 +388,7 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> OciError {
-        let reference = self.reference.to_string();
-        let path = path.to_path_buf();
-        move |source| OciError::Io {
-            reference,
-            path,
-            source,
-        }
+        OciError::io(self.reference, path)
     }
 
     fn invalid(&self, what: &str, why: String) -> OciError {

@@ -25,9 +25,18 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::layer::{LayerChanges, LayerCx};
-use super::OciError;
+use super::{LayerCx, OciError};
 use crate::tree::{Entry, Kind, Tree, TreePath};
+
+/// What one layer does to the layers below it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LayerChanges {
+    /// Entries in archive order; when applied, a later entry for a path replaces an
+    /// earlier one. Whiteout files are not here.
+    pub entries: Vec<(TreePath, Entry)>,
+    /// Removals of lower-layer paths, in archive order.
+    pub whiteouts: Vec<Whiteout>,
+}
 
 /// A removal a layer makes in the layers below it.
 #[derive(Clone, Debug, PartialEq, Eq)]

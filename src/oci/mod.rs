@@ -6,11 +6,16 @@
 //!   config, every JSON blob checked against its descriptor's digest and size
 //!   (image-spec image-layout.md, image-index.md, manifest.md, config.md).
 //! - [`layer`]: one layer blob -> verified (blob digest, size, diff_id) and spooled
-//!   decompressed tar (image-spec layer.md); the public entry points.
+//!   decompressed tar (image-spec layer.md); the public entry points, over the two
+//!   below.
 //! - `archive`: a verified tar -> the layer's own entries and whiteouts, read from
-//!   the headers with every hostile case refused.
-//! - [`merge`]: a layer's changes applied onto a [`Tree`](crate::tree::Tree):
-//!   whiteouts and opaque directories first, then the entries (layer.md "Whiteouts").
+//!   the headers with every hostile case refused within the [`Limits`].
+//! - [`merge`]: a layer's changes ([`LayerChanges`]) applied onto a
+//!   [`Tree`](crate::tree::Tree): whiteouts and opaque directories first, then the
+//!   entries (layer.md "Whiteouts").
+//!
+//! Imports go one way: `layer` uses `archive` and `merge`, `archive` uses `merge`'s
+//! types; all three name the layer an error is about with `LayerCx`.
 //!
 //! - [`reference`], [`auth`], [`cache`], [`registry`], [`progress`]: image references
 //!   pulled from registries into a content-addressed cache that is itself an image
@@ -39,12 +44,13 @@ mod fixture;
 mod tests;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+pub use archive::Limits;
 pub use digest::{Digest, DigestError};
-pub use layer::{apply_layer, apply_layers, read_layer, read_layer_tree, LayerChanges, Limits};
+pub use layer::{apply_layer, apply_layers, read_layer, read_layer_tree};
 pub use layout::{open_layout, Compression, LayerBlob, LayoutImage};
-pub use merge::Whiteout;
+pub use merge::{LayerChanges, Whiteout};
 
 const RECOPY: &str = "the layout is damaged or was tampered with: copy the image again \
                       (`skopeo copy <source> oci:DIR:TAG`)";
@@ -149,7 +155,10 @@ pub enum OciError {
         what: String,
         limit: u64,
     },
-    #[error("{reference}: layer {index} ({digest}): entry {entry:?}: {why}; the layer is malformed or hostile, refusing it")]
+    /// An entry of a layer that cannot be taken: `why` says what is wrong with it
+    /// and what follows (the reader refuses the layer as malformed or hostile, or
+    /// the store cannot hold it).
+    #[error("{reference}: layer {index} ({digest}): entry {entry:?}: {why}")]
     Entry {
         reference: String,
         index: usize,
@@ -175,4 +184,84 @@ pub enum OciError {
         #[source]
         source: io::Error,
     },
+}
+
+impl OciError {
+    /// An I/O error on `path`, for `map_err`.
+    pub(crate) fn io(reference: &str, path: &Path) -> impl FnOnce(io::Error) -> OciError {
+        let reference = reference.to_string();
+        let path = path.to_path_buf();
+        move |source| OciError::Io {
+            reference,
+            path,
+            source,
+        }
+    }
+}
+
+/// The image and layer an error is about.
+pub(crate) struct LayerCx<'a> {
+    reference: &'a str,
+    index: usize,
+    digest: &'a Digest,
+}
+
+impl<'a> LayerCx<'a> {
+    pub(crate) fn new(reference: &'a str, index: usize, digest: &'a Digest) -> Self {
+        LayerCx {
+            reference,
+            index,
+            digest,
+        }
+    }
+
+    /// An entry the layer reader refuses: the whole layer is refused.
+    pub(crate) fn entry(&self, entry: impl Into<String>, why: impl Into<String>) -> OciError {
+        OciError::Entry {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            entry: entry.into(),
+            why: format!(
+                "{}; the layer is malformed or hostile, refusing it",
+                why.into()
+            ),
+        }
+    }
+
+    pub(crate) fn limit(&self, what: String, limit: u64) -> OciError {
+        OciError::Limit {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            what,
+            limit,
+        }
+    }
+
+    pub(crate) fn tar(&self, why: impl Into<String>) -> OciError {
+        OciError::Tar {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            why: why.into(),
+        }
+    }
+
+    pub(crate) fn spool(&self, path: &Path) -> impl FnOnce(io::Error) -> OciError {
+        let (reference, index, digest) =
+            (self.reference.to_string(), self.index, self.digest.clone());
+        let path = path.to_path_buf();
+        move |source| OciError::Spool {
+            reference,
+            index,
+            digest,
+            path,
+            source,
+        }
+    }
+
+    pub(crate) fn io(&self, path: &Path) -> impl FnOnce(io::Error) -> OciError {
+        OciError::io(self.reference, path)
+    }
 }

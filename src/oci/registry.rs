@@ -38,6 +38,7 @@ use reqwest::StatusCode;
 
 use super::auth::{self, AuthError};
 use super::cache::{Cache, CacheError};
+pub use super::distribution::DistributionError;
 use super::distribution::{error_chain, probe_scheme, read_body, BodyError, Client, Failure};
 use super::layout::{self, LayoutImage};
 use super::reference::ImageRef;
@@ -124,35 +125,10 @@ pub enum RegistryError {
     Ca { path: PathBuf, why: String },
     #[error("cannot start the download runtime")]
     Runtime(#[source] std::io::Error),
-    #[error("cannot reach registry {registry} over HTTPS ({https}){}\n  hint: {hint}", http.as_ref().map(|h| format!("; plain HTTP: {h}")).unwrap_or_default())]
-    Connect {
-        registry: String,
-        https: String,
-        http: Option<String>,
-        hint: &'static str,
-    },
-    #[error("registry {registry} refused access to {repository} ({what}){}\n  hint: {}", if *.had_credentials { " with the credentials found" } else { "" }, if *.had_credentials { "check the user and password in the registry auth file" } else { "log in (skopeo login / docker login) so that ~/.docker/config.json or $REGISTRY_AUTH_FILE holds credentials for it" })]
-    Unauthorized {
-        registry: String,
-        repository: String,
-        what: String,
-        had_credentials: bool,
-    },
-    #[error("registry {registry}, repository {repository}: {what} not found")]
-    NotFound {
-        registry: String,
-        repository: String,
-        what: String,
-    },
-    #[error("registry {registry}, repository {repository}: cannot fetch {what} (gave up after {attempts} attempts)")]
-    Fetch {
-        registry: String,
-        repository: String,
-        what: String,
-        attempts: u32,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    /// The registry could not be reached, refused access, lacks the thing asked
+    /// for, or kept failing.
+    #[error(transparent)]
+    Distribution(#[from] DistributionError),
     #[error("registry {registry}, repository {repository}: {what} {digest} does not match its digest ({actual}, {size} bytes); it was not cached: the registry's copy is damaged or was tampered with")]
     Digest {
         registry: String,
@@ -645,15 +621,16 @@ impl Session<'_> {
                 Err(f) => f,
             };
             match failure {
-                Failure::Fatal(f) => return Err(f),
+                Failure::Fatal(f) => return Err(f.into()),
                 Failure::Retry(source) if attempt >= self.opts.attempts => {
-                    return Err(RegistryError::Fetch {
+                    return Err(DistributionError::Fetch {
                         registry: r.registry.clone(),
                         repository: r.repository.clone(),
                         what: what.to_string(),
                         attempts: attempt,
                         source,
-                    })
+                    }
+                    .into())
                 }
                 Failure::Retry(source) => {
                     self.backoff(attempt, r, what, &error_chain(&*source)).await;
@@ -689,7 +666,7 @@ impl Session<'_> {
             let written = writer.written();
             let error: Box<dyn std::error::Error + Send + Sync> =
                 match self.client.get(r, &path, None, written, &what).await {
-                    Err(Failure::Fatal(f)) => return Err(f),
+                    Err(Failure::Fatal(f)) => return Err(f.into()),
                     Err(Failure::Retry(e)) => e,
                     Ok(resp) => {
                         if written > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
@@ -707,13 +684,14 @@ impl Session<'_> {
                 break; // commit() reports the mismatch
             }
             if attempt >= self.opts.attempts {
-                return Err(RegistryError::Fetch {
+                return Err(DistributionError::Fetch {
                     registry: r.registry.clone(),
                     repository: r.repository.clone(),
                     what,
                     attempts: attempt,
                     source: error,
-                });
+                }
+                .into());
             }
             self.backoff(attempt, r, &what, &error_chain(&*error)).await;
             attempt += 1;

@@ -196,26 +196,20 @@ fn path_allowed(path: &str, allowed: &[String]) -> bool {
 
 /// Checks every pod; errors and warnings, in profile order.
 pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver) -> Vec<Finding> {
-    let mut f = Findings(Vec::new());
-    let allowed_paths: Vec<String> = DEFAULT_HOST_PATHS
-        .iter()
-        .map(|s| s.to_string())
-        .chain(spec.allow.host_paths.iter().map(|s| s.value.clone()))
-        .collect();
-    let allows = |list: &[crate::profile::Sourced<String>], name: &str| {
-        list.iter()
-            .find(|x| x.value == name)
-            .map(|x| x.origin.clone())
-    };
-    let granted = |list: &[Grant], what: &str, name: &str| {
-        list.iter()
-            .find(|g| g.what == what && g.pod.value == name)
-            .map(|g| (g.field, g.pod.origin.clone()))
+    let mut linter = Linter {
+        spec,
+        resolver,
+        allowed_paths: DEFAULT_HOST_PATHS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(spec.allow.host_paths.iter().map(|s| s.value.clone()))
+            .collect(),
+        f: Findings(Vec::new()),
     };
     for (i, u) in units.iter().enumerate() {
         let pod = shown(&u.name);
         if let Some(first) = units[..i].iter().find(|o| o.name == u.name) {
-            f.error(
+            linter.f.error(
                 &u.origin,
                 format!(
                     "duplicate pod name `{pod}`: already used at {}",
@@ -225,13 +219,55 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
             );
         }
         let a = asks(spec, u);
+        linter.privileged(u, &pod, &a);
+        if a.host_pid_ipc {
+            linter.f.error(
+                &u.origin,
+                format!("pod `{pod}` shares the host's PID or IPC namespace"),
+                Some("remove hostPID and hostIPC: static pods of kiOS never get them".into()),
+            );
+        }
+        linter.capabilities(u, &pod, &a);
+        linter.host_devices(u, &pod, &a);
+        linter.host_paths(&pod, &a);
+        linter.images(&pod, &a);
+    }
+    linter.f.0
+}
+
+/// The rules, over one profile's allow-lists; findings collect in order.
+struct Linter<'a> {
+    spec: &'a NodeSpec,
+    resolver: &'a dyn ImageResolver,
+    /// [`DEFAULT_HOST_PATHS`] and `allow.hostPaths`.
+    allowed_paths: Vec<String>,
+    f: Findings,
+}
+
+impl Linter<'_> {
+    /// Where `allow:` grants `what` to the pod `name`: the field and its place.
+    fn granted(list: &[Grant], what: &str, name: &str) -> Option<(&'static str, Origin)> {
+        list.iter()
+            .find(|g| g.what == what && g.pod.value == name)
+            .map(|g| (g.field, g.pod.origin.clone()))
+    }
+
+    /// `privileged: true`: an error unless `allow.privileged` names the pod.
+    fn privileged(&mut self, u: &Unit, pod: &str, a: &Asks) {
+        let allowed_by = self
+            .spec
+            .allow
+            .privileged
+            .iter()
+            .find(|x| x.value == u.name)
+            .map(|x| x.origin.clone());
         for at in &a.privileged {
-            match allows(&spec.allow.privileged, &u.name) {
-                Some(by) => f.warning(
+            match &allowed_by {
+                Some(by) => self.f.warning(
                     at,
                     format!("pod `{pod}` runs privileged (allowed by allow.privileged at {by})"),
                 ),
-                None => f.error(
+                None => self.f.error(
                     at,
                     format!("pod `{pod}` asks for privileged: true"),
                     Some(format!(
@@ -240,27 +276,24 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
                 ),
             }
         }
-        if a.host_pid_ipc {
-            f.error(
-                &u.origin,
-                format!("pod `{pod}` shares the host's PID or IPC namespace"),
-                Some("remove hostPID and hostIPC: static pods of kiOS never get them".into()),
-            );
-        }
+    }
+
+    /// Every capability must exist; one that gives the host must be allowed.
+    fn capabilities(&mut self, u: &Unit, pod: &str, a: &Asks) {
         for (cap, at) in &a.capabilities {
             if caps::number(cap).is_none() {
                 let hint = match caps::closest(cap) {
                     Some(c) => format!("did you mean {c}? Capabilities are written without CAP_, e.g. NET_ADMIN"),
                     None => "write a Linux capability without CAP_, e.g. NET_ADMIN (see capabilities(7))".into(),
                 };
-                f.error(
+                self.f.error(
                     at,
                     format!("`{}` is not a Linux capability", shown(cap)),
                     Some(hint),
                 );
             } else if let Some(why) = caps::host_risk(cap) {
-                match granted(&spec.allow.capabilities, cap, &u.name) {
-                    Some((field, by)) => f.warning(
+                match Self::granted(&self.spec.allow.capabilities, cap, &u.name) {
+                    Some((field, by)) => self.f.warning(
                         at,
                         format!("pod `{pod}` gets {cap} (allowed by {field} at {by})"),
                     ),
@@ -270,7 +303,7 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
                         } else {
                             format!("`allow: {{capabilities: {{{cap}: [{pod}]}}}}`")
                         };
-                        f.error(
+                        self.f.error(
                             at,
                             format!("pod `{pod}` asks for {cap}"),
                             Some(format!(
@@ -281,17 +314,21 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
                 }
             }
         }
+    }
+
+    /// A host memory device, as a device or a host path, must be allowed.
+    fn host_devices(&mut self, u: &Unit, pod: &str, a: &Asks) {
         for (path, at) in &a.host_paths {
             let dev = normal(path);
             if !caps::HOST_DEVICES.contains(&dev.as_str()) || path.split('/').any(|c| c == "..") {
                 continue;
             }
-            match granted(&spec.allow.devices, &dev, &u.name) {
-                Some((field, by)) => f.warning(
+            match Self::granted(&self.spec.allow.devices, &dev, &u.name) {
+                Some((field, by)) => self.f.warning(
                     at,
                     format!("pod `{pod}` gets the host device {dev} (allowed by {field} at {by})"),
                 ),
-                None => f.error(
+                None => self.f.error(
                     at,
                     format!("pod `{pod}` asks for the host device {dev}"),
                     Some(format!(
@@ -300,21 +337,26 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
                 ),
             }
         }
+    }
+
+    /// Every host path is absolute, printable, and inside the allowed paths.
+    fn host_paths(&mut self, pod: &str, a: &Asks) {
         for (path, at) in &a.host_paths {
             if !path.starts_with('/') {
-                f.error(
+                self.f.error(
                     at,
                     format!("host path `{}` is not absolute", shown(path)),
                     None,
                 );
             } else if path.chars().any(char::is_control) {
-                f.error(
+                self.f.error(
                     at,
                     format!("host path `{}` holds a control character", shown(path)),
                     Some("write the path in printable characters".into()),
                 );
-            } else if path.split('/').any(|c| c == "..") || !path_allowed(path, &allowed_paths) {
-                f.error(
+            } else if path.split('/').any(|c| c == "..") || !path_allowed(path, &self.allowed_paths)
+            {
+                self.f.error(
                     at,
                     format!(
                         "host path {} of pod `{pod}` is outside the allowed host paths",
@@ -322,7 +364,7 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
                     ),
                     Some(format!(
                         "allowed: {}; add it to `allow: {{hostPaths: [...]}}` if the pod needs it",
-                        allowed_paths
+                        self.allowed_paths
                             .iter()
                             .map(|p| shown(p))
                             .collect::<Vec<_>>()
@@ -331,9 +373,13 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
                 );
             }
         }
+    }
+
+    /// Every image is one the resolver knows: pre-seeded.
+    fn images(&mut self, pod: &str, a: &Asks) {
         for (image, at) in &a.images {
-            if resolver.resolve(image).is_none() {
-                f.error(
+            if self.resolver.resolve(image).is_none() {
+                self.f.error(
                     at,
                     format!(
                         "image {} of pod `{pod}` is not pre-seeded",
@@ -344,7 +390,6 @@ pub(crate) fn lint(spec: &NodeSpec, units: &[Unit], resolver: &dyn ImageResolver
             }
         }
     }
-    f.0
 }
 
 #[cfg(test)]

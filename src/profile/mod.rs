@@ -550,192 +550,252 @@ fn merge(
     layers: &[(Layer, RawProfile)],
     hash: [u8; 32],
 ) -> Result<Profile, ProfileError> {
-    let top = &layers[layers.len() - 1].0;
-    let mut arch: Option<Sourced<String>> = None;
-    let mut hostname = None;
-    let mut kernel_src: Option<Input> = None;
-    let mut modules: Vec<Sourced<String>> = Vec::new();
-    let mut cmdline: Vec<Sourced<String>> = Vec::new();
-    let mut system = None;
-    let mut stub: Option<FileInput> = None;
-    let mut compression = None;
-    let mut size = None;
-    let mut format = None;
-    let mut registries = Registries::default();
-
+    let mut merged = Merged::default();
     for (layer, raw) in layers {
+        merged.apply(layer, raw)?;
+    }
+    merged.finish(file, layers, hash)
+}
+
+/// The profile as the layers read so far set it: a later layer's scalars and
+/// inputs replace the earlier ones, its `kernel.modules` and `kernel.cmdline` are
+/// appended (duplicates dropped). Each value is checked as its layer is applied, so
+/// an error names the file that wrote it.
+#[derive(Default)]
+struct Merged {
+    arch: Option<Sourced<String>>,
+    hostname: Option<Sourced<String>>,
+    kernel: Option<Input>,
+    modules: Vec<Sourced<String>>,
+    cmdline: Vec<Sourced<String>>,
+    system: Option<Input>,
+    stub: Option<FileInput>,
+    compression: Option<Compression>,
+    size: Option<Sourced<ByteSize>>,
+    format: Option<Format>,
+    registries: Registries,
+}
+
+impl Merged {
+    /// Applies one layer, its sections in the order a profile lists them.
+    fn apply(&mut self, layer: &Layer, raw: &RawProfile) -> Result<(), ProfileError> {
         if let Some(r) = &raw.registries {
-            merge_registries(layer, r, &mut registries)?;
+            merge_registries(layer, r, &mut self.registries)?;
         }
         if let Some(a) = &raw.arch {
-            arch = Some(layer.sourced(a));
+            self.arch = Some(layer.sourced(a));
         }
         if let Some(h) = &raw.hostname {
-            hostname = Some(check_hostname(layer, h)?);
+            self.hostname = Some(check_hostname(layer, h)?);
         }
         if let Some(k) = &raw.kernel {
-            if let Some(src) = input(layer, k.path.as_ref(), k.image.as_ref(), "kernel")? {
-                kernel_src = Some(src);
-            }
-            for m in k.modules.iter().flatten() {
-                let name = m.value.trim().replace('-', "_");
-                // What a module name can be (kernel's MODULE_NAME_LEN is 64 with
-                // the NUL); anything else would name a path or never match.
-                let ok = !name.is_empty()
-                    && name.len() < 64
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-                if !ok {
-                    return Err(ProfileError::at(
-                        &layer.at(m),
-                        format!("`{}` is not a kernel module name", shown(&m.value)),
-                        Some(
-                            "write the module's name as modprobe knows it, e.g. virtio_blk".into(),
-                        ),
-                    ));
-                }
-                if !modules.iter().any(|x| x.value == name) {
-                    modules.push(Sourced {
-                        value: name,
-                        origin: layer.at(m),
-                    });
-                }
-            }
-            for c in k.cmdline.iter().flatten() {
-                let arg = c.value.trim().to_string();
-                if arg.is_empty() || arg.contains(char::is_control) {
-                    return Err(ProfileError::at(
-                        &layer.at(c),
-                        format!(
-                            "`{}`: a kernel command line argument must be one non-empty line without control characters (NUL, tab, escape...)",
-                            shown(&arg)
-                        ),
-                        Some("write one argument per list item, e.g. console=ttyS0".into()),
-                    ));
-                }
-                if !cmdline.iter().any(|x| x.value == arg) {
-                    cmdline.push(Sourced {
-                        value: arg,
-                        origin: layer.at(c),
-                    });
-                }
-            }
+            self.apply_kernel(layer, k)?;
         }
         if let Some(s) = &raw.system {
             if let Some(src) = input(layer, s.path.as_ref(), s.image.as_ref(), "system")? {
-                system = Some(src);
+                self.system = Some(src);
             }
         }
-        if let Some(b) = &raw.boot {
-            if let Some(st) = &b.stub {
-                if let Some(src) = input(layer, st.path.as_ref(), st.image.as_ref(), "boot.stub")? {
-                    if let (Source::Path(_), Some(f)) = (&src.value, &st.file) {
-                        return Err(ProfileError::at(
-                            &layer.at(f),
-                            "`file` is only for an `image` input",
-                            Some("with `path`, name the stub file itself".into()),
-                        ));
-                    }
-                    stub = Some(FileInput {
-                        source: src,
-                        file: st.file.as_ref().map(|f| f.value.clone()),
-                    });
-                }
+        if let Some(st) = raw.boot.as_ref().and_then(|b| b.stub.as_ref()) {
+            if let Some(stub) = stub_input(layer, st)? {
+                self.stub = Some(stub);
             }
         }
-        if let Some(i) = &raw.initramfs {
-            if let Some(c) = &i.compression {
-                compression = Some(match c.value.as_str() {
-                    "gzip" => Compression::Gzip,
-                    "zstd" => Compression::Zstd,
-                    other => {
-                        return Err(ProfileError::at(
-                            &layer.at(c),
-                            format!("unknown initramfs compression `{}`", shown(other)),
-                            Some("use gzip (the default) or zstd".into()),
-                        ))
-                    }
-                });
-            }
+        if let Some(c) = raw.initramfs.as_ref().and_then(|i| i.compression.as_ref()) {
+            self.compression = Some(parse_compression(layer, c)?);
         }
         if let Some(d) = &raw.disk {
             if let Some(s) = &d.size {
-                let parsed: ByteSize = s.value.parse().map_err(|e: String| {
-                    ProfileError::at(
-                        &layer.at(s),
-                        shown_max(&e, MESSAGE_CHARS),
-                        Some("write a size such as 2GiB or 512MiB".into()),
-                    )
-                })?;
-                check_disk_size(parsed)
-                    .map_err(|(m, h)| ProfileError::at(&layer.at(s), m, Some(h)))?;
-                size = Some(Sourced {
-                    value: parsed,
-                    origin: layer.at(s),
-                });
+                self.size = Some(parse_disk_size(layer, s)?);
             }
             if let Some(f) = &d.format {
-                format = Some(f.value.parse::<Format>().map_err(|e| {
+                self.format = Some(f.value.parse::<Format>().map_err(|e| {
                     ProfileError::at(&layer.at(f), shown_max(&e.to_string(), MESSAGE_CHARS), None)
                 })?);
             }
         }
+        Ok(())
     }
 
-    let arch = match arch {
-        None => Arch::Amd64,
-        Some(a) => match a.value.as_str() {
-            "amd64" | "x86_64" => Arch::Amd64,
-            "arm64" | "aarch64" => Arch::Arm64,
-            other => {
-                return Err(ProfileError::at(
-                    &a.origin,
-                    format!("unknown arch `{}`", shown(other)),
-                    Some("use amd64 or arm64".into()),
-                ))
+    /// `kernel:`: the input replaces the base's; modules and command line
+    /// arguments are appended unless already there.
+    fn apply_kernel(&mut self, layer: &Layer, k: &RawKernel) -> Result<(), ProfileError> {
+        if let Some(src) = input(layer, k.path.as_ref(), k.image.as_ref(), "kernel")? {
+            self.kernel = Some(src);
+        }
+        for m in k.modules.iter().flatten() {
+            let name = module_name(layer, m)?;
+            if !self.modules.iter().any(|x| x.value == name) {
+                self.modules.push(Sourced {
+                    value: name,
+                    origin: layer.at(m),
+                });
             }
-        },
+        }
+        for c in k.cmdline.iter().flatten() {
+            let arg = cmdline_arg(layer, c)?;
+            if !self.cmdline.iter().any(|x| x.value == arg) {
+                self.cmdline.push(Sourced {
+                    value: arg,
+                    origin: layer.at(c),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what only the whole chain can tell (the required fields are set
+    /// somewhere, the joined command line fits) and builds the [`Profile`].
+    fn finish(
+        self,
+        file: &Path,
+        layers: &[(Layer, RawProfile)],
+        hash: [u8; 32],
+    ) -> Result<Profile, ProfileError> {
+        let top = &layers[layers.len() - 1].0;
+        let arch = parse_arch(self.arch)?;
+        let missing = |field: &str, example: &str| {
+            ProfileError::at(
+                &top.origin(1, 1),
+                format!("missing field `{field}` (neither this profile nor its base sets it)"),
+                Some(format!("add for example:\n{example}")),
+            )
+        };
+        let kernel_src = self.kernel.ok_or_else(|| {
+            missing(
+                "kernel",
+                "kernel:\n    path: ./kernel   # holds boot/vmlinuz and lib/modules/<version>",
+            )
+        })?;
+        let stub = self
+            .stub
+            .ok_or_else(|| missing("boot.stub", "boot:\n    stub: {path: ./linuxx64.efi.stub}"))?;
+        let disk_size = self
+            .size
+            .ok_or_else(|| missing("disk.size", "disk:\n    size: 1GiB"))?;
+        check_cmdline_length(&self.cmdline)?;
+        let node = kube::merge_node(layers)?;
+        Ok(Profile {
+            file: file.to_path_buf(),
+            // Shown in the build's progress: safe for a terminal.
+            chain: layers
+                .iter()
+                .map(|(l, _)| shown_max(&l.file, PATH_CHARS))
+                .collect(),
+            hash,
+            arch,
+            hostname: self.hostname,
+            kernel: Kernel {
+                source: kernel_src,
+                modules: self.modules,
+                cmdline: self.cmdline,
+            },
+            system: self.system,
+            stub,
+            compression: self.compression.unwrap_or(Compression::Gzip),
+            disk_size,
+            format: self.format.unwrap_or(Format::Raw),
+            node,
+            registries: self.registries,
+        })
+    }
+}
+
+/// A `kernel.modules` entry, as modprobe names it (`-` and `_` are the same).
+fn module_name(layer: &Layer, m: &S<String>) -> Result<String, ProfileError> {
+    let name = m.value.trim().replace('-', "_");
+    // What a module name can be (kernel's MODULE_NAME_LEN is 64 with
+    // the NUL); anything else would name a path or never match.
+    let ok = !name.is_empty()
+        && name.len() < 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !ok {
+        return Err(ProfileError::at(
+            &layer.at(m),
+            format!("`{}` is not a kernel module name", shown(&m.value)),
+            Some("write the module's name as modprobe knows it, e.g. virtio_blk".into()),
+        ));
+    }
+    Ok(name)
+}
+
+/// A `kernel.cmdline` entry: one argument, on one line.
+fn cmdline_arg(layer: &Layer, c: &S<String>) -> Result<String, ProfileError> {
+    let arg = c.value.trim().to_string();
+    if arg.is_empty() || arg.contains(char::is_control) {
+        return Err(ProfileError::at(
+            &layer.at(c),
+            format!(
+                "`{}`: a kernel command line argument must be one non-empty line without control characters (NUL, tab, escape...)",
+                shown(&arg)
+            ),
+            Some("write one argument per list item, e.g. console=ttyS0".into()),
+        ));
+    }
+    Ok(arg)
+}
+
+/// `boot.stub`: a path, or a file inside an image.
+fn stub_input(layer: &Layer, st: &RawFileInput) -> Result<Option<FileInput>, ProfileError> {
+    let Some(src) = input(layer, st.path.as_ref(), st.image.as_ref(), "boot.stub")? else {
+        return Ok(None);
     };
-    let missing = |field: &str, example: &str| {
+    if let (Source::Path(_), Some(f)) = (&src.value, &st.file) {
+        return Err(ProfileError::at(
+            &layer.at(f),
+            "`file` is only for an `image` input",
+            Some("with `path`, name the stub file itself".into()),
+        ));
+    }
+    Ok(Some(FileInput {
+        source: src,
+        file: st.file.as_ref().map(|f| f.value.clone()),
+    }))
+}
+
+/// `initramfs.compression`.
+fn parse_compression(layer: &Layer, c: &S<String>) -> Result<Compression, ProfileError> {
+    match c.value.as_str() {
+        "gzip" => Ok(Compression::Gzip),
+        "zstd" => Ok(Compression::Zstd),
+        other => Err(ProfileError::at(
+            &layer.at(c),
+            format!("unknown initramfs compression `{}`", shown(other)),
+            Some("use gzip (the default) or zstd".into()),
+        )),
+    }
+}
+
+/// `disk.size`: parsed and checked against what a disk can be.
+fn parse_disk_size(layer: &Layer, s: &S<String>) -> Result<Sourced<ByteSize>, ProfileError> {
+    let parsed: ByteSize = s.value.parse().map_err(|e: String| {
         ProfileError::at(
-            &top.origin(1, 1),
-            format!("missing field `{field}` (neither this profile nor its base sets it)"),
-            Some(format!("add for example:\n{example}")),
-        )
-    };
-    let kernel_src = kernel_src.ok_or_else(|| {
-        missing(
-            "kernel",
-            "kernel:\n    path: ./kernel   # holds boot/vmlinuz and lib/modules/<version>",
+            &layer.at(s),
+            shown_max(&e, MESSAGE_CHARS),
+            Some("write a size such as 2GiB or 512MiB".into()),
         )
     })?;
-    let stub =
-        stub.ok_or_else(|| missing("boot.stub", "boot:\n    stub: {path: ./linuxx64.efi.stub}"))?;
-    let disk_size = size.ok_or_else(|| missing("disk.size", "disk:\n    size: 1GiB"))?;
-    check_cmdline_length(&cmdline)?;
-    let node = kube::merge_node(layers)?;
-    Ok(Profile {
-        file: file.to_path_buf(),
-        // Shown in the build's progress: safe for a terminal.
-        chain: layers
-            .iter()
-            .map(|(l, _)| shown_max(&l.file, PATH_CHARS))
-            .collect(),
-        hash,
-        arch,
-        hostname,
-        kernel: Kernel {
-            source: kernel_src,
-            modules,
-            cmdline,
-        },
-        system,
-        stub,
-        compression: compression.unwrap_or(Compression::Gzip),
-        disk_size,
-        format: format.unwrap_or(Format::Raw),
-        node,
-        registries,
+    check_disk_size(parsed).map_err(|(m, h)| ProfileError::at(&layer.at(s), m, Some(h)))?;
+    Ok(Sourced {
+        value: parsed,
+        origin: layer.at(s),
     })
+}
+
+/// `arch`, amd64 when no layer sets it; the kernel's names are accepted too.
+fn parse_arch(arch: Option<Sourced<String>>) -> Result<Arch, ProfileError> {
+    let Some(a) = arch else {
+        return Ok(Arch::Amd64);
+    };
+    match a.value.as_str() {
+        "amd64" | "x86_64" => Ok(Arch::Amd64),
+        "arm64" | "aarch64" => Ok(Arch::Arm64),
+        other => Err(ProfileError::at(
+            &a.origin,
+            format!("unknown arch `{}`", shown(other)),
+            Some("use amd64 or arm64".into()),
+        )),
+    }
 }
 
 /// The kernel's COMMAND_LINE_SIZE on x86 and arm64 (arch/x86/include/asm/setup.h,

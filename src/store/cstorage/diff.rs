@@ -26,8 +26,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::oci::layer::{LayerChanges, LayerCx};
 use crate::oci::{self, LayerBlob, Limits, OciError, Whiteout};
+use crate::oci::{LayerChanges, LayerCx};
 use crate::tree::{Entry, Kind, Tree, TreePath};
 
 /// One layer's own entries as a tree, whiteouts not applied, like

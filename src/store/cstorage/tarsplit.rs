@@ -77,190 +77,302 @@ impl From<io::Error> for SplitError {
 /// Reads the tar at `path` once, start to end.
 pub(super) fn scan(path: &Path) -> Result<TarFacts, SplitError> {
     let file = crate::untrusted::open_regular(path)?;
-    let mut r = Hashing {
-        inner: BufReader::with_capacity(1 << 16, file),
-        hasher: Sha256::new(),
-        count: 0,
-    };
-    let mut out = Packer::default();
-    let mut facts = TarFacts {
-        tar_split: Vec::new(),
-        size: 0,
-        digest: Digest::of_bytes(b""),
+    let mut scanner = Scanner {
+        r: Hashing {
+            inner: BufReader::with_capacity(1 << 16, file),
+            hasher: Sha256::new(),
+            count: 0,
+        },
+        out: Packer::default(),
         uids: BTreeSet::new(),
         gids: BTreeSet::new(),
         whiteout_owners: HashMap::new(),
+        seen: HashSet::new(),
+        buf: vec![0u8; 1 << 16],
     };
-    let mut seen: HashSet<String> = HashSet::new();
     let mut pad = 0usize;
-    let mut buf = vec![0u8; 1 << 16];
+    while let Some(next) = scanner.member(pad)? {
+        pad = next;
+    }
+    scanner.trailer()?;
+    scanner.finish()
+}
 
-    'members: loop {
-        // tar.Reader.next(): the previous member's padding, then headers until a
-        // member that is not an extension header.
+/// The headers read before a member's data (tar.Reader.next()).
+enum Headers {
+    /// The end of the archive: EOF at a header boundary, or the zero blocks.
+    End,
+    /// A PAX global header, which Go's reader returns as a member of its own.
+    Global { name: String, size: u64 },
+    /// A member's header block and the extension headers before it.
+    Member {
+        block: Box<[u8; 512]>,
+        size: u64,
+        pax: Vec<(String, Vec<u8>)>,
+        long_name: Option<Vec<u8>>,
+    },
+}
+
+/// The state of one sequential reading: the hashed stream, the record written so
+/// far and the facts collected so far.
+struct Scanner<R> {
+    r: Hashing<R>,
+    out: Packer,
+    uids: BTreeSet<u32>,
+    gids: BTreeSet<u32>,
+    whiteout_owners: HashMap<TreePath, (u32, u32)>,
+    /// Cleaned names of the members so far ([`check_unique`]).
+    seen: HashSet<String>,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> Scanner<R> {
+    /// Reads the previous member's `pad` bytes of padding and the next member;
+    /// returns the padding after it, or `None` at the end of the archive.
+    fn member(&mut self, pad: usize) -> Result<Option<usize>, SplitError> {
+        // The padding and every header up to the member's data are one raw run.
         let mut raw = vec![0u8; pad];
-        r.read_exact(&mut raw)
+        self.r
+            .read_exact(&mut raw)
             .map_err(|_| SplitError::Tar("the archive ends inside a member's padding".into()))?;
+        match self.headers(&mut raw)? {
+            Headers::End => {
+                self.out.segment(&raw);
+                Ok(None)
+            }
+            Headers::Global { name, size } => {
+                // A size-0 file entry, owner 0:0, to Go's reader.
+                self.out.segment(&raw);
+                check_unique(&mut self.seen, &name)?;
+                self.out.file(&name, 0, None);
+                self.uids.insert(0);
+                self.gids.insert(0);
+                Ok(Some(padding(size)))
+            }
+            Headers::Member {
+                block,
+                size,
+                pax,
+                long_name,
+            } => {
+                self.file_member(&raw, &block, size, &pax, long_name)?;
+                Ok(Some(padding(size)))
+            }
+        }
+    }
+
+    /// Reads header blocks, appending their bytes to `raw`, until a member that
+    /// is not an extension header, or the end of the archive.
+    fn headers(&mut self, raw: &mut Vec<u8>) -> Result<Headers, SplitError> {
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         let mut long_name: Option<Vec<u8>> = None;
         loop {
             let mut block = [0u8; 512];
-            let n = read_full(&mut r, &mut block)?;
+            let n = read_full(&mut self.r, &mut block)?;
             raw.extend_from_slice(&block[..n]);
             if n == 0 {
                 // Go's reader: EOF at a header boundary ends the archive.
-                out.segment(&raw);
-                break 'members;
+                return Ok(Headers::End);
             }
             if n < 512 {
                 return Err(SplitError::Tar("the archive ends inside a header".into()));
             }
             if block.iter().all(|b| *b == 0) {
-                let n = read_full(&mut r, &mut block)?;
-                raw.extend_from_slice(&block[..n]);
-                if n == 512 && block.iter().any(|b| *b != 0) {
-                    return Err(SplitError::Tar(
-                        "a zero block is followed by a header (Go's reader refuses this)".into(),
-                    ));
-                }
-                if n != 0 && n != 512 {
-                    return Err(SplitError::Tar("the archive ends inside a block".into()));
-                }
-                out.segment(&raw);
-                break 'members;
+                self.second_zero_block(raw)?;
+                return Ok(Headers::End);
             }
             let header = tar::Header::from_byte_slice(&block);
             let size = header
                 .entry_size()
                 .map_err(|e| SplitError::Tar(format!("a header's size: {e}")))?;
             let typeflag = block[156];
-            match typeflag {
-                b'x' | b'g' | b'L' | b'K' => {
-                    if size > MAX_EXTENSION {
-                        return Err(SplitError::Tar(format!(
-                            "an extension header of {size} bytes"
-                        )));
-                    }
-                    let mut data = vec![0u8; size as usize];
-                    r.read_exact(&mut data)?;
-                    raw.extend_from_slice(&data);
-                    match typeflag {
-                        b'x' => {
-                            pax = crate::oci::archive::parse_pax(&data).map_err(SplitError::Tar)?
-                        }
-                        b'L' => long_name = Some(until_nul(&data).to_vec()),
-                        b'K' => {}
-                        _ => {
-                            // A PAX global header is a member of its own to Go's
-                            // reader: a size-0 file entry, owner 0:0.
-                            out.segment(&raw);
-                            let name = String::from_utf8_lossy(&header.path_bytes()).into_owned();
-                            check_unique(&mut seen, &name)?;
-                            out.file(&name, 0, None);
-                            facts.uids.insert(0);
-                            facts.gids.insert(0);
-                            pad = padding(size);
-                            continue 'members;
-                        }
-                    }
-                    // The padding of an extension header belongs to the same raw run.
-                    let mut p = vec![0u8; padding(size)];
-                    r.read_exact(&mut p)?;
-                    raw.extend_from_slice(&p);
-                    continue;
-                }
-                _ => {}
+            if !matches!(typeflag, b'x' | b'g' | b'L' | b'K') {
+                return Ok(Headers::Member {
+                    block: Box::new(block),
+                    size,
+                    pax,
+                    long_name,
+                });
             }
-
-            let name_bytes = match (&long_name, pax_get(&pax, "path")) {
-                (Some(n), _) => n.clone(),
-                (None, Some(p)) => p.to_vec(),
-                (None, None) => header.path_bytes().into_owned(),
-            };
-            let name = String::from_utf8(name_bytes).map_err(|e| SplitError::Entry {
-                entry: String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                why: "its name is not UTF-8".into(),
-            })?;
-            let bad = |why: &str| SplitError::Entry {
-                entry: name.clone(),
-                why: why.to_string(),
-            };
-            let id = |key: &str, from_header: io::Result<u64>| -> Result<u32, SplitError> {
-                let v = match pax_get(&pax, key) {
-                    Some(v) => std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()),
-                    None => from_header.ok(),
-                };
-                v.and_then(|v: u64| u32::try_from(v).ok())
-                    .ok_or_else(|| bad(&format!("its {key} is not a 32-bit number")))
-            };
-            let (uid, gid) = (id("uid", header.uid())?, id("gid", header.gid())?);
-            // archive/tar isHeaderOnlyType: these members have no data to Go's
-            // reader whatever their size field says; the layer reader would read
-            // the data. Two readings of one archive: refuse.
-            let header_only = matches!(typeflag, b'1'..=b'6');
-            if header_only && size > 0 {
-                return Err(bad(&format!(
-                    "a member of type {:?} claims {size} bytes of data",
-                    typeflag as char
+            if size > MAX_EXTENSION {
+                return Err(SplitError::Tar(format!(
+                    "an extension header of {size} bytes"
                 )));
             }
-            out.segment(&raw);
-            check_unique(&mut seen, &name)?;
-            let crc = if size > 0 {
-                let mut crc = Crc64::new();
-                let mut left = size;
-                while left > 0 {
-                    let want = left.min(buf.len() as u64) as usize;
-                    r.read_exact(&mut buf[..want])?;
-                    crc.update(&buf[..want]);
-                    left -= want as u64;
+            let mut data = vec![0u8; size as usize];
+            self.r.read_exact(&mut data)?;
+            raw.extend_from_slice(&data);
+            match typeflag {
+                b'x' => pax = crate::oci::archive::parse_pax(&data).map_err(SplitError::Tar)?,
+                b'L' => long_name = Some(until_nul(&data).to_vec()),
+                b'K' => {}
+                _ => {
+                    let name = String::from_utf8_lossy(&header.path_bytes()).into_owned();
+                    return Ok(Headers::Global { name, size });
                 }
-                Some(crc.sum())
-            } else {
-                None
-            };
-            out.file(&name, size, crc);
-            pad = padding(size);
+            }
+            // The padding of an extension header belongs to the same raw run.
+            let mut p = vec![0u8; padding(size)];
+            self.r.read_exact(&mut p)?;
+            raw.extend_from_slice(&p);
+        }
+    }
 
-            let base = name.trim_end_matches('/');
-            let base = base.rsplit('/').next().unwrap_or(base);
-            if let Some(rest) = base.strip_prefix(".wh.") {
-                if !rest.starts_with(".wh.") && !rest.is_empty() {
-                    if let Ok(p) = TreePath::parse(&name) {
-                        let target = p.parent().unwrap_or_default().join(rest);
-                        if let Ok(target) = target {
-                            facts.whiteout_owners.insert(target, (uid, gid));
-                        }
+    /// After a first zero block: a second one, or EOF, ends the archive; a header
+    /// there is refused, as Go's reader does.
+    fn second_zero_block(&mut self, raw: &mut Vec<u8>) -> Result<(), SplitError> {
+        let mut block = [0u8; 512];
+        let n = read_full(&mut self.r, &mut block)?;
+        raw.extend_from_slice(&block[..n]);
+        if n == 512 && block.iter().any(|b| *b != 0) {
+            return Err(SplitError::Tar(
+                "a zero block is followed by a header (Go's reader refuses this)".into(),
+            ));
+        }
+        if n != 0 && n != 512 {
+            return Err(SplitError::Tar("the archive ends inside a block".into()));
+        }
+        Ok(())
+    }
+
+    /// A member with a name: its raw run, then its file entry with the crc64 of
+    /// its content, and its owner in the facts.
+    fn file_member(
+        &mut self,
+        raw: &[u8],
+        block: &[u8; 512],
+        size: u64,
+        pax: &[(String, Vec<u8>)],
+        long_name: Option<Vec<u8>>,
+    ) -> Result<(), SplitError> {
+        let header = tar::Header::from_byte_slice(block);
+        let name = member_name(header, pax, long_name)?;
+        let (uid, gid) = (
+            owner_id(&name, pax, "uid", header.uid())?,
+            owner_id(&name, pax, "gid", header.gid())?,
+        );
+        // archive/tar isHeaderOnlyType: these members have no data to Go's
+        // reader whatever their size field says; the layer reader would read
+        // the data. Two readings of one archive: refuse.
+        let typeflag = block[156];
+        if matches!(typeflag, b'1'..=b'6') && size > 0 {
+            return Err(SplitError::Entry {
+                entry: name,
+                why: format!(
+                    "a member of type {:?} claims {size} bytes of data",
+                    typeflag as char
+                ),
+            });
+        }
+        self.out.segment(raw);
+        check_unique(&mut self.seen, &name)?;
+        let crc = self.content_crc(size)?;
+        self.out.file(&name, size, crc);
+        self.note_owner(&name, uid, gid);
+        Ok(())
+    }
+
+    /// Reads a member's `size` bytes of content; their crc64, `None` when empty.
+    fn content_crc(&mut self, size: u64) -> Result<Option<[u8; 8]>, SplitError> {
+        if size == 0 {
+            return Ok(None);
+        }
+        let mut crc = Crc64::new();
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(self.buf.len() as u64) as usize;
+            self.r.read_exact(&mut self.buf[..want])?;
+            crc.update(&self.buf[..want]);
+            left -= want as u64;
+        }
+        Ok(Some(crc.sum()))
+    }
+
+    /// A whiteout's owner is kept for the path it removes; every other member's
+    /// owner goes into the layer's uid and gid sets.
+    fn note_owner(&mut self, name: &str, uid: u32, gid: u32) {
+        let base = name.trim_end_matches('/');
+        let base = base.rsplit('/').next().unwrap_or(base);
+        if let Some(rest) = base.strip_prefix(".wh.") {
+            if !rest.starts_with(".wh.") && !rest.is_empty() {
+                if let Ok(p) = TreePath::parse(name) {
+                    let target = p.parent().unwrap_or_default().join(rest);
+                    if let Ok(target) = target {
+                        self.whiteout_owners.insert(target, (uid, gid));
                     }
                 }
-            } else {
-                facts.uids.insert(uid);
-                facts.gids.insert(gid);
             }
-            continue 'members;
+        } else {
+            self.uids.insert(uid);
+            self.gids.insert(gid);
         }
     }
 
-    // asm.NewInputTarStream: whatever follows the end of the archive, in chunks,
-    // and (in the tar-split podman 4.3 vendors) a last empty segment at EOF.
-    let mut chunk = vec![0u8; TRAILER_CHUNK];
-    loop {
-        let n = read_full(&mut r, &mut chunk)?;
-        out.segment(&chunk[..n]);
-        if n < TRAILER_CHUNK {
-            if n > 0 {
-                out.segment(&[]);
+    /// asm.NewInputTarStream: whatever follows the end of the archive, in chunks,
+    /// and (in the tar-split podman 4.3 vendors) a last empty segment at EOF.
+    fn trailer(&mut self) -> Result<(), SplitError> {
+        let mut chunk = vec![0u8; TRAILER_CHUNK];
+        loop {
+            let n = read_full(&mut self.r, &mut chunk)?;
+            self.out.segment(&chunk[..n]);
+            if n < TRAILER_CHUNK {
+                if n > 0 {
+                    self.out.segment(&[]);
+                }
+                return Ok(());
             }
-            break;
         }
     }
 
-    facts.size = r.count;
-    facts.digest = format!("sha256:{}", hex::encode(r.hasher.finalize()))
-        .parse()
-        .map_err(|e| SplitError::Tar(format!("{e}")))?;
-    facts.tar_split = out.out;
-    Ok(facts)
+    fn finish(self) -> Result<TarFacts, SplitError> {
+        let digest = format!("sha256:{}", hex::encode(self.r.hasher.finalize()))
+            .parse()
+            .map_err(|e| SplitError::Tar(format!("{e}")))?;
+        Ok(TarFacts {
+            tar_split: self.out.out,
+            size: self.r.count,
+            digest,
+            uids: self.uids,
+            gids: self.gids,
+            whiteout_owners: self.whiteout_owners,
+        })
+    }
+}
+
+/// The name Go's reader reports: the GNU long name, else PAX `path`, else the
+/// header's name with its ustar prefix.
+fn member_name(
+    header: &tar::Header,
+    pax: &[(String, Vec<u8>)],
+    long_name: Option<Vec<u8>>,
+) -> Result<String, SplitError> {
+    let name_bytes = match (long_name, pax_get(pax, "path")) {
+        (Some(n), _) => n,
+        (None, Some(p)) => p.to_vec(),
+        (None, None) => header.path_bytes().into_owned(),
+    };
+    String::from_utf8(name_bytes).map_err(|e| SplitError::Entry {
+        entry: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        why: "its name is not UTF-8".into(),
+    })
+}
+
+/// The member's `uid` or `gid` (`key`): PAX's value over the header's.
+fn owner_id(
+    name: &str,
+    pax: &[(String, Vec<u8>)],
+    key: &str,
+    from_header: io::Result<u64>,
+) -> Result<u32, SplitError> {
+    let v = match pax_get(pax, key) {
+        Some(v) => std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()),
+        None => from_header.ok(),
+    };
+    v.and_then(|v: u64| u32::try_from(v).ok())
+        .ok_or_else(|| SplitError::Entry {
+            entry: name.to_string(),
+            why: format!("its {key} is not a 32-bit number"),
+        })
 }
 
 /// tar-split's JSON packer refuses two file entries whose names clean to the same

@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::oci::{Compression, Digest, LayerBlob, LayoutImage, Limits, OciError};
+use crate::oci::{Compression, Digest, LayerBlob, LayoutImage, Limits, OciError, Whiteout};
 use crate::tree::{Entry, Kind, Tree, TreeError, TreePath};
 use crate::units::ByteSize;
 pub(crate) use records::ImageRecord;
@@ -99,17 +99,10 @@ impl StoreOptions {
 /// and the layer and entry where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Reading or verifying a layer failed (names image, layer, entry).
+    /// Reading or verifying a layer failed (names image, layer, entry), or an
+    /// entry cannot be stored ([`OciError::Entry`]).
     #[error(transparent)]
     Oci(#[from] OciError),
-    #[error("{reference}: layer {index} ({digest}): entry {entry:?}: {why}; the layer cannot be stored in a containers/storage store")]
-    Entry {
-        reference: String,
-        index: usize,
-        digest: Digest,
-        entry: String,
-        why: String,
-    },
     #[error("{reference}: layer {index} ({digest}): {why}")]
     Layer {
         reference: String,
@@ -141,7 +134,6 @@ impl StoreError {
         match self {
             StoreError::Oci(OciError::Io { .. }) | StoreError::Tree { .. } => false,
             StoreError::Oci(_)
-            | StoreError::Entry { .. }
             | StoreError::Layer { .. }
             | StoreError::NameConflict { .. }
             | StoreError::Image { .. } => true,
@@ -327,6 +319,22 @@ impl Writer<'_> {
     fn add_image(&mut self, si: &StoreImage, spool_dir: &Path) -> Result<(), StoreError> {
         let img = &si.image;
         let reference = img.reference.as_str();
+        let top = self.add_layers(img, spool_dir)?;
+        let image_id = img.config_digest.hex().to_string();
+        self.claim_names(reference, &image_id, &si.names)?;
+        let config = read_blob(reference, &img.config_digest, &img.layout)?;
+        let manifest = read_blob(reference, &img.manifest_digest, &img.layout)?;
+        let big = match self.image_index.get(&image_id) {
+            Some(&at) => self.add_to_image(si, at, &top, manifest)?,
+            None => self.new_image(si, &image_id, top, config, manifest)?,
+        };
+        self.write_big_data(reference, &image_id, big)
+    }
+
+    /// Stores the image's layers not stored yet, parents first; returns the id of
+    /// its top layer.
+    fn add_layers(&mut self, img: &LayoutImage, spool_dir: &Path) -> Result<String, StoreError> {
+        let reference = img.reference.as_str();
         let diff_ids: Vec<Digest> = img.layers.iter().map(|l| l.diff_id.clone()).collect();
         let ids = layer_ids(&diff_ids);
         let Some(top) = ids.last().cloned() else {
@@ -345,9 +353,17 @@ impl Writer<'_> {
                 self.add_layer(reference, i, blob, &ids[i], parent, spool_dir)?;
             }
         }
+        Ok(top)
+    }
 
-        let image_id = img.config_digest.hex().to_string();
-        for name in &si.names {
+    /// Gives `names` to the image `image_id`; a name may name one image only.
+    fn claim_names(
+        &mut self,
+        reference: &str,
+        image_id: &str,
+        names: &[String],
+    ) -> Result<(), StoreError> {
+        for name in names {
             if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(StoreError::Image {
                     reference: reference.to_string(),
@@ -355,7 +371,7 @@ impl Writer<'_> {
                 });
             }
             match self.name_owner.get(name) {
-                Some((id, first)) if *id != image_id => {
+                Some((id, first)) if id != image_id => {
                     return Err(StoreError::NameConflict {
                         name: name.clone(),
                         first: first.clone(),
@@ -364,101 +380,143 @@ impl Writer<'_> {
                 }
                 _ => {
                     self.name_owner
-                        .insert(name.clone(), (image_id.clone(), reference.to_string()));
+                        .insert(name.clone(), (image_id.to_string(), reference.to_string()));
                 }
             }
         }
+        Ok(())
+    }
 
-        let config = read_blob(reference, &img.config_digest, &img.layout)?;
-        let manifest = read_blob(reference, &img.manifest_digest, &img.layout)?;
+    /// The same image again (other names, or another copy of the manifest):
+    /// containers/image adds the names to the record at `at`, and returns the
+    /// manifests it does not hold yet, under their digests.
+    fn add_to_image(
+        &mut self,
+        si: &StoreImage,
+        at: usize,
+        top: &str,
+        manifest: Vec<u8>,
+    ) -> Result<Vec<BigData>, StoreError> {
+        let img = &si.image;
+        let reference = img.reference.as_str();
         let manifest_digest = img.manifest_digest.to_string();
-        let mut big: Vec<(String, Vec<u8>, String)> = Vec::new();
-        if let Some(&at) = self.image_index.get(&image_id) {
-            // The same image again (other names, or another copy of the manifest):
-            // containers/image adds the names and the manifest under its digest.
-            let rec = &mut self.images[at];
-            if rec.layer != top {
-                return Err(StoreError::Image {
-                    reference: reference.to_string(),
-                    why: format!("image {image_id} was already stored with other layers"),
-                });
-            }
-            for n in &si.names {
-                if !rec.names.contains(n) {
-                    rec.names.push(n.clone());
-                    rec.names_history.insert(0, n.clone());
-                }
-            }
-            let key = format!("manifest-{manifest_digest}");
-            if !rec.big_data_names.contains(&key) {
-                big.push((key, manifest, manifest_digest));
-            }
-            if let Some(index) = &img.index_digest {
-                let key = format!("manifest-{index}");
-                if !rec.big_data_names.contains(&key) {
-                    let bytes = read_blob(reference, index, &img.layout)?;
-                    big.push((key, bytes, index.to_string()));
-                }
-            }
-        } else {
-            let created = img
-                .config
-                .created()
-                .as_deref()
-                .and_then(records::go_time_of_rfc3339)
-                .unwrap_or_else(|| records::go_time(self.opts.created));
-            let config_key = img.config_digest.to_string();
-            big.push((config_key.clone(), config, config_key));
-            // Reached through an image index (a multi-arch reference): containers/image
-            // keeps the index too, under its own key and before the instance's, and
-            // records the index's digest as the image's; the image is then found by
-            // either digest.
-            let mut digest = manifest_digest.clone();
-            if let Some(index) = &img.index_digest {
-                let bytes = read_blob(reference, index, &img.layout)?;
-                big.push((format!("manifest-{index}"), bytes, index.to_string()));
-                digest = index.to_string();
-            }
-            big.push((
-                format!("manifest-{manifest_digest}"),
-                manifest.clone(),
-                manifest_digest.clone(),
-            ));
-            big.push(("manifest".into(), manifest, manifest_digest.clone()));
-            // containers/image records an empty signature list for each manifest
-            // it stores, and its size in the metadata.
-            big.push((
-                format!("signature-{}", img.manifest_digest.hex()),
-                Vec::new(),
-                Digest::of_bytes(b"").to_string(),
-            ));
-            let metadata = serde_json::json!({
-                "signatures-sizes": { manifest_digest.clone(): [] }
-            })
-            .to_string();
-            let mut names = Vec::new();
-            for n in &si.names {
-                if !names.contains(n) {
-                    names.push(n.clone());
-                }
-            }
-            self.image_index.insert(image_id.clone(), self.images.len());
-            self.images.push(ImageRecord {
-                id: image_id.clone(),
-                digest,
-                names_history: names.iter().rev().cloned().collect(),
-                names,
-                layer: top,
-                metadata,
-                big_data_names: Vec::new(),
-                big_data_sizes: BTreeMap::new(),
-                big_data_digests: BTreeMap::new(),
-                created,
+        let rec = &mut self.images[at];
+        if rec.layer != top {
+            return Err(StoreError::Image {
+                reference: reference.to_string(),
+                why: format!("image {} was already stored with other layers", rec.id),
             });
-            self.dir(reference, &format!("overlay-images/{image_id}"), 0o700)?;
         }
-        let at = self.image_index[&image_id];
-        for (key, bytes, digest) in big {
+        for n in &si.names {
+            if !rec.names.contains(n) {
+                rec.names.push(n.clone());
+                rec.names_history.insert(0, n.clone());
+            }
+        }
+        let mut big = Vec::new();
+        let key = format!("manifest-{manifest_digest}");
+        if !rec.big_data_names.contains(&key) {
+            big.push(BigData::new(key, manifest, manifest_digest));
+        }
+        if let Some(index) = &img.index_digest {
+            let key = format!("manifest-{index}");
+            if !rec.big_data_names.contains(&key) {
+                let bytes = read_blob(reference, index, &img.layout)?;
+                big.push(BigData::new(key, bytes, index.to_string()));
+            }
+        }
+        Ok(big)
+    }
+
+    /// A new image record and its folder; returns the big data to write for it:
+    /// the config, the manifests and an empty signature list.
+    fn new_image(
+        &mut self,
+        si: &StoreImage,
+        image_id: &str,
+        top: String,
+        config: Vec<u8>,
+        manifest: Vec<u8>,
+    ) -> Result<Vec<BigData>, StoreError> {
+        let img = &si.image;
+        let reference = img.reference.as_str();
+        let manifest_digest = img.manifest_digest.to_string();
+        let created = img
+            .config
+            .created()
+            .as_deref()
+            .and_then(records::go_time_of_rfc3339)
+            .unwrap_or_else(|| records::go_time(self.opts.created));
+        let config_key = img.config_digest.to_string();
+        let mut big = vec![BigData::new(config_key.clone(), config, config_key)];
+        // Reached through an image index (a multi-arch reference): containers/image
+        // keeps the index too, under its own key and before the instance's, and
+        // records the index's digest as the image's; the image is then found by
+        // either digest.
+        let mut digest = manifest_digest.clone();
+        if let Some(index) = &img.index_digest {
+            let bytes = read_blob(reference, index, &img.layout)?;
+            big.push(BigData::new(
+                format!("manifest-{index}"),
+                bytes,
+                index.to_string(),
+            ));
+            digest = index.to_string();
+        }
+        big.push(BigData::new(
+            format!("manifest-{manifest_digest}"),
+            manifest.clone(),
+            manifest_digest.clone(),
+        ));
+        big.push(BigData::new(
+            "manifest".into(),
+            manifest,
+            manifest_digest.clone(),
+        ));
+        // containers/image records an empty signature list for each manifest
+        // it stores, and its size in the metadata.
+        big.push(BigData::new(
+            format!("signature-{}", img.manifest_digest.hex()),
+            Vec::new(),
+            Digest::of_bytes(b"").to_string(),
+        ));
+        let metadata = serde_json::json!({
+            "signatures-sizes": { manifest_digest.clone(): [] }
+        })
+        .to_string();
+        let mut names = Vec::new();
+        for n in &si.names {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        self.image_index
+            .insert(image_id.to_string(), self.images.len());
+        self.images.push(ImageRecord {
+            id: image_id.to_string(),
+            digest,
+            names_history: names.iter().rev().cloned().collect(),
+            names,
+            layer: top,
+            metadata,
+            big_data_names: Vec::new(),
+            big_data_sizes: BTreeMap::new(),
+            big_data_digests: BTreeMap::new(),
+            created,
+        });
+        self.dir(reference, &format!("overlay-images/{image_id}"), 0o700)?;
+        Ok(big)
+    }
+
+    /// Writes `big` into the image's folder and lists it in its record.
+    fn write_big_data(
+        &mut self,
+        reference: &str,
+        image_id: &str,
+        big: Vec<BigData>,
+    ) -> Result<(), StoreError> {
+        let at = self.image_index[image_id];
+        for BigData { key, bytes, digest } in big {
             let rec = &mut self.images[at];
             rec.big_data_names.push(key.clone());
             rec.big_data_sizes.insert(key.clone(), bytes.len() as u64);
@@ -483,139 +541,26 @@ impl Writer<'_> {
         parent: Option<&str>,
         spool_dir: &Path,
     ) -> Result<(), StoreError> {
-        let layer_err = |why: String| StoreError::Layer {
-            reference: reference.to_string(),
+        let at = LayerAt {
+            reference,
             index,
-            digest: blob.digest.clone(),
-            why,
+            digest: &blob.digest,
         };
-        // The layer may decompress to what is left of the budget, and no further.
-        let left = self.opts.budget.saturating_sub(self.used);
-        let mut limits = self.opts.limits.clone();
-        let by_budget = left < limits.max_total;
-        limits.max_total = limits.max_total.min(left);
-        let (layer_tree, whiteouts) =
-            match diff::layer_tree(reference, index, blob, spool_dir, &limits) {
-                Err(OciError::Limit { what, .. }) if by_budget && what.contains("uncompressed") => {
-                    return Err(layer_err(format!(
-                        "{what} is more than the {} left of the disk's {} for the image store (the layers before it took {}); the images do not fit the disk: raise disk.size, or check that the image is not a decompression bomb",
-                        ByteSize::new(left),
-                        ByteSize::new(self.opts.budget),
-                        ByteSize::new(self.used),
-                    )))
-                }
-                r => r?,
-            };
-        let tar = layer_tar_path(blob, spool_dir);
-        let tar_len = std::fs::metadata(&tar)
-            .map_err(|e| {
-                layer_err(format!(
-                    "cannot read the verified tar {}: {e}",
-                    tar.display()
-                ))
-            })?
-            .len();
-        self.used = self.used.saturating_add(tar_len);
-        let entry_err = |entry: String, why: String| StoreError::Entry {
-            reference: reference.to_string(),
-            index,
-            digest: blob.digest.clone(),
-            entry,
-            why,
-        };
-        let facts = tarsplit::scan(&tar).map_err(|e| match e {
-            tarsplit::SplitError::Io(e) => layer_err(format!(
-                "cannot read the verified tar {}: {e}",
-                tar.display()
-            )),
-            tarsplit::SplitError::Tar(why) => layer_err(why),
-            tarsplit::SplitError::Entry { entry, why } => entry_err(entry, why),
-        })?;
-        if facts.digest != blob.diff_id {
-            return Err(layer_err(format!(
-                "the spooled tar {} hashes to {}, not the diff_id {}; it changed while the store was written",
-                tar.display(),
-                facts.digest,
-                blob.diff_id
-            )));
-        }
+        let (layer_tree, whiteouts) = self.layer_tree_within_budget(&at, blob, spool_dir)?;
+        let facts = self.scan_spooled_tar(&at, blob, spool_dir)?;
         let diff = diff::overlay_diff(
             layer_tree,
             &whiteouts,
             &facts.whiteout_owners,
             self.opts.created,
         )
-        .map_err(|e| entry_err(e.entry, e.why))?;
-
-        let mut attempt = 0;
-        let short = loop {
-            let s = short_name(id, attempt);
-            if self.short_names.insert(s.clone()) {
-                break s;
-            }
-            attempt += 1;
-        };
-        let base = format!("overlay/{id}");
-        self.dir(reference, &base, 0o700)?;
-        let diff_base = self.path(reference, &format!("{base}/diff"))?;
-        for (path, entry) in diff.iter() {
-            let dest = diff_base
-                .join(path.as_str())
-                .map_err(|e| entry_err(path.to_string(), e.to_string()))?;
-            let mut entry = entry.clone();
-            if let Kind::Hardlink(target) = &entry.kind {
-                let target = diff_base
-                    .join(target.as_str())
-                    .map_err(|e| entry_err(path.to_string(), e.to_string()))?;
-                entry.kind = Kind::Hardlink(target);
-            }
-            self.tree
-                .insert(dest, entry)
-                .map_err(|e| entry_err(path.to_string(), e.to_string()))?;
-        }
-        self.file(
-            reference,
-            &format!("{base}/link"),
-            short.clone().into_bytes(),
-            0o644,
-        )?;
-        self.dir(reference, &format!("{base}/work"), 0o700)?;
-        self.dir(reference, &format!("{base}/merged"), 0o700)?;
-        match parent {
-            None => self.dir(reference, &format!("{base}/empty"), 0o700)?,
-            Some(p) => {
-                // overlay.go getLower: the parent's link, then the parent's lowers.
-                let mut lower = format!("l/{}", self.layer_links[p]);
-                let parent_lower = self
-                    .tree
-                    .get(&self.path(reference, &format!("overlay/{p}/lower"))?)
-                    .and_then(|e| match &e.kind {
-                        Kind::File(c) => c.read_all().ok(),
-                        _ => None,
-                    });
-                if let Some(pl) = parent_lower {
-                    lower.push(':');
-                    lower.push_str(&String::from_utf8_lossy(&pl));
-                }
-                self.file(
-                    reference,
-                    &format!("{base}/lower"),
-                    lower.into_bytes(),
-                    0o644,
-                )?;
-            }
-        }
-        self.insert(
-            reference,
-            &format!("overlay/l/{short}"),
-            Entry::symlink(format!("../{id}/diff")),
-        )?;
-        self.layer_links.insert(id.to_string(), short);
+        .map_err(|e| at.entry(e.entry, e.why))?;
+        self.write_overlay_dir(&at, id, parent, &diff)?;
 
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&facts.tar_split)
             .and_then(|()| gz.finish())
-            .map_err(|e| layer_err(format!("cannot compress its tar-split: {e}")))
+            .map_err(|e| at.layer(format!("cannot compress its tar-split: {e}")))
             .and_then(|bytes| {
                 self.file(
                     reference,
@@ -640,6 +585,151 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Reads the layer (verified, spooled) into a tree and its whiteouts; it may
+    /// decompress to what is left of the budget, and no further.
+    fn layer_tree_within_budget(
+        &self,
+        at: &LayerAt,
+        blob: &LayerBlob,
+        spool_dir: &Path,
+    ) -> Result<(Tree, Vec<Whiteout>), StoreError> {
+        let left = self.opts.budget.saturating_sub(self.used);
+        let mut limits = self.opts.limits.clone();
+        let by_budget = left < limits.max_total;
+        limits.max_total = limits.max_total.min(left);
+        match diff::layer_tree(at.reference, at.index, blob, spool_dir, &limits) {
+            Err(OciError::Limit { what, .. }) if by_budget && what.contains("uncompressed") => {
+                Err(at.layer(format!(
+                    "{what} is more than the {} left of the disk's {} for the image store (the layers before it took {}); the images do not fit the disk: raise disk.size, or check that the image is not a decompression bomb",
+                    ByteSize::new(left),
+                    ByteSize::new(self.opts.budget),
+                    ByteSize::new(self.used),
+                )))
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// Counts the spooled tar against the budget and scans it for its tar-split
+    /// record and facts, which must describe the tar of the diff_id.
+    fn scan_spooled_tar(
+        &mut self,
+        at: &LayerAt,
+        blob: &LayerBlob,
+        spool_dir: &Path,
+    ) -> Result<tarsplit::TarFacts, StoreError> {
+        let tar = layer_tar_path(blob, spool_dir);
+        let tar_len = std::fs::metadata(&tar)
+            .map_err(|e| {
+                at.layer(format!(
+                    "cannot read the verified tar {}: {e}",
+                    tar.display()
+                ))
+            })?
+            .len();
+        self.used = self.used.saturating_add(tar_len);
+        let facts = tarsplit::scan(&tar).map_err(|e| match e {
+            tarsplit::SplitError::Io(e) => at.layer(format!(
+                "cannot read the verified tar {}: {e}",
+                tar.display()
+            )),
+            tarsplit::SplitError::Tar(why) => at.layer(why),
+            tarsplit::SplitError::Entry { entry, why } => at.entry(entry, why),
+        })?;
+        if facts.digest != blob.diff_id {
+            return Err(at.layer(format!(
+                "the spooled tar {} hashes to {}, not the diff_id {}; it changed while the store was written",
+                tar.display(),
+                facts.digest,
+                blob.diff_id
+            )));
+        }
+        Ok(facts)
+    }
+
+    /// `overlay/<id>/`: the diff, the link to a new short name, `work`, `merged`,
+    /// and `empty` or `lower`; and `overlay/l/<short>`.
+    fn write_overlay_dir(
+        &mut self,
+        at: &LayerAt,
+        id: &str,
+        parent: Option<&str>,
+        diff: &Tree,
+    ) -> Result<(), StoreError> {
+        let reference = at.reference;
+        let mut attempt = 0;
+        let short = loop {
+            let s = short_name(id, attempt);
+            if self.short_names.insert(s.clone()) {
+                break s;
+            }
+            attempt += 1;
+        };
+        let base = format!("overlay/{id}");
+        self.dir(reference, &base, 0o700)?;
+        let diff_base = self.path(reference, &format!("{base}/diff"))?;
+        for (path, entry) in diff.iter() {
+            let dest = diff_base
+                .join(path.as_str())
+                .map_err(|e| at.entry(path.to_string(), e.to_string()))?;
+            let mut entry = entry.clone();
+            if let Kind::Hardlink(target) = &entry.kind {
+                let target = diff_base
+                    .join(target.as_str())
+                    .map_err(|e| at.entry(path.to_string(), e.to_string()))?;
+                entry.kind = Kind::Hardlink(target);
+            }
+            self.tree
+                .insert(dest, entry)
+                .map_err(|e| at.entry(path.to_string(), e.to_string()))?;
+        }
+        self.file(
+            reference,
+            &format!("{base}/link"),
+            short.clone().into_bytes(),
+            0o644,
+        )?;
+        self.dir(reference, &format!("{base}/work"), 0o700)?;
+        self.dir(reference, &format!("{base}/merged"), 0o700)?;
+        match parent {
+            None => self.dir(reference, &format!("{base}/empty"), 0o700)?,
+            Some(p) => {
+                let lower = self.lower(reference, p)?;
+                self.file(
+                    reference,
+                    &format!("{base}/lower"),
+                    lower.into_bytes(),
+                    0o644,
+                )?;
+            }
+        }
+        self.insert(
+            reference,
+            &format!("overlay/l/{short}"),
+            Entry::symlink(format!("../{id}/diff")),
+        )?;
+        self.layer_links.insert(id.to_string(), short);
+        Ok(())
+    }
+
+    /// The `lower` of a layer whose parent is `parent` (overlay.go getLower): the
+    /// parent's link, then the parent's lowers.
+    fn lower(&self, reference: &str, parent: &str) -> Result<String, StoreError> {
+        let mut lower = format!("l/{}", self.layer_links[parent]);
+        let parent_lower = self
+            .tree
+            .get(&self.path(reference, &format!("overlay/{parent}/lower"))?)
+            .and_then(|e| match &e.kind {
+                Kind::File(c) => c.read_all().ok(),
+                _ => None,
+            });
+        if let Some(pl) = parent_lower {
+            lower.push(':');
+            lower.push_str(&String::from_utf8_lossy(&pl));
+        }
+        Ok(lower)
+    }
+
     fn finish(mut self) -> Result<Tree, StoreError> {
         let r = "the store";
         let images = serde_json::to_vec(&self.images).map_err(|e| StoreError::Image {
@@ -653,6 +743,49 @@ impl Writer<'_> {
         self.file(r, "overlay-images/images.json", images, 0o600)?;
         self.file(r, "overlay-layers/layers.json", layers, 0o600)?;
         Ok(self.tree)
+    }
+}
+
+/// One file of an image's big data (`overlay-images/<id>/<key>`): its key, bytes
+/// and digest as `images.json` records them.
+struct BigData {
+    key: String,
+    bytes: Vec<u8>,
+    digest: String,
+}
+
+impl BigData {
+    fn new(key: String, bytes: Vec<u8>, digest: String) -> Self {
+        BigData { key, bytes, digest }
+    }
+}
+
+/// The layer an error is about: the image's reference, the layer's index and digest.
+struct LayerAt<'a> {
+    reference: &'a str,
+    index: usize,
+    digest: &'a Digest,
+}
+
+impl LayerAt<'_> {
+    fn layer(&self, why: String) -> StoreError {
+        StoreError::Layer {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            why,
+        }
+    }
+
+    /// An entry the layer reader took but containers/storage cannot hold.
+    fn entry(&self, entry: String, why: String) -> StoreError {
+        StoreError::Oci(OciError::Entry {
+            reference: self.reference.to_string(),
+            index: self.index,
+            digest: self.digest.clone(),
+            entry,
+            why: format!("{why}; the layer cannot be stored in a containers/storage store"),
+        })
     }
 }
 
