@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::oci::Digest;
-
 /// How a run is reported.
 #[derive(Clone)]
 pub struct Progress {
@@ -80,8 +78,9 @@ impl Progress {
     }
 
     /// Starts reporting one blob download.
-    pub fn blob(&self, what: &str, digest: &Digest, size: Option<u64>) -> BlobProgress {
-        let label = format!("{what} {}", &digest.hex()[..12]);
+    /// Starts reporting one download of `size` bytes, labelled `label` (the
+    /// repository and a short digest).
+    pub fn blob(&self, label: String, size: Option<u64>) -> BlobProgress {
         let bar = match &self.mode {
             Mode::Bars(m) => {
                 let bar = m.add(ProgressBar::new(size.unwrap_or(0)));

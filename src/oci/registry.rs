@@ -659,7 +659,9 @@ impl Session<'_> {
         let what = format!("blob {d}");
         let size = desc.size();
         let path = format!("blobs/{d}");
-        let mut bar = self.progress.blob(&r.repository, d, Some(size));
+        let mut bar = self
+            .progress
+            .blob(format!("{} {}", r.repository, &d.hex()[..12]), Some(size));
         let mut writer = self.cache.writer(d, Some(size))?;
         let mut attempt = 1;
         loop {
