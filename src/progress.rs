@@ -77,7 +77,6 @@ impl Progress {
         }
     }
 
-    /// Starts reporting one blob download.
     /// Starts reporting one download of `size` bytes, labelled `label` (the
     /// repository and a short digest).
     pub fn blob(&self, label: String, size: Option<u64>) -> BlobProgress {
