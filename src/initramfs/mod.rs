@@ -23,10 +23,10 @@
 //! no `070702` checksums; it does not compress with xz, lzma, lz4 or bzip2; and it
 //! does not decide what goes into the tree.
 
-pub mod contents;
-pub mod cpio;
+pub(crate) mod contents;
+pub(crate) mod cpio;
 mod depmod;
-pub mod modules;
+pub(crate) mod modules;
 
 use std::fmt;
 use std::io::{self, BufWriter, Read, Write};

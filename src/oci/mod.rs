@@ -28,13 +28,13 @@
 //! and entry path where there is one.
 
 pub(crate) mod archive;
-pub mod auth;
+pub(crate) mod auth;
 pub mod cache;
-pub mod digest;
+pub(crate) mod digest;
 mod distribution;
-pub mod layer;
+pub(crate) mod layer;
 pub mod layout;
-pub mod merge;
+pub(crate) mod merge;
 pub mod reference;
 pub mod registry;
 

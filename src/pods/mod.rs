@@ -19,8 +19,8 @@
 
 mod generate;
 pub mod kubelet;
-pub mod lint;
-pub mod owned;
+pub(crate) mod lint;
+pub(crate) mod owned;
 
 use std::collections::BTreeMap;
 use std::fmt;

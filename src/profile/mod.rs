@@ -26,7 +26,7 @@ use crate::untrusted::{shown, shown_max};
 
 pub mod caps;
 mod kube;
-pub mod kubelet;
+pub(crate) mod kubelet;
 pub mod owned;
 pub mod spec;
 use crate::units::ByteSize;
