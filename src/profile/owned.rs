@@ -7,7 +7,7 @@
 //! One list ([`OWNED`]), checked twice: a profile's `files:` entry at, inside or above
 //! an owned path is refused when the profile is loaded (with its line), and the
 //! system tree is refused where it meets the generated files
-//! (`crate::pods::owned::check_system_tree`, from `build::initramfs_tree`) when it
+//! (`crate::pods::owned::check_system_tree`, from `initramfs::contents::tree`) when it
 //! carries one. The list is fixed, not "what this profile happens to
 //! generate": a path is kios-build's whether or not this profile sets the field that
 //! writes it, so that adding a field to a profile can never silently drop a file.
