@@ -93,7 +93,10 @@ impl PlanError {
     /// Errors the user fixes in the profile, its lock or the cache (exit code 2).
     pub fn is_input_error(&self) -> bool {
         match self {
-            PlanError::Registry(e) => matches!(**e, RegistryError::Offline { .. }),
+            PlanError::Registry(e) => matches!(
+                **e,
+                RegistryError::Offline { .. } | RegistryError::LayerTooLarge { .. }
+            ),
             PlanError::DefaultPause { .. } => true,
             PlanError::Output { source, .. } => source.is_input_error(),
             PlanError::ReadLock { .. } | PlanError::WriteLock { .. } => false,
@@ -236,6 +239,8 @@ pub fn resolve(
     }
     reg.ca_files
         .extend(profile.registries.ca.iter().map(|c| c.value.clone()));
+    // No layer the build can use is larger than the disk it goes on.
+    reg.max_blob = reg.max_blob.min(profile.disk_size.value.bytes());
     let platform = format!("linux/{}", profile.arch.as_str());
     let mut requests = Vec::new();
     for (r, origin) in &inputs {

@@ -41,6 +41,9 @@ enum Endless {
     Token,
     /// An error status (400) with a body without end.
     ErrorBody,
+    /// A well-formed manifest whose one layer is 100 GiB by its descriptor; the
+    /// blobs it names come without end.
+    HugeLayer,
 }
 
 /// A registry on 127.0.0.1 that answers `GET /v2/` as a registry and every manifest
@@ -95,6 +98,25 @@ fn serve(stream: TcpStream, mode: Endless, sent: &AtomicU64) {
         );
         return;
     }
+    if matches!(mode, Endless::HugeLayer) && path.contains("/manifests/") {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:{}","size":{}}}]}}"#,
+            hex::encode(sha2::Sha256::digest(config)),
+            config.len(),
+            "ab".repeat(32),
+            100u64 << 30
+        );
+        let _ = out.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{manifest}",
+                manifest.len()
+            )
+            .as_bytes(),
+        );
+        return;
+    }
     let chunked = "Content-Type: application/vnd.oci.image.manifest.v1+json\r\nTransfer-Encoding: chunked\r\n\r\n";
     let (head, mode) = match mode {
         Endless::Token if path.starts_with("/token") => {
@@ -111,7 +133,9 @@ fn serve(stream: TcpStream, mode: Endless, sent: &AtomicU64) {
             format!("HTTP/1.1 400 Bad Request\r\n{chunked}"),
             Endless::Chunked,
         ),
-        Endless::Chunked => (format!("HTTP/1.1 200 OK\r\n{chunked}"), Endless::Chunked),
+        Endless::Chunked | Endless::HugeLayer => {
+            (format!("HTTP/1.1 200 OK\r\n{chunked}"), Endless::Chunked)
+        }
         Endless::HugeLength => (
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\n\r\n",
@@ -229,6 +253,11 @@ fn hostile_registry_pull_fails_within_memory(mode: Endless, expected: &str) {
     // is the bound plus what the sockets' buffers hold.
     let sent = registry.sent.load(Ordering::Relaxed);
     assert!(sent < 64 << 20, "{sent} bytes were read from the registry");
+}
+
+#[test]
+fn a_layer_larger_than_the_disk_is_refused_before_a_byte_of_it_is_downloaded() {
+    hostile_registry_pull_fails_within_memory(Endless::HugeLayer, "more than the whole disk");
 }
 
 #[test]

@@ -75,6 +75,10 @@ pub struct RegistryOptions {
     pub attempts: u32,
     /// Delay before the first retry; doubled for each next one.
     pub backoff: Duration,
+    /// The largest layer downloaded, by its descriptor: a build passes its disk's
+    /// size, which no layer it can use is larger than, so that a registry that
+    /// describes a huge layer does not fill the host's disk first.
+    pub max_blob: u64,
 }
 
 impl Default for RegistryOptions {
@@ -87,6 +91,7 @@ impl Default for RegistryOptions {
             jobs: 4,
             attempts: 4,
             backoff: Duration::from_millis(300),
+            max_blob: u64::MAX,
         }
     }
 }
@@ -143,6 +148,14 @@ pub enum RegistryError {
         registry: String,
         repository: String,
         what: String,
+        limit: ByteSize,
+    },
+    #[error("registry {registry}, repository {repository}: layer {digest} is {size} bytes by its descriptor, more than the whole disk ({limit}); refusing to download it\n  hint: raise the profile's disk.size if the image really is that large")]
+    LayerTooLarge {
+        registry: String,
+        repository: String,
+        digest: Digest,
+        size: u64,
         limit: ByteSize,
     },
     #[error("{reference}: {what} is {media_type:?}, not an image manifest or index")]
@@ -494,6 +507,15 @@ async fn fetch_all(
                     repository: r.reference.repository.clone(),
                     what: format!("config {d} ({} bytes by its descriptor)", b.size()),
                     limit: ByteSize::new(MAX_MANIFEST),
+                });
+            }
+            if n > 0 && b.size() > opts.max_blob {
+                return Err(RegistryError::LayerTooLarge {
+                    registry: r.reference.registry.clone(),
+                    repository: r.reference.repository.clone(),
+                    digest: d,
+                    size: b.size(),
+                    limit: ByteSize::new(opts.max_blob),
                 });
             }
             if cache.get(&d, Some(b.size())).is_none() {
