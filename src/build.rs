@@ -436,6 +436,7 @@ fn store_stage(p: &Prepared, opts: &Options) -> Result<Option<PathBuf>, BuildErr
     if p.store_images.is_empty() {
         return Ok(None);
     }
+    let busy = opts.progress.busy("image store");
     let size = crate::store::write_partition(&crate::store::Partition {
         images: &p.store_images,
         spool: &p.work.store_spool(),
@@ -443,7 +444,9 @@ fn store_stage(p: &Prepared, opts: &Options) -> Result<Option<PathBuf>, BuildErr
         uuid: disk::gpt::Guid::derive(&p.profile.hash, "store:erofs-uuid").disk_bytes(),
         epoch: opts.epoch,
         budget: p.profile.disk_size.value.bytes(),
+        busy: busy.clone(),
     })?;
+    drop(busy);
     opts.progress.step(&format!(
         "image store: {} images, {size} bytes (EROFS)",
         p.store_images.len()
@@ -473,8 +476,10 @@ fn initramfs_stage(
         epoch: opts.epoch,
     })?;
     let compression = initramfs::Compression::from(p.profile.compression);
+    let busy = opts.progress.busy(&format!("initramfs: {compression:?}"));
     let len = initramfs::contents::write_file(&tree, compression, &p.work.initrd())
         .map_err(BuildError::Initramfs)?;
+    drop(busy);
     opts.progress.step(&format!(
         "initramfs: {} entries, {len} bytes ({compression:?})",
         tree.len()
@@ -521,7 +526,11 @@ fn disk_stage(
         store,
         work: &p.work.path,
     };
+    let busy = opts
+        .progress
+        .busy("disk: GPT, ESP, store, data (mkfs.ext4)");
     disk::write_disk(&spec, raw.file_mut(), &raw_path)?;
+    drop(busy);
     Ok(raw)
 }
 
@@ -543,8 +552,10 @@ fn format_stage(
         mtime: opts.epoch,
         seed: p.profile.hash,
     };
+    let busy = opts.progress.busy(&format!("converting to {format}"));
     let report = crate::format::convert(raw.path(), format, converted.file_mut(), &copts)
         .map_err(BuildError::Format)?;
+    drop(busy);
     for note in &report.notes {
         opts.progress.step(&format!("note: {note}"));
     }

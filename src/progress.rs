@@ -53,6 +53,23 @@ impl Progress {
         }
     }
 
+    /// A stage that may take more than a second: on a terminal, a spinner with `what`
+    /// and the time spent so far, which the stage may update ([`Busy::set`]) and
+    /// which is cleared when it drops (the stage's [`Progress::step`] line follows);
+    /// nothing elsewhere, where the step line alone is printed.
+    pub fn busy(&self, what: &str) -> Busy {
+        let Mode::Bars(m) = &self.mode else {
+            return Busy(None);
+        };
+        let bar = m.add(ProgressBar::new_spinner());
+        let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        bar.set_style(style);
+        bar.set_message(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Busy(Some(bar))
+    }
+
     /// Whether anything is shown (warnings are printed only then, too).
     pub fn is_shown(&self) -> bool {
         !matches!(self.mode, Mode::Quiet)
@@ -101,6 +118,39 @@ impl Progress {
             bar,
             start: Instant::now(),
             bytes: 0,
+        }
+    }
+}
+
+/// A running stage on a terminal; see [`Progress::busy`]. Cloning it shares the one
+/// spinner (a stage hands it to the module doing the work).
+#[derive(Clone, Default)]
+pub struct Busy(Option<ProgressBar>);
+
+impl Busy {
+    /// What the stage is doing now (`image store: busybox, layer 2 of 3`).
+    pub fn set(&self, what: String) {
+        if let Some(b) = &self.0 {
+            b.set_message(what);
+        }
+    }
+}
+
+impl std::fmt::Debug for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Busy(spinner)"
+        } else {
+            "Busy(none)"
+        })
+    }
+}
+
+impl Drop for Busy {
+    /// Clears the spinner: a clone lives no longer than the stage that made it.
+    fn drop(&mut self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
         }
     }
 }

@@ -142,3 +142,52 @@ fn every_example_profile_validates() {
     }
     assert!(n >= 5, "examples for qemu, aws, gcp, azure and arm64: {n}");
 }
+
+/// On a terminal, the long stages show a spinner naming what they do (the store
+/// names each image and layer), cleared when the stage's line is printed; in a pipe,
+/// only the stage lines. The terminal is a pseudo-terminal made by `script`.
+#[test]
+fn long_stages_show_what_they_do_on_a_terminal_and_not_in_a_pipe() {
+    inputs();
+    require_tool("script", "bsdutils");
+    let dir = tempfile::tempdir().unwrap();
+    let profile = repo().join("examples/qemu.yaml");
+    let out = dir.path().join("node.vmdk");
+    let bin = env!("CARGO_BIN_EXE_kios-build");
+    let line = format!(
+        "{bin} build {} -o {} --format vmdk",
+        profile.display(),
+        out.display()
+    );
+    let o = run(std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env("KIOS_INIT", init_binary()));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for shown in [
+        "image store: oci:",
+        "layer 1 of 1",
+        "initramfs: Gzip",
+        "converting to vmdk",
+        "\u{1b}[2K",
+    ] {
+        assert!(
+            t.contains(shown),
+            "expected `{shown}` on the terminal:\n{t}"
+        );
+    }
+    fs::remove_file(&out).unwrap();
+    let o = run(kios_build()
+        .arg("build")
+        .arg(&profile)
+        .arg("-o")
+        .arg(&out)
+        .args(["--format", "vmdk"]));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("converted to vmdk"), "{t}");
+    assert!(
+        !t.contains("layer 1 of 1") && !t.contains('\u{1b}'),
+        "no spinner in a pipe:\n{t}"
+    );
+}

@@ -27,6 +27,8 @@ pub struct Partition<'a> {
     /// The uncompressed bytes all layers may come to: the disk's size, so that a
     /// layer that decompresses past it fails while it is spooled.
     pub budget: u64,
+    /// Where the stage shows which image and layer it reads.
+    pub busy: crate::progress::Busy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +57,10 @@ pub fn write_partition(p: &Partition) -> Result<u64, PartitionError> {
     let tree = cstorage::build_store(
         p.images,
         p.spool,
-        &StoreOptions::new(p.epoch).with_budget(p.budget),
+        &StoreOptions {
+            busy: p.busy.clone(),
+            ..StoreOptions::new(p.epoch).with_budget(p.budget)
+        },
     )
     .map_err(PartitionError::Store)?;
     let mut f = File::create(p.out).map_err(io(p.out))?;

@@ -77,6 +77,8 @@ pub struct StoreOptions {
     /// Each layer is decompressed against what is left of it, so a gzip bomb fails
     /// while it is spooled, having written at most the budget.
     pub budget: u64,
+    /// Told which image and layer is being read (a spinner on a terminal).
+    pub busy: crate::progress::Busy,
 }
 
 impl StoreOptions {
@@ -85,6 +87,7 @@ impl StoreOptions {
             created,
             limits: Limits::default(),
             budget: u64::MAX,
+            busy: crate::progress::Busy::default(),
         }
     }
 
@@ -344,6 +347,12 @@ impl Writer<'_> {
             });
         };
         for (i, blob) in img.layers.iter().enumerate() {
+            self.opts.busy.set(format!(
+                "image store: {}, layer {} of {}",
+                crate::untrusted::shown(reference),
+                i + 1,
+                img.layers.len()
+            ));
             if !self.layer_links.contains_key(&ids[i]) {
                 let parent = if i == 0 {
                     None
