@@ -220,11 +220,9 @@ fn assert_clean_failure(out: &Output) -> String {
     err
 }
 
-fn hostile_registry_pull_fails_within_memory(mode: Endless, expected: &str) {
-    let registry = HostileRegistry::start(mode);
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let profile = write_profile(
+/// A profile in `d` whose dhcp daemon runs `test/endless:1` from `registry`.
+fn endless_profile(d: &Path, registry: &HostileRegistry) -> PathBuf {
+    write_profile(
         d,
         "node.yaml",
         &profile_text(&format!(
@@ -232,7 +230,14 @@ fn hostile_registry_pull_fails_within_memory(mode: Endless, expected: &str) {
             registry.host(),
             pause_yaml()
         )),
-    );
+    )
+}
+
+fn hostile_registry_pull_fails_within_memory(mode: Endless, expected: &str) {
+    let registry = HostileRegistry::start(mode);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let profile = endless_profile(d, &registry);
     let mut cmd = kios_build();
     cmd.arg("pull")
         .arg(&profile)
@@ -293,15 +298,7 @@ fn a_fifo_as_the_registry_auth_file_or_ca_file_is_refused_at_once() {
     let d = dir.path();
     let fifo = d.join("auth.fifo");
     mkfifo(&fifo);
-    let profile = write_profile(
-        d,
-        "node.yaml",
-        &profile_text(&format!(
-            "daemons:\n  - name: dhcp\n    image: {}/test/endless:1\n{}",
-            registry.host(),
-            pause_yaml()
-        )),
-    );
+    let profile = endless_profile(d, &registry);
     let pull = || {
         let mut c = kios_build();
         c.arg("pull")
