@@ -320,6 +320,44 @@ fn gce_tarball_holds_exactly_disk_raw_with_the_raw_contents() {
     assert_eq!(mtime, 1_700_000_000);
 }
 
+/// The entry is a GNU sparse file: only the blocks that hold data are stored (the
+/// uncompressed tar is the data plus its headers, not the disk's size), the sparse map
+/// spans extension blocks when it has more than four ranges, and GNU tar gives back
+/// the whole disk, holes as zeros, byte for byte.
+#[test]
+fn gce_stores_only_the_data_of_a_sparse_disk_and_tar_restores_it_whole() {
+    require_tool("tar", "tar");
+    let dir = tempfile::tempdir().unwrap();
+    let size = 2u64 << 30;
+    let raw = raw_image(dir.path(), "disk.raw", size);
+    // Forty small scattered extents, more than the header's four map entries and
+    // the first extension block's 21 hold.
+    {
+        let f = fs::OpenOptions::new().write(true).open(&raw).unwrap();
+        for k in 0..40u64 {
+            f.write_all_at(&noise(5_000, 10 + k), 64 * MIB + k * 7 * MIB + 999)
+                .unwrap();
+        }
+    }
+    let out = dir.path().join("disk.tar.gz");
+    convert_to(&raw, Format::Gce, &opts(), &out);
+    let mut tar_bytes = Vec::new();
+    flate2::read::GzDecoder::new(File::open(&out).unwrap())
+        .read_to_end(&mut tar_bytes)
+        .unwrap();
+    assert_eq!(tar_bytes[156], b'S', "typeflag: a GNU sparse entry");
+    assert!(
+        tar_bytes.len() < 8 << 20,
+        "the tar holds the data, not the {size}-byte disk: {} bytes",
+        tar_bytes.len()
+    );
+    let x = dir.path().join("x").tap_mkdir();
+    let o = run(Command::new("tar").arg("-xzSf").arg(&out).arg("-C").arg(&x));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(fs::metadata(x.join("disk.raw")).unwrap().len(), size);
+    assert_eq!(sha256_file(&x.join("disk.raw")), sha256_file(&raw));
+}
+
 #[test]
 fn vmdk_is_stream_optimized_passes_qemu_img_check_and_converts_back_identically() {
     let dir = tempfile::tempdir().unwrap();
