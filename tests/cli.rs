@@ -167,7 +167,7 @@ fn long_stages_show_what_they_do_on_a_terminal_and_not_in_a_pipe() {
     for shown in [
         "image store: oci:",
         "layer 1 of 1",
-        "initramfs: Gzip",
+        "initramfs: Zstd",
         "converting to vmdk",
         "\u{1b}[2K",
     ] {

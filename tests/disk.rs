@@ -152,7 +152,7 @@ fn inspect_reports_what_the_profile_asked_for() {
         "{names:?}"
     );
     let r = &i["initramfs"];
-    assert_eq!(r["compression"], "gzip");
+    assert_eq!(r["compression"], "zstd");
     let etc = r["etc"].as_array().unwrap();
     let file = |p: &str| {
         etc.iter()
