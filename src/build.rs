@@ -57,6 +57,8 @@ pub enum BuildError {
         #[source]
         source: initramfs::modules::ModuleError,
     },
+    #[error("{origin}: the system tree fails its check (--strict):\n{report}")]
+    SystemCheck { origin: String, report: String },
     #[error("{origin}: the UEFI stub cannot be used")]
     Stub {
         origin: String,
@@ -148,6 +150,7 @@ impl BuildError {
                 | BuildError::Input(_)
                 | BuildError::ModuleNotFound { .. }
                 | BuildError::Stub { .. }
+                | BuildError::SystemCheck { .. }
                 | BuildError::Pods(_)
         )
     }
@@ -172,6 +175,8 @@ pub struct Options {
     pub format: Option<crate::format::Format>,
     /// Registry pulls, the cache and the lock.
     pub pull: crate::plan::PullOptions,
+    /// The system tree's check findings are errors (exit 2), not warnings.
+    pub strict: bool,
 }
 
 /// Everything the profile names, found and checked: what [`prepare`] gives.
@@ -246,6 +251,7 @@ fn prepare_loaded(profile: Profile, opts: &Options) -> Result<Prepared, BuildErr
             let tree = inputs::system(s, profile.arch, &work, opts.epoch)?;
             // Said by `validate` too; the initramfs stage checks it where the trees meet.
             crate::pods::owned::check_system_tree(&tree, &s.origin)?;
+            check_system(&tree, &s.origin, profile.arch, opts)?;
             Some(tree)
         }
         None => None,
@@ -274,6 +280,33 @@ fn prepare_loaded(profile: Profile, opts: &Options) -> Result<Prepared, BuildErr
         init,
         pods,
     })
+}
+
+/// The system tree against what a node needs (`system::check`): its findings are
+/// warnings, or with `--strict` an error before anything is written.
+fn check_system(
+    tree: &Tree,
+    origin: &profile::Origin,
+    arch: profile::Arch,
+    opts: &Options,
+) -> Result<(), BuildError> {
+    let report = crate::system::check(tree, arch);
+    if report.findings.is_empty() {
+        return Ok(());
+    }
+    if opts.strict && report.errors() > 0 {
+        return Err(BuildError::SystemCheck {
+            origin: origin.to_string(),
+            report: report.to_string(),
+        });
+    }
+    opts.progress.say(&format!(
+        "warning: the system tree ({origin}) lacks what a node needs (kios-build system check; --strict makes this an error):"
+    ));
+    for f in &report.findings {
+        opts.progress.say(&format!("  {f}"));
+    }
+    Ok(())
 }
 
 /// The profile's `kernel.modules` and what they depend on, in load order; a module

@@ -37,6 +37,7 @@ pub(crate) mod seed;
 pub mod store;
 #[allow(unsafe_code)]
 mod sys;
+pub mod system;
 pub mod tree;
 pub(crate) mod units;
 pub mod untrusted;

@@ -45,6 +45,12 @@ enum Command {
     /// Read a built image back: partitions, boot files, command line, kernel
     /// version, and the initramfs' /etc.
     Inspect(commands::inspect::InspectArgs),
+    /// Check a system tree against what kiOS needs (docs/system.md). Exit 0: nothing
+    /// wrong; 1: errors found.
+    System {
+        #[command(subcommand)]
+        command: commands::system::SystemCommand,
+    },
 }
 
 /// Why a command stopped: the message to print (the whole cause chain, made safe for
@@ -128,5 +134,6 @@ fn run() -> Result<ExitCode, CliError> {
         Command::Cache { command } => commands::cache::run(command),
         Command::Kernel { command } => commands::kernel::run(command),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::System { command } => commands::system::run(command),
     }
 }

@@ -32,6 +32,10 @@ pub struct BuildArgs {
     /// Print a JSON build report on stdout when done.
     #[arg(long)]
     json: bool,
+    /// Refuse the build (exit 2, nothing written) when the system tree fails its
+    /// check (`kios-build system check`), instead of warning.
+    #[arg(long)]
+    strict: bool,
     #[command(flatten)]
     pull: PullArgs,
 }
@@ -43,6 +47,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode, CliError> {
         progress: kios_build::progress::Progress::new(!args.quiet),
         format: args.format,
         pull: args.pull.options(),
+        strict: args.strict,
     };
     let report = kios_build::build::build(&args.profile, &args.output, &opts)?;
     if args.json {

@@ -16,6 +16,9 @@ pub struct ValidateArgs {
     /// The kios-init binary to check (as for build).
     #[arg(long, value_name = "PATH")]
     init: Option<PathBuf>,
+    /// A system tree that fails its check is an error, as `build --strict`.
+    #[arg(long)]
+    strict: bool,
     #[command(flatten)]
     pull: PullArgs,
 }
@@ -27,6 +30,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode, CliError> {
         progress: kios_build::progress::Progress::quiet(),
         format: None,
         pull: args.pull.options(),
+        strict: args.strict,
     };
     let p = kios_build::build::prepare(&args.profile, &opts)?;
     println!(
