@@ -412,10 +412,21 @@ fn container_image(dir: &Path, name: &str, cmdline: &[&str]) -> PathBuf {
         .chain(cmdline.iter().copied())
         .collect();
     image_with(dir, name, &cmdline, &[], |system| {
+        // A system tree the check accepts: Debian's runc and conmon with their
+        // libraries, stand-ins (static) for CRI-O, the kubelet and pinns.
         install_host_program("/usr/sbin/runc", system);
+        require_tool("conmon", "conmon");
+        install_host_program("/usr/bin/conmon", system);
+        fs::copy(standin("crio-standin"), system.join("usr/bin/pinns")).unwrap();
         oci_bundle(
             &system.join("var/lib/kios-test/bundle"),
             &["/bin/busybox", "echo", "hello from a container"],
+        );
+        let o = run(kios_build().args(["system", "check"]).arg(system));
+        assert!(
+            o.status.success(),
+            "system check of the test's tree: {}",
+            text(&o)
         );
     })
 }

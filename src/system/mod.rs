@@ -101,6 +101,7 @@ const REQUIRED: &[(&str, &[&str])] = &[
         &[
             "/usr/bin/crun",
             "/usr/bin/runc",
+            "/usr/sbin/runc",
             "/usr/local/bin/crun",
             "/usr/local/bin/runc",
         ],
