@@ -27,6 +27,7 @@ pub mod inputs;
 pub mod inspect;
 pub mod interrupt;
 pub mod kernel;
+mod le;
 pub mod oci;
 pub(crate) mod output;
 pub mod plan;

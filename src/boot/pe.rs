@@ -11,6 +11,7 @@
 //! Headers are read forward only (never seeking back), so the same code reads a stub
 //! held in memory, a kernel streamed from [`crate::tree::Content`], and a UKI on disk.
 
+pub(crate) use crate::le::{le16, le32};
 use std::io::{self, Read};
 
 use super::BootError;
@@ -444,14 +445,6 @@ fn fill<R: Read + ?Sized>(
             source: e,
         },
     })
-}
-
-pub fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-pub fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 pub(super) fn put16(b: &mut [u8], at: usize, v: u16) {

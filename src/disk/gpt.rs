@@ -12,6 +12,7 @@
 //! bytes; the backup entries at `last - 32 ..= last - 1` and the backup header at
 //! the last LBA.
 
+use crate::le::{le32, le64};
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -297,11 +298,11 @@ impl Table {
         if &h[0..8] != b"EFI PART" {
             return Err(GptError::Invalid("no `EFI PART` signature at LBA 1".into()));
         }
-        let hsize = u32at(&h, 12) as usize;
+        let hsize = le32(&h, 12) as usize;
         if !(92..=SECTOR as usize).contains(&hsize) {
             return Err(GptError::Invalid(format!("header size {hsize}")));
         }
-        let stored = u32at(&h, 16);
+        let stored = le32(&h, 16);
         let mut check = h;
         check[16..20].fill(0);
         if crc32fast::hash(&check[..hsize]) != stored {
@@ -309,7 +310,7 @@ impl Table {
         }
         // The backup header is on the disk's last sector (5.3.2): where the header
         // puts it says how long the disk is.
-        let alternate = u64at(&h, 32);
+        let alternate = le64(&h, 32);
         let expected = alternate
             .checked_add(1)
             .and_then(|n| n.checked_mul(SECTOR))
@@ -322,13 +323,13 @@ impl Table {
                 actual: disk_size,
             });
         }
-        let n = u32at(&h, 80);
-        let esize = u32at(&h, 84);
+        let n = le32(&h, 80);
+        let esize = le32(&h, 84);
         if n > 1024 || !(128..=1024).contains(&esize) {
             return Err(GptError::Invalid(format!("{n} entries of {esize} bytes")));
         }
         let array_len = u64::from(n * esize);
-        let entries_lba = u64at(&h, 72);
+        let entries_lba = le64(&h, 72);
         let array_end = entries_lba
             .checked_mul(SECTOR)
             .and_then(|at| at.checked_add(array_len))
@@ -342,14 +343,14 @@ impl Table {
         let mut entries = vec![0u8; array_len as usize];
         r.seek(SeekFrom::Start(array_end - array_len))?;
         r.read_exact(&mut entries)?;
-        if crc32fast::hash(&entries) != u32at(&h, 88) {
+        if crc32fast::hash(&entries) != le32(&h, 88) {
             return Err(GptError::Invalid(
                 "partition entry array CRC mismatch".into(),
             ));
         }
         let mut disk_guid = [0u8; 16];
         disk_guid.copy_from_slice(&h[56..72]);
-        let (first_usable, last_usable) = (u64at(&h, 40), u64at(&h, 48));
+        let (first_usable, last_usable) = (le64(&h, 40), le64(&h, 48));
         let mut partitions = Vec::new();
         let mut numbers = Vec::new();
         let usable = (first_usable, last_usable);
@@ -366,16 +367,6 @@ impl Table {
             partitions,
         })
     }
-}
-
-fn u32at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn u64at(b: &[u8], o: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(x)
 }
 
 /// Partition entry `number` (5.3.3, at least 128 bytes): `None` when unused, an error
@@ -401,9 +392,9 @@ fn entry(
     let p = Partition {
         type_guid: Guid(t),
         guid: Guid(g),
-        first_lba: u64at(e, 32),
-        last_lba: u64at(e, 40),
-        attributes: u64at(e, 48),
+        first_lba: le64(e, 32),
+        last_lba: le64(e, 40),
+        attributes: le64(e, 48),
         name: String::from_utf16_lossy(&units),
     };
     let bad = |why: String| GptError::BadRange {

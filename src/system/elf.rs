@@ -10,6 +10,8 @@
 
 use std::io;
 
+use crate::le::{le16, le32, le64};
+
 /// `e_machine` values (gABI).
 pub const EM_X86_64: u16 = 62;
 pub const EM_AARCH64: u16 = 183;
@@ -68,20 +70,6 @@ fn read(f: &dyn ReadAt, pos: u64, len: u64) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn u16at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-
-fn u32at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn u64at(b: &[u8], o: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(x)
-}
-
 /// The NUL-terminated string at `at` in `table`.
 fn string_at(table: &[u8], at: u64) -> io::Result<String> {
     let start = usize::try_from(at).map_err(|_| bad("a string offset out of range"))?;
@@ -109,7 +97,7 @@ pub fn read_elf(f: &dyn ReadAt) -> io::Result<Elf> {
     };
     let little = h[5] == 1;
     let machine = if little {
-        u16at(&h, 18)
+        le16(&h, 18)
     } else {
         u16::from_be_bytes([h[18], h[19]])
     };
@@ -122,9 +110,9 @@ pub fn read_elf(f: &dyn ReadAt) -> io::Result<Elf> {
         return Ok(elf);
     }
     let (phoff, phentsize, phnum) = (
-        u64at(&h, 32),
-        u64::from(u16at(&h, 54)),
-        u64::from(u16at(&h, 56)),
+        le64(&h, 32),
+        u64::from(le16(&h, 54)),
+        u64::from(le16(&h, 56)),
     );
     if phnum == 0 {
         return Ok(elf);
@@ -137,7 +125,7 @@ pub fn read_elf(f: &dyn ReadAt) -> io::Result<Elf> {
     let mut dynamic = None;
     for i in 0..phnum as usize {
         let p = &table[i * phentsize as usize..];
-        let (kind, offset, vaddr, filesz) = (u32at(p, 0), u64at(p, 8), u64at(p, 16), u64at(p, 32));
+        let (kind, offset, vaddr, filesz) = (le32(p, 0), le64(p, 8), le64(p, 16), le64(p, 32));
         match kind {
             PT_INTERP => {
                 let bytes = read(f, offset, filesz.min(4096))?;
@@ -155,7 +143,7 @@ pub fn read_elf(f: &dyn ReadAt) -> io::Result<Elf> {
     let (mut strtab, mut strsz) = (None, None);
     let (mut needed, mut runpath, mut rpath) = (Vec::new(), None, None);
     for e in entries.chunks_exact(16) {
-        let (tag, val) = (u64at(e, 0), u64at(e, 8));
+        let (tag, val) = (le64(e, 0), le64(e, 8));
         match tag {
             DT_NULL => break,
             DT_NEEDED => needed.push(val),
