@@ -357,29 +357,6 @@ fn store_partition_is_mounted_read_only_and_given_to_crio_as_an_image_store() {
     fsck_clean(&data_partition(&img, dir.path()));
 }
 
-/// Copies the program at `path` on this host, and every library `ldd` says it
-/// loads (the dynamic loader included), to the same paths under `system`.
-fn install_host_program(path: &str, system: &Path) {
-    require_tool("ldd", "libc-bin");
-    let o = run(Command::new("ldd").arg(path));
-    assert!(o.status.success(), "ldd {path}: {}", text(&o));
-    let libs: Vec<String> = String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-        .map(str::to_owned)
-        .collect();
-    assert!(
-        libs.iter().any(|l| l.contains("ld-linux")),
-        "no dynamic loader in ldd {path}:\n{}",
-        text(&o)
-    );
-    for p in std::iter::once(path.to_owned()).chain(libs) {
-        let dest = system.join(p.trim_start_matches('/'));
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(&p, &dest).unwrap_or_else(|e| panic!("copy {p}: {e}"));
-    }
-}
-
 /// An OCI bundle at `bundle` (`runc spec`, not a terminal) whose rootfs is a static
 /// busybox that runs `args`.
 fn oci_bundle(bundle: &Path, args: &[&str]) {
@@ -413,10 +390,19 @@ fn container_image(dir: &Path, name: &str, cmdline: &[&str]) -> PathBuf {
         .collect();
     image_with(dir, name, &cmdline, &[], |system| {
         // A system tree the check accepts: Debian's runc and conmon with their
-        // libraries, stand-ins (static) for CRI-O, the kubelet and pinns.
-        install_host_program("/usr/sbin/runc", system);
-        require_tool("conmon", "conmon");
-        install_host_program("/usr/bin/conmon", system);
+        // libraries, unpacked from the packages (scripts/make-system-tree, made by
+        // prepare-inputs), and stand-ins (static) for CRI-O, the kubelet and pinns.
+        let debian = inputs().join("debian-system");
+        assert!(
+            debian.join("usr/sbin/runc").is_file(),
+            "{} is not made: run scripts/prepare-inputs",
+            debian.display()
+        );
+        let o = run(Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", debian.display()))
+            .arg(system));
+        assert!(o.status.success(), "{}", text(&o));
         fs::copy(standin("crio-standin"), system.join("usr/bin/pinns")).unwrap();
         oci_bundle(
             &system.join("var/lib/kios-test/bundle"),

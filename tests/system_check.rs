@@ -245,3 +245,64 @@ fn build_prints_the_findings_and_builds_but_refuses_with_strict_before_writing()
     let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "no partial file either: {left:?}");
 }
+
+/// The tree `scripts/make-system-tree` assembles from Debian's packages (runc,
+/// conmon and their dependency closure, made by `scripts/prepare-inputs`) lacks only
+/// what Debian 12 does not ship: with stand-ins for CRI-O, pinns and the kubelet the
+/// check accepts it, and `validate --strict` takes it as a profile's system tree.
+#[test]
+fn a_system_tree_from_debian_packages_passes_with_the_stand_ins() {
+    let debian = inputs().join("debian-system");
+    assert!(
+        debian.join("usr/sbin/runc").is_file() && debian.join("usr/bin/conmon").is_file(),
+        "{} is not made: run scripts/prepare-inputs",
+        debian.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("system");
+    let o = run(Command::new("cp").arg("-a").arg(&debian).arg(&tree));
+    assert!(o.status.success(), "{}", text(&o));
+    let (code, out) = check(tree.to_str().unwrap(), "amd64");
+    assert_eq!(code, Some(1), "{out}");
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(
+        errors.len(),
+        3,
+        "only CRI-O, the kubelet and pinns are missing:\n{out}"
+    );
+    for missing in ["/usr/bin/crio", "/usr/bin/kubelet", "/usr/bin/pinns"] {
+        assert!(out.contains(&format!("error: {missing}:")), "{out}");
+    }
+    put(&tree, "/usr/bin/crio", &standin("crio-standin"), 0o755);
+    put(&tree, "/usr/bin/pinns", &standin("crio-standin"), 0o755);
+    put(
+        &tree,
+        "/usr/bin/kubelet",
+        &standin("kubelet-standin"),
+        0o755,
+    );
+    let (code, out) = check(tree.to_str().unwrap(), "amd64");
+    assert_eq!(code, Some(0), "{out}");
+    let elf: usize = out
+        .rsplit('(')
+        .next()
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        elf > 50,
+        "real libraries were checked, not a handful: {out}"
+    );
+    let profile = write_profile(
+        dir.path(),
+        "node.yaml",
+        &profile_text("").replace(
+            &format!("system:\n  path: {}", inputs().join("system").display()),
+            &format!("system:\n  path: {}", tree.display()),
+        ),
+    );
+    let text_of = fs::read_to_string(&profile).unwrap();
+    assert!(text_of.contains(tree.to_str().unwrap()), "{text_of}");
+    let o = run(kios_build().arg("validate").arg("--strict").arg(&profile));
+    assert!(o.status.success(), "{}", text(&o));
+}
