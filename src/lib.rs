@@ -21,6 +21,7 @@
 pub mod boot;
 pub mod build;
 pub mod disk;
+mod elf;
 pub mod format;
 pub mod initramfs;
 pub mod inputs;

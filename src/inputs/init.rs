@@ -36,13 +36,13 @@ fn init_target(arch: Arch) -> InitTarget {
         Arch::Amd64 => InitTarget {
             env: "KIOS_INIT",
             triple: "x86_64-unknown-linux-gnu",
-            e_machine: 62,
+            e_machine: crate::elf::EM_X86_64,
             name: "x86_64",
         },
         Arch::Arm64 => InitTarget {
             env: "KIOS_INIT_ARM64",
             triple: "aarch64-unknown-linux-gnu",
-            e_machine: 183,
+            e_machine: crate::elf::EM_AARCH64,
             name: "aarch64",
         },
     }
@@ -91,14 +91,11 @@ pub fn find_init(arch: Arch) -> Result<PathBuf, InputError> {
 
 /// The largest kios-init accepted; the static release build is a few MiB.
 const MAX_INIT: u64 = 64 << 20;
-/// The largest ELF program header table read (real ones are a few hundred bytes).
-const MAX_PROGRAM_HEADERS: u64 = 64 << 10;
 
 /// kios-init runs before any library exists: it must be a static ELF for `arch`.
-/// Only the ELF header and the program header table are read, from a regular file
+/// Only its ELF headers are read (`crate::elf`, each table bounded), from a regular file
 /// (`--init /dev/zero` or a FIFO is refused, not read until memory runs out).
 pub fn check_kios_init(path: &Path, arch: Arch) -> Result<(), InputError> {
-    use std::os::unix::fs::FileExt;
     let t = init_target(arch);
     let cannot_read = |e: io::Error| {
         InputError::Init(format!(
@@ -122,46 +119,24 @@ pub fn check_kios_init(path: &Path, arch: Arch) -> Result<(), InputError> {
             MAX_INIT >> 20
         )));
     }
-    let mut header = [0u8; 64];
-    if size < 64 {
+    let elf = crate::elf::read_elf(&file).map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData => bad(&format!("not a usable ELF executable: {e}")),
+        _ => cannot_read(e),
+    })?;
+    if elf.class != 64 {
         return Err(bad("not a 64-bit ELF executable"));
     }
-    file.read_exact_at(&mut header, 0).map_err(cannot_read)?;
-    if &header[0..4] != b"\x7fELF" || header[4] != 2 {
-        return Err(bad("not a 64-bit ELF executable"));
-    }
-    let u16at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
-    let mut b8 = [0u8; 8];
-    b8.copy_from_slice(&header[32..40]);
-    // ELF header (gABI, "ELF Header"): e_machine is the u16 at offset 18, e_phoff the
-    // u64 at 32, e_phentsize and e_phnum the u16s at 54 and 56.
-    let machine = u16at(&header, 18);
-    if machine != t.e_machine {
-        let found = match machine {
-            62 => "x86_64".to_string(),
-            183 => "aarch64".to_string(),
-            other => format!("ELF machine {other}"),
-        };
+    if elf.machine != t.e_machine {
         return Err(bad(&format!(
-            "it is built for {found}; arch {} needs a static {} binary",
+            "it is built for {}; arch {} needs a static {} binary",
+            crate::elf::machine_name(elf.machine),
             arch.as_str(),
             t.name
         )));
     }
-    let phoff = u64::from_le_bytes(b8);
-    let (phentsize, phnum) = (u16at(&header, 54) as u64, u16at(&header, 56) as u64);
-    let table = phentsize * phnum;
-    if phentsize < 4 || table > MAX_PROGRAM_HEADERS || phoff.saturating_add(table) > size {
-        return Err(bad("truncated or damaged program headers"));
-    }
-    let mut headers = vec![0u8; table as usize];
-    file.read_exact_at(&mut headers, phoff)
-        .map_err(cannot_read)?;
-    for entry in headers.chunks_exact(phentsize as usize) {
-        // PT_INTERP (3): the binary needs a dynamic loader, which the initramfs lacks.
-        if u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]) == 3 {
-            return Err(bad("dynamically linked (it has an ELF interpreter)"));
-        }
+    // PT_INTERP: the binary needs a dynamic loader, which the initramfs lacks.
+    if elf.interpreter.is_some() {
+        return Err(bad("dynamically linked (it has an ELF interpreter)"));
     }
     Ok(())
 }

@@ -11,18 +11,16 @@
 //!
 //! It does not check what the programs do at run time, nor the kernel (`kernel check`).
 
-mod elf;
-
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use crate::elf::{self, ReadAt};
 use crate::profile::Arch;
 use crate::tree::{Content, Entry, Kind, Tree, TreePath};
 use crate::untrusted::shown;
-use elf::ReadAt;
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -265,16 +263,6 @@ fn machine_of(arch: Arch) -> u16 {
     }
 }
 
-fn machine_name(m: u16) -> String {
-    match m {
-        elf::EM_X86_64 => "x86_64".into(),
-        elf::EM_AARCH64 => "aarch64".into(),
-        3 => "i386".into(),
-        40 => "arm (32-bit)".into(),
-        other => format!("ELF machine {other}"),
-    }
-}
-
 /// Checks the system tree `tree` of an `arch` image.
 pub fn check(tree: &Tree, arch: Arch) -> Report {
     let mut report = Report::default();
@@ -367,10 +355,10 @@ pub fn check(tree: &Tree, arch: Arch) -> Report {
                 &node_path,
                 format!(
                     "built for {} ({}-bit), but the image is {} ({})",
-                    machine_name(e.machine),
+                    elf::machine_name(e.machine),
                     e.class,
                     arch.as_str(),
-                    machine_name(want)
+                    elf::machine_name(want)
                 ),
             );
             continue;

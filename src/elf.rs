@@ -1,7 +1,8 @@
-//! What the system check needs to know of an ELF file (System V gABI, "ELF Header",
-//! "Program Header", "Dynamic Section"): its machine, its interpreter (`PT_INTERP`)
-//! and the libraries and search paths of its dynamic section (`DT_NEEDED`,
-//! `DT_RUNPATH`, `DT_RPATH`).
+//! What kios-build needs to know of an ELF file (System V gABI, "ELF Header",
+//! "Program Header", "Dynamic Section"): its class and machine, its interpreter
+//! (`PT_INTERP`) and the libraries and search paths of its dynamic section
+//! (`DT_NEEDED`, `DT_RUNPATH`, `DT_RPATH`). The kios-init check (static, the image's
+//! architecture) and the system tree check both read files through it.
 //!
 //! Written for hostile files: only 64-bit little-endian ELF is parsed (anything else
 //! is reported as what it is), every offset and length is checked against the file,
@@ -32,6 +33,26 @@ const DT_RUNPATH: u64 = 29;
 pub trait ReadAt {
     fn len(&self) -> u64;
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
+impl ReadAt for std::fs::File {
+    fn len(&self) -> u64 {
+        self.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, pos)
+    }
+}
+
+/// The name of an ELF machine, for messages.
+pub fn machine_name(m: u16) -> String {
+    match m {
+        EM_X86_64 => "x86_64".into(),
+        EM_AARCH64 => "aarch64".into(),
+        3 => "i386".into(),
+        40 => "arm (32-bit)".into(),
+        other => format!("ELF machine {other}"),
+    }
 }
 
 /// What an ELF file is.
