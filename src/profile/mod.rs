@@ -945,17 +945,22 @@ fn input(
     }
 }
 
+/// `DIR[:TAG]` of `oci:DIR[:TAG]`, as skopeo spells it: the tag is after the last
+/// `:`, unless that part holds a `/` (then it is all folder).
+pub(crate) fn split_oci(rest: &str) -> (&str, Option<String>) {
+    match rest.rsplit_once(':') {
+        Some((d, t)) if !t.contains('/') && !t.is_empty() => (d, Some(t.to_string())),
+        _ => (rest, None),
+    }
+}
+
 /// Reads an image: `oci:DIR[:TAG]` (a local OCI layout, relative to the profile's
 /// folder) or a registry reference. `field` names it in errors.
 fn image_input(layer: &Layer, i: &S<String>, field: &str) -> Result<Input, ProfileError> {
     let v = i.value.trim();
     if let Some(rest) = v.strip_prefix("oci:") {
         let dir = layer.local_dir(i)?;
-        // oci:DIR[:TAG], as skopeo spells it; the tag is after the last ':'.
-        let (d, tag) = match rest.rsplit_once(':') {
-            Some((d, t)) if !t.contains('/') && !t.is_empty() => (d, Some(t.to_string())),
-            _ => (rest, None),
-        };
+        let (d, tag) = split_oci(rest);
         let abs = dir.join(d);
         if !abs.join("index.json").is_file() {
             return Err(ProfileError::at(

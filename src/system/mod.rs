@@ -437,10 +437,7 @@ pub fn load(spec: &str, arch: Arch) -> Result<Loaded, crate::inputs::InputError>
     let work = crate::work::WorkFolder::new().map_err(io)?;
     let value = match spec.strip_prefix("oci:") {
         Some(rest) => {
-            let (dir, tag) = match rest.rsplit_once(':') {
-                Some((d, t)) if !t.contains('/') && !t.is_empty() => (d, Some(t.to_string())),
-                _ => (rest, None),
-            };
+            let (dir, tag) = crate::profile::split_oci(rest);
             Source::OciLayout {
                 dir: dir.into(),
                 tag,
