@@ -318,23 +318,11 @@ pub fn clean_stale_partials(dest: &Path) -> usize {
             continue;
         }
         let path = e.path();
-        let Ok(f) = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(&path)
-        else {
+        // Removed while locked, and only if the name still is that file.
+        let Some(f) = crate::work::abandoned(&path, uid) else {
             continue;
         };
-        let ours = f
-            .metadata()
-            .map(|m| m.is_file() && m.uid() == uid)
-            .unwrap_or(false);
-        // Removed while locked, and only if the name still is that file.
-        if ours
-            && try_lock(&f).unwrap_or(false)
-            && same_file(&f, &path)
-            && fs::remove_file(&path).is_ok()
-        {
+        if same_file(&f, &path) && fs::remove_file(&path).is_ok() {
             removed += 1;
         }
     }

@@ -148,6 +148,20 @@ pub(crate) fn same_file(f: &File, path: &Path) -> bool {
     }
 }
 
+/// The file at `path`, locked, when it is a dead run's: a regular file (not followed
+/// through a symlink, never a FIFO or device) owned by `uid` whose `flock` nobody
+/// holds. A live run holds the lock of each file it made; the caller removes what
+/// belongs to the file while this lock is held.
+pub(crate) fn abandoned(path: &Path, uid: u32) -> Option<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    let m = f.metadata().ok()?;
+    (m.is_file() && m.uid() == uid && try_lock(&f).unwrap_or(false)).then_some(f)
+}
+
 /// Removes the work folders of dead runs from `tmp`: folders (not symlinks) named
 /// with [`PREFIX`], owned by this user, whose lock file can be locked. A folder
 /// without a lock file is left alone: it may be a run that has just made it, or a
@@ -169,21 +183,9 @@ pub fn clean_stale(tmp: &Path) -> usize {
             Ok(m) if m.is_dir() && m.uid() == uid => {}
             _ => continue,
         }
-        let lock_path = path.join(LOCK_NAME);
-        let Ok(lock) = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&lock_path)
-        else {
-            continue;
-        };
-        let ours = lock
-            .metadata()
-            .map(|m| m.is_file() && m.uid() == uid)
-            .unwrap_or(false);
         // Removed while the lock is held: a run that made this folder just now and
         // lost the race to lock it sees its lock file gone and makes another.
-        if ours && try_lock(&lock).unwrap_or(false) && fs::remove_dir_all(&path).is_ok() {
+        if abandoned(&path.join(LOCK_NAME), uid).is_some() && fs::remove_dir_all(&path).is_ok() {
             removed += 1;
         }
     }
