@@ -15,26 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-const STORE_TYPE: &str = "6AA8382C-3F51-482D-AEF7-46F7E6811D8E";
-
-/// The static test doubles made by
-/// `cargo build --release -p kios-standins --target x86_64-unknown-linux-gnu`.
-fn standin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("KIOS_STANDINS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(|t| PathBuf::from(t).join("x86_64-unknown-linux-gnu/release"))
-        })
-        .unwrap_or_else(|| repo().join("target/x86_64-unknown-linux-gnu/release"));
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "test double {} missing: RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p kios-standins --target x86_64-unknown-linux-gnu",
-        p.display()
-    );
-    p
-}
+const STORE_TYPE: &str = kios_contract::partition::STORE_TYPE;
 
 /// Builds an image whose system tree has busybox and the test doubles, with
 /// `cmdline` added to the kernel command line and `modules` to the qemu base's.

@@ -60,19 +60,6 @@ fn check(tree: &str, arch: &str) -> (Option<i32>, String) {
     )
 }
 
-fn standin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("KIOS_STANDINS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/x86_64-unknown-linux-gnu/release"));
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} is not built: run scripts/test",
-        p.display()
-    );
-    p
-}
-
 #[test]
 fn debian_conmon_alone_names_each_missing_library_and_the_interpreter_then_passes_with_them() {
     require_tool("conmon", "conmon");

@@ -645,3 +645,22 @@ pub fn assert_booted_log(log: &str, hostname: &str) {
         "{log}"
     );
 }
+
+/// The static test doubles made by
+/// `cargo build --release -p kios-standins --target x86_64-unknown-linux-gnu`.
+pub fn standin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("KIOS_STANDINS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(|t| PathBuf::from(t).join("x86_64-unknown-linux-gnu/release"))
+        })
+        .unwrap_or_else(|| repo().join("target/x86_64-unknown-linux-gnu/release"));
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "test double {} missing: RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p kios-standins --target x86_64-unknown-linux-gnu",
+        p.display()
+    );
+    p
+}
