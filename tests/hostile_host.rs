@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{inputs, kios_build, profile_text, run, text, write_profile};
+use common::{inputs, kios_build, mknod, profile_text, run, text, write_profile};
 use fixture::{Registry, OCI_GZIP};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -46,16 +46,6 @@ fn partials(dir: &Path) -> Vec<String> {
         .into_iter()
         .filter(|n| n.ends_with(".partial"))
         .collect()
-}
-
-fn mknod(path: &Path, kind: &str, major_minor: Option<(u32, u32)>) {
-    let mut c = Command::new("mknod");
-    c.arg(path).arg(kind);
-    if let Some((ma, mi)) = major_minor {
-        c.arg(ma.to_string()).arg(mi.to_string());
-    }
-    let o = run(&mut c);
-    assert!(o.status.success(), "mknod: {}", text(&o));
 }
 
 #[test]

@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::layout;
-use common::{inputs, kios_build, pause_yaml, profile_text, require_tool, text, write_profile};
+use common::{
+    inputs, kios_build, mkfifo, pause_yaml, profile_text, require_tool, text, write_profile,
+};
 use sha2::Digest as _;
 
 /// What the hostile registry answers to a manifest request.
@@ -324,14 +326,10 @@ fn a_fifo_as_the_registry_auth_file_or_ca_file_is_refused_at_once() {
     assert!(err.contains("auth.fifo") && err.contains("a FIFO"), "{err}");
 }
 
-fn mkfifo(path: &Path) {
-    common::run_tool("mkfifo", "coreutils", &[path.to_str().unwrap()]);
-}
-
 /// `/dev/zero`'s twin (char 1:5), made in a temporary folder.
 fn zero_device(dir: &Path) -> PathBuf {
     let p = dir.join("zero");
-    common::run_tool("mknod", "coreutils", &[p.to_str().unwrap(), "c", "1", "5"]);
+    common::mknod(&p, "c", Some((1, 5)));
     p
 }
 

@@ -664,3 +664,20 @@ pub fn standin(name: &str) -> PathBuf {
     );
     p
 }
+
+/// A device node (`kind` `c` or `b`, with its numbers) or a FIFO (`p`) at `path`, made
+/// with `mknod` in a test's own folder: tests never touch the real `/dev`.
+pub fn mknod(path: &Path, kind: &str, major_minor: Option<(u32, u32)>) {
+    let mut args = vec![path.to_str().unwrap().to_string(), kind.to_string()];
+    if let Some((ma, mi)) = major_minor {
+        args.push(ma.to_string());
+        args.push(mi.to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_tool("mknod", "coreutils", &args);
+}
+
+/// A FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    mknod(path, "p", None);
+}
