@@ -29,15 +29,11 @@ fn tracked() -> MutexGuard<'static, Vec<PathBuf>> {
     TRACKED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn signal_set() -> crate::sys::SignalSet {
-    crate::sys::SignalSet::new(&SIGNALS)
-}
-
 /// Blocks SIGTERM, SIGINT and SIGHUP and starts the thread that handles them. Call
 /// it first in `main`, before any other thread exists: a thread started earlier
 /// would not have them blocked, and could be the one the kernel delivers them to.
 pub fn install() -> io::Result<()> {
-    let set = signal_set();
+    let set = crate::sys::SignalSet::new(&SIGNALS);
     crate::sys::block_signals(&set)?;
     std::thread::Builder::new()
         .name("signals".into())
