@@ -6,6 +6,8 @@
 //! `--strict`.
 
 mod common;
+#[path = "common/registry.rs"]
+mod fixture;
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -231,6 +233,80 @@ fn build_prints_the_findings_and_builds_but_refuses_with_strict_before_writing()
     assert!(!out.exists(), "nothing is written with --strict");
     let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "no partial file either: {left:?}");
+}
+
+/// The Debian tree with the stand-ins, which the check accepts, in `dir/system`.
+fn debian_tree_with_standins(dir: &Path) -> PathBuf {
+    let debian = inputs().join("debian-system");
+    assert!(
+        debian.join("usr/sbin/runc").is_file() && debian.join("usr/bin/conmon").is_file(),
+        "{} is not made: run scripts/prepare-inputs",
+        debian.display()
+    );
+    let tree = dir.join("system");
+    let o = run(Command::new("cp").arg("-a").arg(&debian).arg(&tree));
+    assert!(o.status.success(), "{}", text(&o));
+    put(&tree, "/usr/bin/crio", &standin("crio-standin"), 0o755);
+    put(&tree, "/usr/bin/pinns", &standin("crio-standin"), 0o755);
+    put(
+        &tree,
+        "/usr/bin/kubelet",
+        &standin("kubelet-standin"),
+        0o755,
+    );
+    tree
+}
+
+/// `system: {image: ...}` is how users ship a system tree; `system check` reads it
+/// where it lives: from an OCI layout, and from a registry by its reference (pulled
+/// into the blob cache as a build would), giving the same report as the folder.
+/// Without the platform asked for, the check fails naming it.
+#[test]
+fn a_system_image_is_checked_from_a_layout_and_from_a_registry_as_its_folder_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = debian_tree_with_standins(dir.path());
+    let (code, from_folder) = check(tree.to_str().unwrap(), "amd64");
+    assert_eq!(code, Some(0), "{from_folder}");
+
+    let layout = dir.path().join("layout");
+    let layer = common::layout::folder_tar(&tree, true);
+    let desc = fixture::image(&layout, "amd64", &[(fixture::OCI_GZIP, layer)]);
+    fixture::tag(&layout, &[("1.0", desc)]);
+    let (code, from_layout) = check(&format!("oci:{}:1.0", layout.display()), "amd64");
+    assert_eq!(code, Some(0), "{from_layout}");
+    assert_eq!(from_layout, from_folder);
+
+    let registry = fixture::Registry::start();
+    registry.push(&layout, "1.0", "kios/system", "1.0", &[]);
+    let reference = format!("{}/kios/system:1.0", registry.host());
+    let cache = dir.path().join("cache");
+    let pull = |arch: &str| {
+        run(kios_build()
+            .args(["system", "check", &reference, "--arch", arch, "--quiet"])
+            .arg("--insecure-registry")
+            .arg(registry.host())
+            .arg("--cache-dir")
+            .arg(&cache))
+    };
+    let o = pull("amd64");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), from_folder);
+    assert!(
+        fs::read_dir(cache.join("blobs/sha256")).unwrap().count() >= 3,
+        "the image was pulled into the blob cache"
+    );
+    let o = pull("arm64");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("arm64"), "{}", text(&o));
+
+    // A folder name that does not exist is not taken for an image on Docker Hub.
+    let o = run(kios_build().args(["system", "check", "no-such-tree"]));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("no-such-tree: no such folder, and not an image reference"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// The tree `scripts/make-system-tree` assembles from Debian's packages (runc,

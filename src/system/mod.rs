@@ -425,16 +425,26 @@ pub struct Loaded {
     _work: crate::work::WorkFolder,
 }
 
-/// Loads the system tree `spec` as the command line names it: a folder, or an OCI
-/// image layout `oci:DIR[:TAG]` (a registry image is pulled by `kios-build pull` as
-/// part of a profile, or copied to a layout with `skopeo copy` first).
-pub fn load(spec: &str, arch: Arch) -> Result<Loaded, crate::inputs::InputError> {
+/// Loads the system tree `spec` as the command line names it: a folder, an OCI
+/// image layout `oci:DIR[:TAG]`, or a registry image `REGISTRY/REPOSITORY[:TAG][@DIGEST]`
+/// (pulled into the blob cache with `registry`'s options, as a build would).
+///
+/// A spec that names an existing path is always a folder. Anything else is a registry
+/// reference only if its first component is a registry host (it has a `.` or a `:`, or
+/// is `localhost`): a mistyped folder name must not become a pull from Docker Hub.
+pub fn load(
+    spec: &str,
+    arch: Arch,
+    registry: &crate::oci::registry::RegistryOptions,
+    progress: &crate::progress::Progress,
+) -> Result<Loaded, SystemLoadError> {
     use crate::profile::{Origin, Source, Sourced};
     let io = |source| crate::inputs::InputError::Io {
         path: std::env::temp_dir(),
         source,
     };
     let work = crate::work::WorkFolder::new().map_err(io)?;
+    let mut dir = crate::inputs::WorkDir::new(work.path().to_path_buf());
     let value = match spec.strip_prefix("oci:") {
         Some(rest) => {
             let (dir, tag) = crate::profile::split_oci(rest);
@@ -443,7 +453,31 @@ pub fn load(spec: &str, arch: Arch) -> Result<Loaded, crate::inputs::InputError>
                 tag,
             }
         }
-        None => Source::Path(spec.into()),
+        None if std::path::Path::new(spec).symlink_metadata().is_ok() => Source::Path(spec.into()),
+        None if names_a_registry(spec) => {
+            let reference = crate::oci::reference::ImageRef::parse(spec)
+                .map_err(|e| SystemLoadError::Reference(Box::new(e)))?;
+            if reference.tag_defaulted {
+                progress.say(&format!(
+                    "warning: {reference} names no tag; `latest` is assumed"
+                ));
+            }
+            let request = crate::oci::registry::Request {
+                reference: reference.clone(),
+                digest: None,
+            };
+            let pulled = crate::oci::registry::pull(&[request], arch.as_str(), registry, progress)
+                .map_err(|e| SystemLoadError::Pull(Box::new(e)))?;
+            for p in pulled {
+                progress.say(&format!(
+                    "{} -> {} ({})",
+                    p.reference, p.image.manifest_digest, p.platform
+                ));
+                dir.pulled.insert(p.reference, p.image);
+            }
+            Source::Registry(reference)
+        }
+        None => return Err(SystemLoadError::NotFound(crate::untrusted::shown(spec))),
     };
     let input = Sourced {
         value,
@@ -453,9 +487,45 @@ pub fn load(spec: &str, arch: Arch) -> Result<Loaded, crate::inputs::InputError>
             column: 0,
         },
     };
-    let dir = crate::inputs::WorkDir::new(work.path().to_path_buf());
     let tree = crate::inputs::system(&input, arch, &dir, 0)?;
     Ok(Loaded { tree, _work: work })
+}
+
+/// True when the first component of `spec` is a registry host, as the distribution
+/// reference grammar decides it (`localhost`, or a name with `.` or `:`).
+fn names_a_registry(spec: &str) -> bool {
+    match spec.split_once('/') {
+        Some((host, _)) if host.starts_with('.') => false,
+        Some((host, _)) => host == "localhost" || host.contains('.') || host.contains(':'),
+        None => false,
+    }
+}
+
+/// Why [`load`] could not give a tree.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemLoadError {
+    #[error("{0}: no such folder, and not an image reference that names its registry\n  hint: give a folder, oci:DIR[:TAG], or REGISTRY/REPOSITORY:TAG (e.g. registry.example.com/kios/system:1.0)")]
+    NotFound(String),
+    #[error(transparent)]
+    Reference(Box<crate::oci::reference::ReferenceError>),
+    #[error(transparent)]
+    Pull(Box<crate::oci::registry::RegistryError>),
+    #[error(transparent)]
+    Input(#[from] crate::inputs::InputError),
+}
+
+impl SystemLoadError {
+    /// Errors of the command line or the user's inputs (exit 2), as against a
+    /// registry or the host failing (exit 1).
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            SystemLoadError::NotFound(_) | SystemLoadError::Reference(_) => true,
+            SystemLoadError::Pull(e) => {
+                matches!(**e, crate::oci::registry::RegistryError::Offline { .. })
+            }
+            SystemLoadError::Input(_) => true,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -496,6 +566,19 @@ mod tests {
             .unwrap_err()
             .contains("too many levels"));
         assert!(resolve(&t, "/etc/shadow").is_err());
+    }
+
+    #[test]
+    fn only_a_spec_whose_first_component_is_a_host_is_a_registry_reference() {
+        assert!(names_a_registry("127.0.0.1:5000/kios/system:1"));
+        assert!(names_a_registry("registry.example.com/kios/system"));
+        assert!(names_a_registry("localhost/system"));
+        assert!(!names_a_registry("system"));
+        assert!(!names_a_registry("kios/system"));
+        assert!(!names_a_registry("build/system.d"));
+        assert!(!names_a_registry("./system"));
+        assert!(!names_a_registry("../x/system"));
+        assert!(!names_a_registry("/srv/system"));
     }
 
     #[test]

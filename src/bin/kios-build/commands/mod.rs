@@ -37,6 +37,13 @@ pub struct PullArgs {
     /// Fail if kios.lock lacks an image or the registry now resolves one differently.
     #[arg(long)]
     locked: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// Registry and cache flags: those of [`PullArgs`], and of `system check`.
+#[derive(Args)]
+pub struct RegistryArgs {
     /// Use only the blob cache (and kios.lock); never the network.
     #[arg(long)]
     offline: bool,
@@ -53,6 +60,15 @@ pub struct PullArgs {
 
 impl PullArgs {
     pub fn options(self) -> kios_build::plan::PullOptions {
+        kios_build::plan::PullOptions {
+            registry: self.registry.options(),
+            locked: self.locked,
+        }
+    }
+}
+
+impl RegistryArgs {
+    pub fn options(self) -> kios_build::oci::registry::RegistryOptions {
         let mut registry = kios_build::oci::registry::RegistryOptions {
             offline: self.offline,
             insecure: self.insecure,
@@ -62,9 +78,6 @@ impl PullArgs {
         if let Some(d) = self.cache_dir {
             registry.cache_dir = d;
         }
-        kios_build::plan::PullOptions {
-            registry,
-            locked: self.locked,
-        }
+        registry
     }
 }
