@@ -2,7 +2,7 @@
 //! the test doubles of CRI-O and the kubelet (`tests/standins`, installed as
 //! `/usr/bin/crio` and `/usr/bin/kubelet`) driven by `kios.test.*` kernel
 //! arguments. Checked from the serial log and from the data partition read after
-//! power-off, and for ctrl-alt-del from QEMU's monitor. Eight boots in all.
+//! power-off, and for ctrl-alt-del from QEMU's monitor. Nine boots in all.
 
 mod common;
 use common::*;
@@ -20,16 +20,17 @@ const STORE_TYPE: &str = kios_contract::partition::STORE_TYPE;
 /// Builds an image whose system tree has busybox and the test doubles, with
 /// `cmdline` added to the kernel command line and `modules` to the qemu base's.
 fn image(dir: &Path, name: &str, cmdline: &[&str], modules: &[&str]) -> PathBuf {
-    image_with(dir, name, cmdline, modules, |_| {})
+    image_with(dir, name, cmdline, modules, |_| String::new())
 }
 
-/// [`image`], with `extra` adding to the system tree (given its root) first.
+/// [`image`], with `extra` adding to the system tree (given its root) first; the
+/// YAML it returns is added to the profile.
 fn image_with(
     dir: &Path,
     name: &str,
     cmdline: &[&str],
     modules: &[&str],
-    extra: impl FnOnce(&Path),
+    extra: impl FnOnce(&Path) -> String,
 ) -> PathBuf {
     let system = dir.join(format!("{name}-system"));
     fs::create_dir_all(system.join("usr/bin")).unwrap();
@@ -40,7 +41,7 @@ fn image_with(
     }
     fs::copy(standin("kubelet-standin"), system.join("usr/bin/kubelet")).unwrap();
     fs::copy(standin("crio-standin"), system.join("usr/bin/crio")).unwrap();
-    extra(&system);
+    let more = extra(&system);
     let i = inputs();
     let list = |items: &[&str]| format!("[{}]", items.join(", "));
     let profile = format!(
@@ -52,7 +53,7 @@ fn image_with(
         m = list(modules),
         s = i.join("stub/linuxx64.efi.stub").display(),
         y = system.display(),
-    );
+    ) + &more;
     let p = write_profile(dir, &format!("{name}.yaml"), &profile);
     let img = dir.join(format!("{name}.img"));
     build(&p, &img, 1_700_000_000);
@@ -350,12 +351,22 @@ fn oci_bundle(bundle: &Path, args: &[&str]) {
         rootfs.join("bin/busybox"),
     )
     .unwrap();
+    runc_spec(bundle, args, None);
+}
+
+/// `runc spec` in `bundle`, not on a terminal, running `args`; its root is `root`
+/// when given (an absolute path on the node), else the bundle's `rootfs`.
+fn runc_spec(bundle: &Path, args: &[&str], root: Option<&str>) {
+    fs::create_dir_all(bundle).unwrap();
     let o = run(Command::new("runc").arg("spec").arg("--bundle").arg(bundle));
     assert!(o.status.success(), "runc spec: {}", text(&o));
     let path = bundle.join("config.json");
     let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
     spec["process"]["terminal"] = serde_json::Value::Bool(false);
     spec["process"]["args"] = serde_json::json!(args);
+    if let Some(root) = root {
+        spec["root"]["path"] = serde_json::json!(root);
+    }
     fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
 }
 
@@ -364,6 +375,22 @@ fn oci_bundle(bundle: &Path, args: &[&str]) {
 /// that on its initial rootfs ("pivot_root .: invalid argument") unless kios-init
 /// switched root. Then the double sends SIGTERM to PID 1.
 fn container_image(dir: &Path, name: &str, cmdline: &[&str]) -> PathBuf {
+    container_image_with(dir, name, cmdline, |system| {
+        oci_bundle(
+            &system.join("var/lib/kios-test/bundle"),
+            &["/bin/busybox", "echo", "hello from a container"],
+        );
+        String::new()
+    })
+}
+
+/// [`container_image`] with `extra` adding to the system tree and the profile.
+fn container_image_with(
+    dir: &Path,
+    name: &str,
+    cmdline: &[&str],
+    extra: impl FnOnce(&Path) -> String,
+) -> PathBuf {
     require_tool("runc", "runc");
     let cmdline: Vec<&str> = ["kios.test.kubelet=container"]
         .into_iter()
@@ -385,16 +412,14 @@ fn container_image(dir: &Path, name: &str, cmdline: &[&str]) -> PathBuf {
             .arg(system));
         assert!(o.status.success(), "{}", text(&o));
         fs::copy(standin("crio-standin"), system.join("usr/bin/pinns")).unwrap();
-        oci_bundle(
-            &system.join("var/lib/kios-test/bundle"),
-            &["/bin/busybox", "echo", "hello from a container"],
-        );
+        let more = extra(system);
         let o = run(kios_build().args(["system", "check"]).arg(system));
         assert!(
             o.status.success(),
             "system check of the test's tree: {}",
             text(&o)
         );
+        more
     })
 }
 
@@ -463,6 +488,72 @@ fn on_a_ramfs_rootfs_the_initramfs_is_copied_to_a_tmpfs_and_containers_still_piv
         "{log}"
     );
     assert_container_ran_then_sigterm_powered_off(&img, dir.path(), &log);
+}
+
+/// The whole path of a pre-seeded image, with real components wherever Debian has
+/// them: kios-build writes busybox's image into the store partition, kios-init
+/// mounts it read-only, and the kubelet double does what CRI-O would with it (finds
+/// the image in the store's `images.json`, stacks its layers' `diff` folders with
+/// overlayfs) and runs Debian's runc, from a system tree `system check` accepts, on
+/// that root. The container's program is the image's busybox: the system tree has
+/// none.
+#[test]
+fn the_real_runtime_runs_a_container_whose_root_is_an_image_of_the_pre_seeded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let i = inputs();
+    let img = container_image_with(
+        dir.path(),
+        "store-container",
+        &[
+            "kios.test.kubelet=store-container",
+            "kios.test.image=busybox",
+        ],
+        |system| {
+            runc_spec(
+                &system.join("var/lib/kios-test/store-bundle"),
+                &["/bin/busybox", "echo", "hello from the store"],
+                Some("/run/kios-test/rootfs"),
+            );
+            let _ = fs::remove_file(system.join("bin/busybox"));
+            format!(
+                "kubernetes:\n  pauseImage: oci:{}:kios\ndaemons:\n  - name: dhcp\n    image: oci:{}:1\n",
+                i.join("pause").display(),
+                i.join("busybox").display()
+            )
+        },
+    );
+    let inspect = run(kios_build().arg("inspect").arg("--json").arg(&img));
+    assert!(inspect.status.success(), "{}", text(&inspect));
+    assert!(
+        String::from_utf8_lossy(&inspect.stdout).contains("busybox"),
+        "the store holds the busybox image: {}",
+        text(&inspect)
+    );
+    let (exited, log) = boot_to_poweroff(&img, BOOT_TIMEOUT);
+    assert!(exited, "QEMU did not power off; the log:\n{log}");
+    assert!(
+        log.contains("kios-init: mounted store partition ")
+            && log.contains(" on /var/lib/kios/store (read-only)"),
+        "{log}"
+    );
+    let stacked = log
+        .lines()
+        .find(|l| l.contains("STANDIN kubelet store image "))
+        .unwrap_or_else(|| panic!("the double did not stack the image:\n{log}"));
+    assert!(
+        stacked.contains("busybox")
+            && stacked.contains("layer(s) stacked on /run/kios-test/rootfs"),
+        "{stacked}"
+    );
+    assert!(
+        log.contains("STANDIN kubelet container stdout: hello from the store"),
+        "{log}"
+    );
+    assert!(
+        log.contains("STANDIN kubelet runc exited: exit status: 0"),
+        "{log}"
+    );
+    fsck_clean(&data_partition(&img, dir.path()));
 }
 
 /// A QEMU run of an image (writable, so the data partition can be read after) with

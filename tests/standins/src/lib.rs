@@ -3,6 +3,8 @@
 //! socket. Test code: it may stop with a message, it is never part of an image
 //! outside the tests.
 
+pub mod store;
+
 use kios_contract::socket;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -11,6 +11,9 @@ const KUBECONFIG: &str = kios_contract::file::KUBECONFIG;
 const MARKER: &str = "/run/kios-test-kubelet-started";
 /// The OCI bundle the `container` mode runs (put in the image by the test).
 const BUNDLE: &str = "/var/lib/kios-test/bundle";
+/// The bundle of the `store-container` mode: its root is the image's layers from
+/// the pre-seeded store, stacked by [`kios_standins::store`].
+const STORE_BUNDLE: &str = "/var/lib/kios-test/store-bundle";
 
 fn main() {
     let args = announce("kubelet");
@@ -36,7 +39,13 @@ fn main() {
         "drain" => drain(),
         "restart-crio" => restart_crio(),
         "container" => {
-            run_container();
+            run_container(BUNDLE);
+            sigterm_init();
+        }
+        "store-container" => {
+            if store_rootfs() {
+                run_container(STORE_BUNDLE);
+            }
             sigterm_init();
         }
         _ => {}
@@ -79,14 +88,14 @@ fn send_bytes(bytes: &[u8]) -> Option<std::os::unix::net::UnixStream> {
 /// Runs a container with the real runc, which `pivot_root`s into the bundle's
 /// rootfs as CRI-O's runtimes do: that fails with EINVAL on the kernel's initial
 /// rootfs, so this shows the switch root did its job.
-fn run_container() {
+fn run_container(bundle: &str) {
     let child = Command::new("/usr/sbin/runc")
         .args([
             "--root",
             "/run/runc",
             "run",
             "--bundle",
-            BUNDLE,
+            bundle,
             "kios-test",
         ])
         .stdin(Stdio::null())
@@ -110,6 +119,29 @@ fn run_container() {
             say(&format!("STANDIN kubelet runc exited: {}", out.status));
         }
         Err(e) => say(&format!("STANDIN kubelet cannot run runc: {e}")),
+    }
+}
+
+/// Assembles the root of the image `kios.test.image=` names from the store kios-init
+/// mounted, as CRI-O would; says what it stacked.
+fn store_rootfs() -> bool {
+    let name = mode("image", "busybox");
+    let store = std::path::Path::new(kios_contract::mount::STORE);
+    let stacked = kios_standins::store::layer_dirs(store, &name)
+        .and_then(|(full, dirs)| kios_standins::store::mount_rootfs(&dirs).map(|()| (full, dirs)));
+    match stacked {
+        Ok((full, dirs)) => {
+            say(&format!(
+                "STANDIN kubelet store image {full}: {} layer(s) stacked on {}",
+                dirs.len(),
+                kios_standins::store::ROOTFS
+            ));
+            true
+        }
+        Err(e) => {
+            say(&format!("STANDIN kubelet cannot use the store: {e}"));
+            false
+        }
     }
 }
 
