@@ -10,6 +10,7 @@
 //! | seed | `seed::collect` | the images to pre-seed, with names and digests |
 //! | pods | `pods::generate` | static pods, kubelet configuration, extra `/etc` files |
 //! | store | `store::write_partition` | the store partition's EROFS image |
+//! | verity | `store::verity::write_hash_tree` | its dm-verity hash tree and root hash (when `store.verity`) |
 //! | initramfs | `initramfs::contents::{tree, write_file}` | the compressed cpio |
 //! | UKI | `boot::write_uki_file` | the unified kernel image |
 //! | ESP | `boot::esp_tree` | the ESP's files |
@@ -179,6 +180,14 @@ pub struct Options {
     pub strict: bool,
 }
 
+impl Options {
+    /// Whether the store gets a dm-verity hash tree: `store.verity` when the profile
+    /// says, else off.
+    pub fn store_verity(&self, profile: &Profile) -> bool {
+        profile.store_verity.as_ref().is_some_and(|v| v.value)
+    }
+}
+
 /// Everything the profile names, found and checked: what [`prepare`] gives.
 pub struct Prepared {
     pub profile: Profile,
@@ -234,7 +243,7 @@ fn prepare_loaded(profile: Profile, opts: &Options) -> Result<Prepared, BuildErr
             progress.say(&format!("warning: {line}"));
         }
     }
-    let modules = resolve_modules(&profile, &kernel)?;
+    let modules = resolve_modules(&profile, &kernel, opts.store_verity(&profile))?;
     progress.step(&format!(
         "{} modules to load ({} asked for, {} built in)",
         modules.load_order.len(),
@@ -314,6 +323,7 @@ fn check_system(
 fn resolve_modules(
     profile: &Profile,
     kernel: &KernelFiles,
+    verity: bool,
 ) -> Result<initramfs::modules::ModuleSet, BuildError> {
     let modules_error = |source| BuildError::Modules {
         version: kernel.version.clone(),
@@ -321,7 +331,11 @@ fn resolve_modules(
     };
     let km = KernelModules::open(&kernel.root).map_err(modules_error)?;
     let asked = &profile.kernel.modules;
-    let names: Vec<String> = asked.iter().map(|m| m.value.clone()).collect();
+    let mut names: Vec<String> = asked.iter().map(|m| m.value.clone()).collect();
+    // A verified store needs the device-mapper target before the store is mounted.
+    if verity && !names.iter().any(|n| n == "dm_verity") {
+        names.push("dm_verity".into());
+    }
     km.resolve(&names).map_err(|e| match e {
         initramfs::modules::ModuleError::NotFound {
             name,
@@ -434,12 +448,29 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
     crate::output::check(output, &inputs)?;
     let p = prepare_loaded(profile, opts)?;
     let store = store_stage(&p, opts)?;
+    let verity = match &store {
+        Some(store) if opts.store_verity(&p.profile) => Some(verity_stage(&p, store, opts)?),
+        _ => None,
+    };
     let os_release = initramfs::contents::os_release(&p.profile.hash);
     let initrd_len = initramfs_stage(&p, &os_release, store.is_some(), opts)?;
-    let cmdline = p.profile.cmdline();
+    let mut cmdline = p.profile.cmdline();
+    if let Some(v) = &verity {
+        cmdline = format!("{cmdline} {}", v.cmdline())
+            .trim_start()
+            .to_string();
+    }
     let uki_len = uki_stage(&p, os_release, &cmdline, opts)?;
     let esp = boot::esp_tree(&p.work.uki(), uki_len, p.profile.arch, opts.epoch)?;
-    let raw = disk_stage(&p, &esp, store.as_deref(), output, opts)?;
+    let verity_path = verity.as_ref().map(|_| p.work.store_verity());
+    let raw = disk_stage(
+        &p,
+        &esp,
+        store.as_deref(),
+        verity_path.as_deref(),
+        output,
+        opts,
+    )?;
     let format = opts.format.unwrap_or(p.profile.format);
     let finished = format_stage(raw, format, output, &p, opts)?;
     crate::output::check(output, &inputs)?;
@@ -485,6 +516,38 @@ fn store_stage(p: &Prepared, opts: &Options) -> Result<Option<PathBuf>, BuildErr
         p.store_images.len()
     ));
     Ok(Some(p.work.store_image()))
+}
+
+/// The store's dm-verity hash tree in the work folder (the store image padded to
+/// whole 4 KiB blocks first); its root hash goes on the kernel command line.
+fn verity_stage(
+    p: &Prepared,
+    store: &Path,
+    opts: &Options,
+) -> Result<crate::store::verity::Verity, BuildError> {
+    use crate::store::verity::{self, BLOCK};
+    let err = io_err("cannot write the store's hash tree from", store);
+    let verity = (|| {
+        let f = std::fs::OpenOptions::new().write(true).open(store)?;
+        let len = f.metadata()?.len();
+        f.set_len(len.div_ceil(BLOCK) * BLOCK)?;
+        drop(f);
+        let mut salt = [0u8; 32];
+        salt.copy_from_slice(&<sha2::Sha256 as sha2::Digest>::digest(
+            [&p.profile.hash[..], b"store:verity-salt"].concat(),
+        ));
+        let uuid = disk::gpt::Guid::derive(&p.profile.hash, "store:verity-uuid").disk_bytes();
+        let busy = opts.progress.busy("store: dm-verity hash tree");
+        let v = verity::write_hash_tree(store, &p.work.store_verity(), salt, uuid);
+        drop(busy);
+        v
+    })()
+    .map_err(err)?;
+    opts.progress.step(&format!(
+        "store dm-verity: {} data blocks, hash tree {} bytes, root {}",
+        verity.data_blocks, verity.hash_bytes, verity.root_hash
+    ));
+    Ok(verity)
 }
 
 /// The compressed initramfs in the work folder; returns its size.
@@ -546,6 +609,7 @@ fn disk_stage(
     p: &Prepared,
     esp: &Tree,
     store: Option<&Path>,
+    store_verity: Option<&Path>,
     output: &Path,
     opts: &Options,
 ) -> Result<Partial, BuildError> {
@@ -557,6 +621,7 @@ fn disk_stage(
         esp,
         mtime: opts.epoch,
         store,
+        store_verity,
         work: &p.work.path,
     };
     let busy = opts

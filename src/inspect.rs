@@ -376,6 +376,8 @@ fn partition_infos(table: &Table) -> Vec<PartitionInfo> {
                 "data"
             } else if p.type_guid == disk::STORE_TYPE {
                 "store"
+            } else if p.type_guid == disk::STORE_VERITY_TYPE {
+                "store-verity"
             } else {
                 "unknown"
             },

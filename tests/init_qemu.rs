@@ -2,7 +2,7 @@
 //! the test doubles of CRI-O and the kubelet (`tests/standins`, installed as
 //! `/usr/bin/crio` and `/usr/bin/kubelet`) driven by `kios.test.*` kernel
 //! arguments. Checked from the serial log and from the data partition read after
-//! power-off, and for ctrl-alt-del from QEMU's monitor. Nine boots in all.
+//! power-off, and for ctrl-alt-del from QEMU's monitor. Eleven boots in all.
 
 mod common;
 use common::*;
@@ -554,6 +554,115 @@ fn the_real_runtime_runs_a_container_whose_root_is_an_image_of_the_pre_seeded_st
         "{log}"
     );
     fsck_clean(&data_partition(&img, dir.path()));
+}
+
+/// An image whose store (busybox's image and the pause image) has a dm-verity hash
+/// tree, its root hash on the UKI's command line; `dm_verity` is added to the
+/// modules by the build.
+fn verity_image(dir: &Path, name: &str, cmdline: &[&str]) -> PathBuf {
+    let i = inputs();
+    image_with(dir, name, cmdline, &[], |_| {
+        format!(
+            "kubernetes:\n  pauseImage: oci:{}:kios\ndaemons:\n  - name: dhcp\n    image: oci:{}:1\nstore:\n  verity: true\n",
+            i.join("pause").display(),
+            i.join("busybox").display()
+        )
+    })
+}
+
+/// The root hash the image's UKI carries (`inspect --json`).
+fn verity_root(img: &Path) -> String {
+    let o = run(kios_build().arg("inspect").arg("--json").arg(img));
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    out.split("kios.store.verity=")
+        .nth(1)
+        .map(|s| s.chars().take_while(char::is_ascii_hexdigit).collect())
+        .unwrap_or_else(|| panic!("no kios.store.verity= in the command line: {out}"))
+}
+
+#[test]
+fn a_verified_store_is_mounted_through_dm_verity_and_crio_starts_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = verity_image(dir.path(), "verity", &["kios.test.kubelet=shutdown"]);
+    let root = verity_root(&img);
+    assert_eq!(root.len(), 64, "{root}");
+    let (exited, log) = boot_to_poweroff(&img, BOOT_TIMEOUT);
+    assert!(exited, "QEMU did not power off; the log:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "kios-init: store verified by dm-verity: root hash {root}"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("kios-init: mounted store partition /dev/vda2 through /dev/dm-"),
+        "{log}"
+    );
+    let crio = standin_args(&log, "crio");
+    assert!(
+        crio.first()
+            .is_some_and(|a| a.contains("--storage-opt overlay.imagestore=/var/lib/kios/store")),
+        "{log}"
+    );
+    assert!(!log.contains("verification failed"), "{log}");
+    fsck_clean(&data_partition(&img, dir.path()));
+}
+
+/// The attack dm-verity is for: the store partition changed after the build (one
+/// byte of an image's record in `images.json`). The kernel refuses the block, init
+/// says why, starts neither CRI-O nor the kubelet, and stays up: ctrl-alt-del still
+/// reboots the node cleanly.
+#[test]
+fn a_store_changed_after_the_build_is_refused_crio_is_not_started_and_init_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = verity_image(dir.path(), "tampered", &["kios.test.kubelet=shutdown"]);
+    let (offset, size) = partition(&img, "KIOS_STORE");
+    let mut store = vec![0u8; size as usize];
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = fs::File::open(&img).unwrap();
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        f.read_exact(&mut store).unwrap();
+    }
+    let needle = b"\"big-data-names\"";
+    let at = store
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("images.json is in the store partition");
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.seek(SeekFrom::Start(offset + at as u64 + 1)).unwrap();
+        f.write_all(b"B").unwrap();
+    }
+    let mut vm = Vm::start(&img);
+    assert!(
+        vm.wait_for("kubelet is not started", BOOT_TIMEOUT),
+        "init did not refuse the store; the log:\n{}",
+        vm.log()
+    );
+    let log = vm.log();
+    assert!(
+        log.contains("kios-init: store verification failed: "),
+        "{log}"
+    );
+    assert!(
+        log.contains("crio is not started: the store failed verification"),
+        "{log}"
+    );
+    assert!(!log.contains("STANDIN crio"), "CRI-O's double ran:\n{log}");
+    assert!(
+        !log.contains("STANDIN kubelet"),
+        "the kubelet's double ran:\n{log}"
+    );
+    let reply = vm.monitor("sendkey ctrl-alt-delete");
+    assert!(
+        vm.wait_exit(Duration::from_secs(180)),
+        "QEMU did not exit after ctrl-alt-del (monitor said {reply:?}); the log:\n{}",
+        vm.log()
+    );
+    assert!(vm.log().contains("kios-init: reboot now"), "{}", vm.log());
 }
 
 /// A QEMU run of an image (writable, so the data partition can be read after) with

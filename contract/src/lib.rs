@@ -29,10 +29,25 @@ pub mod partition {
     pub const DATA_TYPE: &str = "97AAC693-D920-465A-94FE-EB59FC86DFAA";
     /// The kiOS pre-seeded image store (EROFS), mounted read-only.
     pub const STORE_TYPE: &str = "6AA8382C-3F51-482D-AEF7-46F7E6811D8E";
+    /// The dm-verity hash tree of the store (`veritysetup`'s format, superblock
+    /// first), present when the store is verified at boot.
+    pub const STORE_VERITY_TYPE: &str = "8EC51F32-9A6B-4F1C-94CB-D739549DA307";
     /// Partition names (GPT entry names; for people and `inspect`, not for finding).
     pub const ESP_NAME: &str = "KIOS_ESP";
     pub const STORE_NAME: &str = "KIOS_STORE";
+    pub const STORE_VERITY_NAME: &str = "KIOS_STORE_VERITY";
     pub const DATA_NAME: &str = "KIOS_DATA";
+}
+
+/// Kernel command line arguments kios-build writes into the UKI (so that they are
+/// covered by its signature) and kios-init reads.
+pub mod cmdline {
+    /// `kios.store.verity=<root hash, hex>`: mount the store only through dm-verity
+    /// with this root hash; never without it.
+    pub const STORE_VERITY: &str = "kios.store.verity";
+    /// `kios.store.verity.blocks=<N>`: the 4 KiB data blocks the hash tree covers
+    /// (the superblock must say the same).
+    pub const STORE_VERITY_BLOCKS: &str = "kios.store.verity.blocks";
 }
 
 /// Where kios-init mounts the partitions.

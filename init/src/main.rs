@@ -19,6 +19,7 @@ mod spawn;
 mod storage;
 mod supervise;
 mod system;
+mod verity;
 
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -79,6 +80,9 @@ fn run_as_pid1() -> ! {
     let storage = boot_guarded(&mut sys);
     let store = storage.store.then_some(storage::STORE_MOUNT);
     let mut sup = Supervisor::new(kubelet::crio_args(store));
+    if let Some(reason) = storage.refused {
+        sup.hold(reason);
+    }
     if catch_unwind(AssertUnwindSafe(|| sup.start(&mut sys))).is_err() {
         system::warn(
             &mut sys,

@@ -16,6 +16,11 @@
 //! | `/var/log` (service and pod logs) | bind of `data/log` |
 //! | `/etc` | overlay: lower the initramfs `/etc`, upper `data/etc/upper` |
 //! | store partition (EROFS) | `/var/lib/kios/store`, read-only |
+//!
+//! With `kios.store.verity=` on the command line the store is mounted only through
+//! a dm-verity device over it and its `KIOS_STORE_VERITY` hash partition
+//! ([`crate::verity`]), and its metadata is read once; when any of that fails the
+//! store is refused and [`Storage::refused`] says why: CRI-O must not start on it.
 
 use std::time::Duration;
 
@@ -25,6 +30,11 @@ use crate::system::{Errno, Mount, MountFlags, System};
 
 pub const DATA_TYPE: &str = kios_contract::partition::DATA_TYPE;
 pub const STORE_TYPE: &str = kios_contract::partition::STORE_TYPE;
+pub const STORE_VERITY_TYPE: &str = kios_contract::partition::STORE_VERITY_TYPE;
+/// The device-mapper name of the verified store.
+const VERITY_NAME: &str = "kios-store";
+/// Read through dm-verity before the store is trusted: the files CRI-O reads first.
+const STORE_METADATA: [&str; 2] = ["overlay-images/images.json", "overlay-layers/layers.json"];
 pub const DATA_MOUNT: &str = kios_contract::mount::DATA;
 pub const STORE_MOUNT: &str = kios_contract::mount::STORE;
 /// Written on the data partition once its layout exists; its content is the version.
@@ -56,6 +66,9 @@ const BINDS: [(&str, &str); 3] = [
 pub struct Storage {
     pub data: bool,
     pub store: bool,
+    /// Why the store was refused (the command line asked for a verified store and
+    /// it could not be verified): CRI-O and the kubelet are then not started.
+    pub refused: Option<&'static str>,
 }
 
 /// The partitions found: device paths such as `/dev/vda3`.
@@ -63,6 +76,7 @@ pub struct Storage {
 pub struct Found {
     pub data: Option<String>,
     pub store: Option<String>,
+    pub store_verity: Option<String>,
 }
 
 /// The value of `kios.data=` on the kernel command line, if it names a device.
@@ -111,6 +125,7 @@ pub fn scan(sys: &mut dyn System) -> Found {
             let slot = match ty.as_str() {
                 DATA_TYPE => &mut found.data,
                 STORE_TYPE => &mut found.store,
+                STORE_VERITY_TYPE => &mut found.store_verity,
                 _ => continue,
             };
             if slot.is_none() {
@@ -183,12 +198,29 @@ pub fn setup(sys: &mut dyn System) -> Storage {
     if let Some(dev) = &found.data {
         storage.data = mount_data(sys, dev);
     }
-    match &found.store {
-        Some(dev) => storage.store = mount_store(sys, dev),
-        None => info(
+    let cmdline = sys.read_file(CMDLINE).unwrap_or_default();
+    match (crate::verity::asked(&cmdline), &found.store) {
+        (None, Some(dev)) => storage.store = mount_store(sys, dev, dev),
+        (None, None) => info(
             sys,
             "no store partition; CRI-O starts without an additional image store",
         ),
+        (Some(asked), store) => {
+            let verified = asked.and_then(|a| match store {
+                Some(dev) => mount_verified(sys, dev, found.store_verity.as_deref(), &a),
+                None => Err(
+                    "the command line asks for a verified store, but there is no store partition"
+                        .into(),
+                ),
+            });
+            match verified {
+                Ok(()) => storage.store = true,
+                Err(reason) => {
+                    warn(sys, &format!("store verification failed: {reason}; CRI-O and the kubelet are not started on an unverified store"));
+                    storage.refused = Some("the store failed verification");
+                }
+            }
+        }
     }
     if let Err(e) = sys.mkdir_all("/var/log/kios", 0o755) {
         warn(
@@ -269,9 +301,69 @@ fn mount_data(sys: &mut dyn System, dev: &str) -> bool {
     true
 }
 
-fn mount_store(sys: &mut dyn System, dev: &str) -> bool {
+/// Mounts the store through dm-verity and reads its metadata through it: the root
+/// hash is checked by the first reads. On any failure nothing is left mounted or
+/// mapped, and the reason is returned.
+fn mount_verified(
+    sys: &mut dyn System,
+    dev: &str,
+    hash: Option<&str>,
+    asked: &crate::verity::Asked,
+) -> Result<(), String> {
+    let hash = hash.ok_or_else(|| {
+        format!("there is no hash partition (GPT type {STORE_VERITY_TYPE}) for the store {dev}")
+    })?;
+    let sb = sys
+        .read_at(hash, 0, 512)
+        .map_err(|e| format!("cannot read {hash}: {e}"))?;
+    let sb = crate::verity::superblock(&sb).map_err(|e| format!("{hash}: {e}"))?;
+    let (sectors, params) = crate::verity::table(asked, &sb, dev, hash)?;
+    let target = crate::system::DmTarget {
+        sectors,
+        kind: "verity",
+        params: &params,
+    };
+    let mapped = sys.dm_create(VERITY_NAME, &target).map_err(|e| {
+        format!(
+            "cannot set up dm-verity over {dev} and {hash}: {e} (is the dm_verity module listed?)"
+        )
+    })?;
+    let undo = |sys: &mut dyn System, mounted: bool| {
+        if mounted {
+            let _ = sys.umount(STORE_MOUNT, false);
+        }
+        let _ = sys.dm_remove(VERITY_NAME);
+    };
+    if !mount_store(sys, &mapped, dev) {
+        undo(sys, false);
+        return Err(format!(
+            "the store on {mapped} cannot be mounted (a changed store fails its first reads here)"
+        ));
+    }
+    for file in STORE_METADATA {
+        let path = format!("{STORE_MOUNT}/{file}");
+        if let Err(e) = sys.read_file(&path) {
+            undo(sys, true);
+            return Err(format!(
+                "reading {file} through dm-verity failed: {e}: the store does not match the root hash on the command line"
+            ));
+        }
+    }
+    info(
+        sys,
+        &format!(
+            "store verified by dm-verity: root hash {}, {} blocks, hash tree on {hash}; metadata read back",
+            asked.root, asked.blocks
+        ),
+    );
+    Ok(())
+}
+
+/// Mounts `source` (the store partition `dev`, or the dm-verity device over it)
+/// read-only on [`STORE_MOUNT`].
+fn mount_store(sys: &mut dyn System, source: &str, dev: &str) -> bool {
     let m = Mount {
-        source: Some(dev),
+        source: Some(source),
         target: STORE_MOUNT,
         fstype: Some("erofs"),
         flags: MountFlags::RDONLY
@@ -286,7 +378,11 @@ fn mount_store(sys: &mut dyn System, dev: &str) -> bool {
         Ok(()) => {
             info(
                 sys,
-                &format!("mounted store partition {dev} on {STORE_MOUNT} (read-only)"),
+                &if source == dev {
+                    format!("mounted store partition {dev} on {STORE_MOUNT} (read-only)")
+                } else {
+                    format!("mounted store partition {dev} through {source} on {STORE_MOUNT} (read-only)")
+                },
             );
             true
         }
@@ -296,7 +392,17 @@ fn mount_store(sys: &mut dyn System, dev: &str) -> bool {
             } else {
                 ""
             };
-            warn(sys, &format!("mounting the store partition {dev} failed: {e}{hint}; CRI-O starts without an additional image store"));
+            let fallback = if source == dev {
+                "; CRI-O starts without an additional image store"
+            } else {
+                ""
+            };
+            warn(
+                sys,
+                &format!(
+                    "mounting the store partition {dev} from {source} failed: {e}{hint}{fallback}"
+                ),
+            );
             false
         }
     }
@@ -347,12 +453,16 @@ mod tests {
 
     #[test]
     fn partitions_are_found_by_type_guid() {
-        let mut rec = disk(Recorder::new(), &[ESP, STORE_TYPE, DATA_TYPE]);
+        let mut rec = disk(
+            Recorder::new(),
+            &[ESP, STORE_TYPE, DATA_TYPE, STORE_VERITY_TYPE],
+        );
         assert_eq!(
             scan(&mut rec),
             Found {
                 data: Some("/dev/vda3".into()),
-                store: Some("/dev/vda2".into())
+                store: Some("/dev/vda2".into()),
+                store_verity: Some("/dev/vda4".into()),
             }
         );
     }
@@ -365,7 +475,8 @@ mod tests {
             s,
             Storage {
                 data: true,
-                store: true
+                store: true,
+                refused: None
             }
         );
         let m = mounts(&rec);
@@ -402,6 +513,100 @@ mod tests {
         assert_eq!(overlay.as_deref(), Some("lowerdir=/etc,upperdir=/var/lib/kios/data/etc/upper,workdir=/var/lib/kios/data/etc/work"));
     }
 
+    const ROOT: &str = "5e1655100c17afb36159344ca2d4f38cffa431ff71cf3119202254445b0e552f";
+
+    /// A disk with a store and its hash partition (entry 4), and a command line
+    /// asking for the store to be verified.
+    fn verity_disk() -> Recorder {
+        let cmdline =
+            format!("console=ttyS0 kios.store.verity={ROOT} kios.store.verity.blocks=789\n");
+        disk(
+            Recorder::new(),
+            &[ESP, STORE_TYPE, DATA_TYPE, STORE_VERITY_TYPE],
+        )
+        .with_file(CMDLINE, cmdline.as_bytes())
+        .with_file("/dev/vda4@0", &crate::verity::tests::sb(789, &[0xab]))
+    }
+
+    fn dm_calls(rec: &Recorder) -> Vec<&Call> {
+        rec.calls
+            .iter()
+            .filter(|c| matches!(c, Call::DmCreate { .. } | Call::DmRemove(_)))
+            .collect()
+    }
+
+    #[test]
+    fn a_verified_store_is_mounted_from_its_dm_verity_device_after_its_metadata_reads() {
+        let mut rec = verity_disk()
+            .with_file("/var/lib/kios/store/overlay-images/images.json", b"[]")
+            .with_file("/var/lib/kios/store/overlay-layers/layers.json", b"[]");
+        let s = setup(&mut rec);
+        assert!(s.store);
+        assert_eq!(s.refused, None);
+        assert_eq!(
+            dm_calls(&rec),
+            [&Call::DmCreate {
+                name: "kios-store".into(),
+                sectors: 789 * 8,
+                kind: "verity".into(),
+                params: format!("1 /dev/vda2 /dev/vda4 4096 4096 789 1 sha256 {ROOT} ab"),
+            }]
+        );
+        assert!(mounts(&rec).contains(&("/dev/dm-0".into(), STORE_MOUNT.into())));
+        assert!(!mounts(&rec).iter().any(|(src, _)| src == "/dev/vda2"));
+        assert!(rec
+            .messages()
+            .join("\n")
+            .contains("store verified by dm-verity: root hash 5e1655"));
+    }
+
+    #[test]
+    fn a_store_whose_first_reads_fail_is_unmounted_unmapped_and_refused() {
+        // What the kernel answers for a block that does not match its hash.
+        let mut rec = verity_disk().fail_when(|c| {
+            matches!(c, Call::ReadFile(p) if p.ends_with("images.json")).then_some(Errno(libc::EIO))
+        });
+        let s = setup(&mut rec);
+        assert!(!s.store);
+        assert_eq!(s.refused, Some("the store failed verification"));
+        assert!(matches!(
+            dm_calls(&rec)[..],
+            [Call::DmCreate { .. }, Call::DmRemove(_)]
+        ));
+        assert!(rec.calls.contains(&Call::Umount(STORE_MOUNT.into(), false)));
+        let log = rec.messages().join("\n");
+        assert!(log.contains("store verification failed: reading overlay-images/images.json through dm-verity failed: EIO"), "{log}");
+    }
+
+    #[test]
+    fn without_its_hash_partition_or_with_another_block_count_the_store_is_refused_unmounted() {
+        let cmdline = format!("kios.store.verity={ROOT} kios.store.verity.blocks=789");
+        let mut rec = disk(Recorder::new(), &[ESP, STORE_TYPE, DATA_TYPE])
+            .with_file(CMDLINE, cmdline.as_bytes());
+        let s = setup(&mut rec);
+        assert_eq!((s.store, s.refused.is_some()), (false, true));
+        assert!(rec
+            .messages()
+            .join("\n")
+            .contains("there is no hash partition"));
+        assert!(!mounts(&rec).iter().any(|(_, t)| t == STORE_MOUNT));
+
+        let mut rec = verity_disk().with_file("/dev/vda4@0", &crate::verity::tests::sb(7, &[1]));
+        let s = setup(&mut rec);
+        assert_eq!((s.store, s.refused.is_some()), (false, true));
+        assert!(rec
+            .messages()
+            .join("\n")
+            .contains("covers 7 blocks but the command line says 789"));
+        assert!(dm_calls(&rec).is_empty());
+
+        // Asked for, but the disk has no store at all: refused, not silently skipped.
+        let mut rec =
+            disk(Recorder::new(), &[ESP, DATA_TYPE]).with_file(CMDLINE, cmdline.as_bytes());
+        let s = setup(&mut rec);
+        assert_eq!((s.store, s.refused.is_some()), (false, true));
+    }
+
     #[test]
     fn first_boot_creates_the_layout_and_the_marker() {
         let mut rec = disk(Recorder::new(), &[ESP, DATA_TYPE]);
@@ -434,7 +639,8 @@ mod tests {
             s,
             Storage {
                 data: true,
-                store: false
+                store: false,
+                refused: None
             }
         );
         assert!(rec

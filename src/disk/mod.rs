@@ -4,6 +4,8 @@
 //! 1. `KIOS_ESP`: FAT32 written in-process ([`esp`]) holding the boot files;
 //! 2. `KIOS_STORE` (when the node has images to pre-seed): the read-only EROFS image
 //!    of the containers/storage store (`crate::store`), copied in as it is;
+//!    `KIOS_STORE_VERITY` after it, its dm-verity hash tree, when the store is
+//!    verified (entry 4 of the table, so that the data partition is 3 either way);
 //! 3. `KIOS_DATA`: an empty ext4 made by e2fsprogs' `mkfs.ext4` at the partition's
 //!    offset inside the image file (no loop device, no root), grown at first boot.
 //!
@@ -34,9 +36,12 @@ pub const DATA_TYPE: Guid = Guid::parse(kios_contract::partition::DATA_TYPE);
 
 /// The kiOS pre-seeded image store partition type (kios-init mounts it read-only).
 pub const STORE_TYPE: Guid = Guid::parse(kios_contract::partition::STORE_TYPE);
+/// The store's dm-verity hash tree.
+pub const STORE_VERITY_TYPE: Guid = Guid::parse(kios_contract::partition::STORE_VERITY_TYPE);
 
 pub const ESP_NAME: &str = kios_contract::partition::ESP_NAME;
 pub const STORE_NAME: &str = kios_contract::partition::STORE_NAME;
+pub const STORE_VERITY_NAME: &str = kios_contract::partition::STORE_VERITY_NAME;
 pub const DATA_NAME: &str = kios_contract::partition::DATA_NAME;
 /// The smallest ESP we make: room for the boot files and some to spare.
 const MIN_ESP: u64 = 64 * MIB;
@@ -82,6 +87,8 @@ pub struct DiskSpec<'a> {
     pub mtime: u64,
     /// The store's filesystem image, written as is into `KIOS_STORE`.
     pub store: Option<&'a Path>,
+    /// The store's hash tree, written as is into `KIOS_STORE_VERITY`.
+    pub store_verity: Option<&'a Path>,
     /// The build's private work folder, for the files the tools need (mke2fs'
     /// configuration): nothing is left in `$TMPDIR` when the build is interrupted.
     pub work: &'a Path,
@@ -101,11 +108,15 @@ pub fn layout(spec: &DiskSpec) -> Result<Table, DiskError> {
     };
     // The backup table needs 33 sectors at the end: the last MiB stays unused so that
     // every partition both starts and ends on a MiB boundary.
-    let store_size = match spec.store {
-        Some(p) => std::fs::metadata(p)?.len().div_ceil(MIB) * MIB,
-        None => 0,
+    let mib_size = |p: Option<&Path>| -> io::Result<u64> {
+        Ok(match p {
+            Some(p) => std::fs::metadata(p)?.len().div_ceil(MIB) * MIB,
+            None => 0,
+        })
     };
-    let need = 1 + esp_size / MIB + store_size / MIB + MIN_DATA / MIB + 1;
+    let store_size = mib_size(spec.store)?;
+    let verity_size = mib_size(spec.store.and(spec.store_verity))?;
+    let need = 1 + esp_size / MIB + (store_size + verity_size) / MIB + MIN_DATA / MIB + 1;
     if spec.size < need * MIB {
         return Err(DiskError::TooSmall {
             size: crate::units::ByteSize::new(spec.size).to_string(),
@@ -139,6 +150,22 @@ pub fn layout(spec: &DiskSpec) -> Result<Table, DiskError> {
         });
         data_first = last + 1;
     }
+    // The hash tree lies between the store and the data partition (which must stay
+    // last, to grow), but is the last entry: the data partition keeps its number
+    // (vda3), which the base profiles' resize daemon names, with or without it.
+    let verity = (verity_size > 0).then(|| {
+        let first = data_first;
+        let last = first + verity_size / SECTOR - 1;
+        data_first = last + 1;
+        Partition {
+            type_guid: STORE_VERITY_TYPE,
+            guid: Guid::derive(&spec.seed, "partition:store-verity"),
+            first_lba: first,
+            last_lba: last,
+            attributes: 0,
+            name: STORE_VERITY_NAME.into(),
+        }
+    });
     table.partitions.push(Partition {
         type_guid: DATA_TYPE,
         guid: Guid::derive(&spec.seed, "partition:data"),
@@ -147,6 +174,7 @@ pub fn layout(spec: &DiskSpec) -> Result<Table, DiskError> {
         attributes: 0,
         name: DATA_NAME.into(),
     });
+    table.partitions.extend(verity);
     Ok(table)
 }
 
@@ -174,14 +202,19 @@ pub fn write_disk(spec: &DiskSpec, file: &mut File, path: &Path) -> Result<Table
         mtime: spec.mtime,
     };
     esp::write_fat32(spec.esp, file, esp_part.offset(), esp_part.size(), &opts)?;
-    if let (Some(store), Some(part)) = (
-        spec.store,
-        table.partitions.iter().find(|p| p.type_guid == STORE_TYPE),
-    ) {
-        use std::io::{Seek, SeekFrom};
-        let mut src = File::open(store)?;
-        file.seek(SeekFrom::Start(part.offset()))?;
-        io::copy(&mut src, file)?;
+    for (content, kind) in [
+        (spec.store, STORE_TYPE),
+        (spec.store_verity, STORE_VERITY_TYPE),
+    ] {
+        if let (Some(content), Some(part)) = (
+            content,
+            table.partitions.iter().find(|p| p.type_guid == kind),
+        ) {
+            use std::io::{Seek, SeekFrom};
+            let mut src = File::open(content)?;
+            file.seek(SeekFrom::Start(part.offset()))?;
+            io::copy(&mut src, file)?;
+        }
     }
     file.sync_data()?;
     let data = table

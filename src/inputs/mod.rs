@@ -101,6 +101,11 @@ impl WorkDir {
         self.path.join("store.erofs")
     }
 
+    /// The store's dm-verity hash tree.
+    pub fn store_verity(&self) -> PathBuf {
+        self.path.join("store.verity")
+    }
+
     /// The compressed initramfs.
     pub fn initrd(&self) -> PathBuf {
         self.path.join("initrd.img")

@@ -135,6 +135,7 @@ struct RawProfile {
     system: Option<RawInput>,
     boot: Option<RawBoot>,
     initramfs: Option<RawInitramfs>,
+    store: Option<RawStore>,
     disk: Option<RawDisk>,
     kubernetes: Option<kube::RawKubernetes>,
     kubelet: Option<kube::RawKubelet>,
@@ -188,6 +189,12 @@ struct RawFileInput {
 #[serde(deny_unknown_fields)]
 struct RawInitramfs {
     compression: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    verity: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +306,10 @@ pub struct Profile {
     pub system: Option<Input>,
     pub stub: FileInput,
     pub compression: Compression,
+    /// `store.verity`: a dm-verity hash tree over the store partition, its root hash
+    /// on the kernel command line, checked by kios-init. `None` when the profile does
+    /// not say: then it is on when the UKI is signed.
+    pub store_verity: Option<Sourced<bool>>,
     pub disk_size: Sourced<ByteSize>,
     pub format: Format,
     /// Kubernetes version, kubelet, daemons, static pods and extra /etc files.
@@ -571,6 +582,7 @@ struct Merged {
     system: Option<Input>,
     stub: Option<FileInput>,
     compression: Option<Compression>,
+    store_verity: Option<Sourced<bool>>,
     size: Option<Sourced<ByteSize>>,
     format: Option<Format>,
     registries: Registries,
@@ -603,6 +615,9 @@ impl Merged {
         }
         if let Some(c) = raw.initramfs.as_ref().and_then(|i| i.compression.as_ref()) {
             self.compression = Some(parse_compression(layer, c)?);
+        }
+        if let Some(v) = raw.store.as_ref().and_then(|s| s.verity.as_ref()) {
+            self.store_verity = Some(layer.sourced(v));
         }
         if let Some(d) = &raw.disk {
             if let Some(s) = &d.size {
@@ -694,6 +709,7 @@ impl Merged {
             stub,
             // zstd by default: smaller, faster to write and to boot (docs/design.md).
             compression: self.compression.unwrap_or(Compression::Zstd),
+            store_verity: self.store_verity,
             disk_size,
             format: self.format.unwrap_or(Format::Raw),
             node,

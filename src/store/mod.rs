@@ -5,6 +5,7 @@
 
 pub mod cstorage;
 pub mod erofs;
+pub mod verity;
 
 use std::fs::{self, File};
 use std::io;

@@ -118,6 +118,9 @@ pub struct Supervisor {
     crio: Svc,
     kubelet: Svc,
     crio_args: Vec<String>,
+    /// Why CRI-O and the kubelet must not start (a store that failed verification);
+    /// PID 1 and its socket stay up.
+    held: Option<&'static str>,
     /// The running CRI-O has created its socket (or CRI-O is not installed, or the
     /// wait for the socket timed out): the kubelet may start.
     socket_ready: bool,
@@ -137,10 +140,17 @@ impl Supervisor {
             crio: svc(CRIO),
             kubelet: svc(KUBELET),
             crio_args,
+            held: None,
             socket_ready: false,
             socket_deadline: None,
             phase: Phase::Up,
         }
+    }
+
+    /// CRI-O and the kubelet are never started, for `reason`: the node stays up,
+    /// answers on its socket and can be shut down, but runs no containers.
+    pub fn hold(&mut self, reason: &'static str) {
+        self.held = Some(reason);
     }
 
     fn svc(&mut self, s: Service) -> &mut Svc {
@@ -269,6 +279,11 @@ impl Supervisor {
 
     fn start_service(&mut self, sys: &mut dyn System, s: Service) {
         if self.phase != Phase::Up {
+            return;
+        }
+        if let Some(reason) = self.held {
+            self.svc(s).run = Run::Disabled;
+            warn(sys, &format!("{s} is not started: {reason}"));
             return;
         }
         if s == Service::Kubelet && !self.socket_ready {

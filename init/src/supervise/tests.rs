@@ -452,3 +452,24 @@ fn a_restarted_crio_that_never_makes_its_socket_holds_the_kubelet_at_most_the_bo
     );
     assert!(waited, "{:?}", rec.calls);
 }
+
+#[test]
+fn held_for_a_refused_store_neither_service_starts_even_when_asked_but_the_socket_listens() {
+    let mut rec = installed().with_script(vec![
+        socket(),
+        Step::Timeout,
+        Step::Timeout,
+        Step::Events(vec![Event::Command(kios_contract::socket::RESTART_CRIO)]),
+    ]);
+    let mut sup = Supervisor::new(vec![]);
+    sup.hold("the store failed verification");
+    sup.start(&mut rec);
+    for _ in 0..4 {
+        sup.step(&mut rec);
+    }
+    assert!(programs(&rec).is_empty(), "{:?}", programs(&rec));
+    assert!(rec.calls.contains(&Call::StartEvents(SOCKET.into())));
+    assert!(rec
+        .messages()
+        .contains(&"crio is not started: the store failed verification"));
+}

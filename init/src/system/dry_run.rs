@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::linux;
 use super::{
-    BootTime, Errno, Event, InitialRoot, LogLine, ModuleError, Mount, MoveStats, PowerAction,
-    Spawn, System, WatchKind,
+    BootTime, DmTarget, Errno, Event, InitialRoot, LogLine, ModuleError, Mount, MoveStats,
+    PowerAction, Spawn, System, WatchKind,
 };
 
 /// Shows what the boot would do on this host, without doing it: every action prints
@@ -35,6 +35,19 @@ impl System for DryRun {
 
     fn umount(&mut self, target: &str, lazy: bool) -> Result<(), Errno> {
         self.show(format_args!("umount {target} (lazy: {lazy})"));
+        Ok(())
+    }
+
+    fn dm_create(&mut self, name: &str, t: &DmTarget<'_>) -> Result<String, Errno> {
+        self.show(format_args!(
+            "dmsetup create {name} --readonly --table '0 {} {} {}'",
+            t.sectors, t.kind, t.params
+        ));
+        Ok(format!("/dev/mapper/{name}"))
+    }
+
+    fn dm_remove(&mut self, name: &str) -> Result<(), Errno> {
+        self.show(format_args!("dmsetup remove {name}"));
         Ok(())
     }
 

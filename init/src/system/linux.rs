@@ -15,7 +15,8 @@ use std::time::Duration;
 use crate::events::Sources;
 use crate::log::{BootTime, LogLine};
 use crate::system::{
-    Errno, Event, InitialRoot, ModuleError, Mount, MoveStats, PowerAction, Spawn, System, WatchKind,
+    DmTarget, Errno, Event, InitialRoot, ModuleError, Mount, MoveStats, PowerAction, Spawn, System,
+    WatchKind,
 };
 
 /// The variable set for the re-executed init after the switch root.
@@ -369,6 +370,14 @@ impl System for Linux {
         let flags = if lazy { libc::MNT_DETACH } else { 0 };
         // SAFETY: a NUL-terminated path.
         rc(unsafe { libc::umount2(t.as_ptr(), flags) })
+    }
+
+    fn dm_create(&mut self, name: &str, target: &DmTarget<'_>) -> Result<String, Errno> {
+        super::dm::create(name, target)
+    }
+
+    fn dm_remove(&mut self, name: &str) -> Result<(), Errno> {
+        super::dm::remove(name)
     }
 
     fn exists(&mut self, path: &str) -> bool {

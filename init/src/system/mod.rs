@@ -21,6 +21,7 @@ use std::time::Duration;
 
 pub use crate::log::{BootTime, Level, LogLine};
 
+pub mod dm;
 pub mod dry_run;
 pub mod linux;
 #[cfg(test)]
@@ -275,6 +276,15 @@ pub struct MoveStats {
     pub failed: u64,
 }
 
+/// One device-mapper target line: `0 <sectors> <kind> <params>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DmTarget<'a> {
+    pub sectors: u64,
+    /// `verity`.
+    pub kind: &'a str,
+    pub params: &'a str,
+}
+
 /// Everything kios-init asks of the kernel. One method per operation, arguments as
 /// the boot sequence means them; implementations do no logging of their own except
 /// [`System::write_log`].
@@ -283,6 +293,12 @@ pub trait System {
     fn mount(&mut self, mount: &Mount<'_>) -> Result<(), Errno>;
     /// `umount2(2)`, with `MNT_DETACH` when `lazy`.
     fn umount(&mut self, target: &str, lazy: bool) -> Result<(), Errno>;
+    /// Creates the device-mapper device `name` with one read-only target
+    /// (`target.kind` and its parameters, over `target.sectors` 512-byte sectors) and
+    /// makes it live; returns its device node, `/dev/dm-N`.
+    fn dm_create(&mut self, name: &str, target: &DmTarget<'_>) -> Result<String, Errno>;
+    /// Removes the device-mapper device `name`.
+    fn dm_remove(&mut self, name: &str) -> Result<(), Errno>;
     /// Creates `path` and its missing parents with `mode`; an existing directory is
     /// not an error.
     fn mkdir_all(&mut self, path: &str, mode: u32) -> Result<(), Errno>;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::log::{BootTime, LogLine};
 use crate::system::{
-    ChildExit, Errno, Event, ExitStatus, InitialRoot, ModuleError, Mount, MountFlags, MoveStats,
-    PowerAction, Spawn, System, WatchKind,
+    ChildExit, DmTarget, Errno, Event, ExitStatus, InitialRoot, ModuleError, Mount, MountFlags,
+    MoveStats, PowerAction, Spawn, System, WatchKind,
 };
 
 /// One answer of `next_events`, in script order.
@@ -40,6 +40,13 @@ pub enum Call {
         data: Option<String>,
     },
     MkdirAll(String, u32),
+    DmCreate {
+        name: String,
+        sectors: u64,
+        kind: String,
+        params: String,
+    },
+    DmRemove(String),
     Symlink {
         target: String,
         link: String,
@@ -198,6 +205,21 @@ impl System for Recorder {
 
     fn mkdir_all(&mut self, path: &str, mode: u32) -> Result<(), Errno> {
         self.record(Call::MkdirAll(path.to_owned(), mode))
+    }
+
+    /// The device is `/dev/dm-0`.
+    fn dm_create(&mut self, name: &str, t: &DmTarget<'_>) -> Result<String, Errno> {
+        self.record(Call::DmCreate {
+            name: name.to_owned(),
+            sectors: t.sectors,
+            kind: t.kind.to_owned(),
+            params: t.params.to_owned(),
+        })?;
+        Ok("/dev/dm-0".into())
+    }
+
+    fn dm_remove(&mut self, name: &str) -> Result<(), Errno> {
+        self.record(Call::DmRemove(name.to_owned()))
     }
 
     fn symlink(&mut self, target: &str, link: &str) -> Result<(), Errno> {
