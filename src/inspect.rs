@@ -158,6 +158,8 @@ pub struct BootInfo {
     pub cmdline: String,
     pub os_release: BTreeMap<String, String>,
     pub sections: Vec<SectionInfo>,
+    /// What systemd's stub will extend into PCR 11 for this UKI (`boot::measure`).
+    pub pcr11: Option<boot::measure::Pcr11>,
 }
 
 #[derive(Debug, Serialize)]
@@ -324,7 +326,14 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     let mut uki = esp.open_file(&uki_path).map_err(esp_err)?;
     // read_uki checks that every section lies inside the file.
     let info = boot::read_uki(&mut uki).map_err(uki_err)?;
-    out.boot = Some(boot_info(&info, &uki_path));
+    let mut boot = boot_info(&info, &uki_path);
+    boot.pcr11 = Some(boot::measure::pcr11(&mut uki, &info).map_err(|source| {
+        uki_err(boot::BootError::Io {
+            action: "reading the UKI's sections to predict PCR 11".into(),
+            source,
+        })
+    })?);
+    out.boot = Some(boot);
     let Some(initrd) = info.sections.iter().find(|s| s.name == ".initrd") else {
         return Ok(out);
     };
@@ -408,6 +417,7 @@ fn boot_info(info: &boot::UkiInfo, uki_path: &str) -> BootInfo {
                 size: s.file_size.min(s.virtual_size.max(s.file_size)),
             })
             .collect(),
+        pcr11: None,
     }
 }
 
@@ -602,6 +612,13 @@ pub fn render_text(i: &Inspection) -> String {
             shown(&b.arch)
         ));
         s.push_str(&format!("cmdline    {}\n", shown(&b.cmdline)));
+        if let Some(p) = &b.pcr11 {
+            let value = p
+                .sha256
+                .as_deref()
+                .unwrap_or("(not predicted for this stub)");
+            s.push_str(&format!("pcr11      {value} ({})\n", shown(&p.stub)));
+        }
         if let Some(n) = b.os_release.get("PRETTY_NAME") {
             s.push_str(&format!("os         {}\n", shown(n)));
         }
@@ -833,6 +850,11 @@ mod tests {
                 cmdline: n(),
                 os_release: BTreeMap::from([("PRETTY_NAME".to_string(), n())]),
                 sections: vec![SectionInfo { name: n(), size: 1 }],
+                pcr11: Some(boot::measure::Pcr11 {
+                    stub: n(),
+                    sha256: None,
+                    events: vec![],
+                }),
             }),
             initramfs: Some(InitramfsInfo {
                 compression: "gzip",

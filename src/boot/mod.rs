@@ -36,6 +36,7 @@
 //! sections; choosing the command line (the profile does); writing the ESP (`disk`).
 
 mod bzimage;
+pub mod measure;
 mod pe;
 #[cfg(test)]
 mod synth;

@@ -36,6 +36,10 @@ fn main() {
                 let _ = send(kios_contract::socket::RESTART_KUBELET);
             }
         }
+        "pcr" => {
+            report_pcr11();
+            shutdown("kubelet");
+        }
         "drain" => drain(),
         "restart-crio" => restart_crio(),
         "container" => {
@@ -142,6 +146,18 @@ fn store_rootfs() -> bool {
             say(&format!("STANDIN kubelet cannot use the store: {e}"));
             false
         }
+    }
+}
+
+/// Says the TPM's PCR 11 (sha256 bank), as the kernel shows it.
+fn report_pcr11() {
+    const PCR11: &str = "/sys/class/tpm/tpm0/pcr-sha256/11";
+    match std::fs::read_to_string(PCR11) {
+        Ok(v) => say(&format!(
+            "STANDIN kubelet pcr11: {}",
+            v.trim().to_lowercase()
+        )),
+        Err(e) => say(&format!("STANDIN kubelet cannot read {PCR11}: {e}")),
     }
 }
 
