@@ -35,6 +35,7 @@ pub mod plan;
 pub mod pods;
 pub mod profile;
 pub mod progress;
+pub mod run;
 pub(crate) mod seed;
 pub mod store;
 #[allow(unsafe_code)]

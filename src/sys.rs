@@ -137,3 +137,21 @@ pub fn mkfifo(path: &std::path::Path, mode: u32) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Makes the program `cmd` starts get SIGKILL when the thread that starts it (this
+/// process's, for a command run from `main`) dies: a QEMU that `kios-build run`
+/// started must not outlive it, however it was killed.
+pub fn kill_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec; it calls only
+    // prctl(2), which is async-signal-safe, and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+}

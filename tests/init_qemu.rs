@@ -11,7 +11,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -665,8 +665,8 @@ fn a_store_changed_after_the_build_is_refused_crio_is_not_started_and_init_stays
     assert!(vm.log().contains("kios-init: reboot now"), "{}", vm.log());
 }
 
-/// A QEMU run of an image (writable, so the data partition can be read after) with
-/// its human monitor on a unix socket, for acting on the VM from outside.
+/// A `kios-build run` of an image (writable, so the data partition can be read after)
+/// with QEMU's human monitor on a unix socket, for acting on the VM from outside.
 struct Vm {
     child: Child,
     log: PathBuf,
@@ -676,19 +676,20 @@ struct Vm {
 
 impl Vm {
     fn start(img: &Path) -> Vm {
-        require_tool("qemu-system-x86_64", "qemu-system-x86");
         let dir = tempfile::tempdir().unwrap();
-        let vars = dir.path().join("vars.fd");
-        fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
         let log = dir.path().join("serial.log");
         let monitor = dir.path().join("monitor.sock");
-        let child = Command::new("qemu-system-x86_64")
-            .args(qemu_x86_args(img, &vars, &log, true, Some(&monitor)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("qemu starts");
+        let args: Vec<String> = [
+            "--writable",
+            "--timeout",
+            "3600",
+            "--",
+            "-monitor",
+            &format!("unix:{},server=on,wait=off", monitor.display()),
+        ]
+        .map(str::to_string)
+        .to_vec();
+        let child = spawn_run(img, &log, &args);
         Vm {
             child,
             log,

@@ -100,28 +100,25 @@ fn the_predicted_pcr11_is_what_the_stub_measures_into_a_software_tpm() {
 
     let tpm_dir = tempfile::tempdir().unwrap();
     let _tpm = swtpm(tpm_dir.path());
-    let vars = dir.path().join("vars.fd");
-    fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
-    let log = dir.path().join("serial.log");
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(qemu_x86_args(&img, &vars, &log, true, None))
-        .arg("-chardev")
-        .arg(format!(
-            "socket,id=chrtpm,path={}",
-            tpm_dir.path().join("swtpm.sock").display()
-        ))
-        .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
-        .args(["-device", "tpm-tis,tpmdev=tpm0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let (seen, log, _) = wait_for_console(
-        cmd,
-        &log,
+    let sock = tpm_dir.path().join("swtpm.sock");
+    let args: Vec<String> = [
         // Said after the PCR line, so that line is whole.
+        "--until",
         "STANDIN kubelet got broadcast",
-        Duration::from_secs(300),
-    );
+        "--timeout",
+        "300",
+        "--",
+        "-chardev",
+        &format!("socket,id=chrtpm,path={}", sock.display()),
+        "-tpmdev",
+        "emulator,id=tpm0,chardev=chrtpm",
+        "-device",
+        "tpm-tis,tpmdev=tpm0",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let (code, log, _) = run_image(&img, &args);
+    let seen = code == Some(0);
     assert!(seen, "the double never read PCR 11; the log:\n{log}");
     let line = log
         .lines()

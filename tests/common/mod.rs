@@ -10,7 +10,7 @@ pub mod layout;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
@@ -175,80 +175,58 @@ pub fn sha256_file(p: &Path) -> String {
     hex::encode(h.finalize())
 }
 
-/// Boots `img` in QEMU (TCG, q35, OVMF, virtio disk) until `until` appears on the
-/// serial console or `timeout` passes. Returns whether it appeared, and the log.
-/// `writable` boots the image itself rather than a snapshot.
-pub fn boot(img: &Path, until: &str, timeout: Duration, writable: bool) -> (bool, String) {
+/// `kios-build run IMG` with the console going to `log` (a file the test can read
+/// while the guest runs), the network off, `args` after the image (`--until`,
+/// `--writable`, `-- QEMU_ARGS`...). Every QEMU boot of the tests goes through the
+/// product's own `run`: one way to boot an image. The child is `kios-build`; QEMU
+/// dies with it (PR_SET_PDEATHSIG).
+pub fn spawn_run(img: &Path, log: &Path, args: &[String]) -> Child {
     require_tool("qemu-system-x86_64", "qemu-system-x86");
-    let code = Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd");
-    assert!(
-        code.is_file(),
-        "OVMF firmware missing: apt-get install ovmf"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let vars = dir.path().join("vars.fd");
-    fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
-    let log = dir.path().join("serial.log");
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(qemu_x86_args(img, &vars, &log, writable, None))
+    let out = fs::File::create(log).unwrap();
+    kios_build()
+        .arg("run")
+        .arg(img)
+        .args(["--network", "none"])
+        .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let (seen, log, _) = wait_for_console(cmd, &log, until, timeout);
-    (seen, log)
+        .stdout(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kios-build run starts")
 }
 
-/// The QEMU arguments of [`boot`]: q35 under TCG (KVM is unusable here), one CPU,
-/// OVMF in the two pflash banks (`vars` a writable copy of the variables), `img` as a
-/// virtio disk (a snapshot unless `writable`), the serial console to `log`, and the
-/// human monitor on the unix socket `monitor` (a server QEMU listens on) or none.
-pub fn qemu_x86_args(
-    img: &Path,
-    vars: &Path,
-    log: &Path,
-    writable: bool,
-    monitor: Option<&Path>,
-) -> Vec<String> {
-    let fmt = if img.extension().map(|e| e == "qcow2").unwrap_or(false) {
-        "qcow2"
-    } else {
-        "raw"
-    };
-    let monitor = match monitor {
-        Some(m) => format!("unix:{},server=on,wait=off", m.display()),
-        None => "none".into(),
-    };
-    [
-        "-machine",
-        "q35",
-        "-m",
-        "1024",
-        "-smp",
-        "1",
-        "-nographic",
-        "-no-reboot",
-        "-display",
-        "none",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([
-        "-monitor".into(),
-        monitor,
-        "-drive".into(),
-        "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd".into(),
-        "-drive".into(),
-        format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
-        "-drive".into(),
-        format!(
-            "if=virtio,format={fmt},file={}{}",
-            img.display(),
-            if writable { "" } else { ",snapshot=on" }
-        ),
-        "-serial".into(),
-        format!("file:{}", log.display()),
-    ])
-    .collect()
+/// Runs `kios-build run IMG ARGS` to its end (it stops at `--until`, at QEMU's exit
+/// or at `--timeout`); returns its exit code, the console and what it said on stderr.
+pub fn run_image(img: &Path, args: &[String]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("console.log");
+    let child = spawn_run(img, &log, args);
+    let out = child.wait_with_output().unwrap();
+    let console = fs::read(&log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    (
+        out.status.code(),
+        console,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Boots `img` until `until` appears on the serial console or `timeout` passes.
+/// Returns whether it appeared, and the console. `writable` boots the image itself
+/// rather than a snapshot.
+pub fn boot(img: &Path, until: &str, timeout: Duration, writable: bool) -> (bool, String) {
+    let mut args = vec![
+        "--until".to_string(),
+        regex::escape(until),
+        "--timeout".to_string(),
+        timeout.as_secs().to_string(),
+    ];
+    if writable {
+        args.push("--writable".into());
+    }
+    let (code, console, _) = run_image(img, &args);
+    (code == Some(0), console)
 }
 
 /// Writes an OCI image layout at `layout` with one image tagged `tag` for linux/amd64,
@@ -265,12 +243,16 @@ pub fn oci_layout(layout: &Path, tag: &str, layers: &[&Path]) -> String {
 }
 
 /// Boots `img` itself (writable) in QEMU until the guest powers off or `timeout`
-/// passes. Returns whether QEMU exited by itself, and the serial log.
+/// passes. Returns whether QEMU exited by itself (power-off, reboot or failure: the
+/// caller reads the console), and the console.
 pub fn boot_to_poweroff(img: &Path, timeout: Duration) -> (bool, String) {
-    let start = Instant::now();
-    // A string that never appears: boot() then returns when QEMU exits or at timeout.
-    let (_, log) = boot(img, "\u{1}never\u{1}", timeout, true);
-    (start.elapsed() < timeout, log)
+    let args = [
+        "--writable".to_string(),
+        "--timeout".to_string(),
+        timeout.as_secs().to_string(),
+    ];
+    let (_, console, stderr) = run_image(img, &args);
+    (!stderr.contains("no power-off within"), console)
 }
 
 /// `(first byte, size in bytes)` of the GPT partition named `name` in `img`, from
@@ -333,11 +315,6 @@ pub fn profile_text_arm64(extra: &str) -> String {
     )
 }
 
-/// AAVMF, the arm64 UEFI firmware of qemu-efi-aarch64: code and the variable store
-/// template, both padded to the 64 MiB of `virt`'s pflash banks by the package.
-pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
-pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
-
 /// What a QEMU boot showed.
 pub struct Boot {
     /// Whether the awaited text appeared on the serial console.
@@ -347,104 +324,17 @@ pub struct Boot {
     pub elapsed: Duration,
 }
 
-/// Boots `img` in `qemu-system-aarch64 -machine virt` (TCG, AAVMF, the disk as
-/// virtio, a snapshot) until `until` appears on the PL011 serial console or `timeout`
-/// passes.
+/// Boots the arm64 `img` (`kios-build run` picks `qemu-system-aarch64 -machine
+/// virt` and AAVMF from the image's UKI) until `until` appears or `timeout` passes.
 pub fn boot_arm64(img: &Path, until: &str, timeout: Duration) -> Boot {
     require_tool("qemu-system-aarch64", "qemu-system-arm");
-    for fd in [AAVMF_CODE, AAVMF_VARS] {
-        assert!(
-            Path::new(fd).is_file(),
-            "the arm64 UEFI firmware {fd} is missing: apt-get install qemu-efi-aarch64 (scripts/install-deps does)"
-        );
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let vars = dir.path().join("vars.fd");
-    fs::copy(AAVMF_VARS, &vars).unwrap();
-    let log = dir.path().join("serial.log");
-    let mut cmd = Command::new("qemu-system-aarch64");
-    cmd.args(qemu_arm64_args(img, &vars, &log))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let (seen, log, elapsed) = wait_for_console(cmd, &log, until, timeout);
-    Boot { seen, log, elapsed }
-}
-
-/// The QEMU arguments of [`boot_arm64`]: `virt` with a Cortex-A57 under TCG (KVM is
-/// unusable here and would need an arm64 host anyway), AAVMF in the two pflash banks,
-/// the image as a virtio-blk-pci disk.
-pub fn qemu_arm64_args(img: &Path, vars: &Path, log: &Path) -> Vec<String> {
-    let fmt = if img.extension().map(|e| e == "qcow2").unwrap_or(false) {
-        "qcow2"
-    } else {
-        "raw"
-    };
-    [
-        "-machine",
-        "virt",
-        "-cpu",
-        "cortex-a57",
-        "-m",
-        "1024",
-        "-smp",
-        "1",
-        "-nographic",
-        "-no-reboot",
-        "-monitor",
-        "none",
-        "-display",
-        "none",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([
-        "-drive".into(),
-        format!("if=pflash,format=raw,unit=0,readonly=on,file={AAVMF_CODE}"),
-        "-drive".into(),
-        format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
-        "-drive".into(),
-        format!("if=virtio,format={fmt},file={},snapshot=on", img.display()),
-        "-serial".into(),
-        format!("file:{}", log.display()),
-    ])
-    .collect()
-}
-
-/// Starts `cmd` (a QEMU writing its serial console to `log`) and waits until `until`
-/// appears in `log`, QEMU exits or `timeout` passes; then stops QEMU. Returns whether
-/// the text appeared, the log and the time waited.
-pub fn wait_for_console(
-    mut cmd: Command,
-    log: &Path,
-    until: &str,
-    timeout: Duration,
-) -> (bool, String, Duration) {
-    let mut child = cmd.spawn().expect("qemu starts");
     let start = Instant::now();
-    let read = || {
-        fs::read(log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
-    let mut seen = false;
-    loop {
-        if read().contains(until) {
-            seen = true;
-            break;
-        }
-        if start.elapsed() > timeout {
-            break;
-        }
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
+    let (seen, log) = boot(img, until, timeout, false);
+    Boot {
+        seen,
+        log,
+        elapsed: start.elapsed(),
     }
-    let elapsed = start.elapsed();
-    let _ = child.kill();
-    let _ = child.wait();
-    (seen, read(), elapsed)
 }
 
 /// Writes an OCI image layout at `layout` whose `index.json` lists one image per

@@ -188,6 +188,12 @@ impl Supervisor {
                 warn(sys, &format!("cannot watch {dir}: {e}"));
             }
         }
+        if self.held.is_some() {
+            // Neither starts; both say why now, not when the socket wait ends.
+            self.start_service(sys, Service::Crio);
+            self.start_service(sys, Service::Kubelet);
+            return;
+        }
         let now = sys.boot_time();
         self.socket_deadline = Some(now.plus(SOCKET_WAIT));
         self.start_service(sys, Service::Crio);

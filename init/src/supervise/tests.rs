@@ -472,4 +472,7 @@ fn held_for_a_refused_store_neither_service_starts_even_when_asked_but_the_socke
     assert!(rec
         .messages()
         .contains(&"crio is not started: the store failed verification"));
+    assert!(rec
+        .messages()
+        .contains(&"kubelet is not started: the store failed verification"));
 }

@@ -45,6 +45,9 @@ enum Command {
     /// Read a built image back: partitions, boot files, command line, kernel
     /// version, and the initramfs' /etc.
     Inspect(commands::inspect::InspectArgs),
+    /// Boot an image in QEMU (UEFI firmware, KVM when usable), its console on stdout.
+    /// Exit 0: --until matched, or the guest powered off; 1: timeout, panic, QEMU exit.
+    Run(commands::run::RunArgs),
     /// Check a system tree against what kiOS needs (docs/system.md). Exit 0: nothing
     /// wrong; 1: errors found.
     System {
@@ -135,5 +138,6 @@ fn run() -> Result<ExitCode, CliError> {
         Command::Kernel { command } => commands::kernel::run(command),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::System { command } => commands::system::run(command),
+        Command::Run(args) => commands::run::run(args),
     }
 }

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod inspect;
 pub mod kernel;
 pub mod pull;
+pub mod run;
 pub mod system;
 pub mod validate;
 
