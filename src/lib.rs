@@ -44,6 +44,7 @@ pub mod system;
 pub mod tree;
 pub(crate) mod units;
 pub mod untrusted;
+pub mod verify;
 pub(crate) mod work;
 
 /// `error` and the causes below it, each after `separator` (a cause whose text its

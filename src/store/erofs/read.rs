@@ -17,6 +17,7 @@ const LAYOUT_FLAT_INLINE: u8 = 2;
 const S_IFMT: u16 = 0o170000;
 const S_IFDIR: u16 = 0o040000;
 const S_IFREG: u16 = 0o100000;
+const S_IFLNK: u16 = 0o120000;
 /// Directories larger than this are refused (a store's largest holds one entry per
 /// layer and image: thousands, not millions).
 const MAX_DIR: u64 = 64 << 20;
@@ -34,12 +35,32 @@ pub struct ErofsReader<R> {
     block_size: u64,
     meta: u64,
     root: u64,
+    /// The superblock's build time: the mtime of compact inodes.
+    build_time: u64,
+}
+
+/// One file, folder or link of the filesystem, as [`ErofsReader::walk`] gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErofsEntry {
+    /// Relative, `/`-separated; the root is `""`.
+    pub path: String,
+    /// The full `st_mode`, type bits included.
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: u64,
+    pub size: u64,
+    /// sha256 of a regular file's data or a symlink's target.
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// What the reader needs of an inode.
 #[derive(Clone, Debug)]
 struct Inode {
     mode: u16,
+    uid: u32,
+    gid: u32,
+    mtime: u64,
     size: u64,
     layout: u8,
     blkaddr: u64,
@@ -84,6 +105,7 @@ impl<R: Read + Seek> ErofsReader<R> {
             block_size,
             meta,
             root,
+            build_time: u64_at(&sb, 24),
         })
     }
 
@@ -118,14 +140,25 @@ impl<R: Read + Seek> ErofsReader<R> {
         let layout = ((format >> 1) & 0x7) as u8;
         let xattr_count = u64::from(u16_at(&head, 2));
         let mode = u16_at(&head, 4);
-        let (size, blkaddr, inode_size) = if extended {
+        // (size, blkaddr, inode size, uid, gid, mtime)
+        let (size, blkaddr, inode_size, uid, gid, mtime) = if extended {
             let full = self.read_at(at, 64)?;
-            (u64_at(&full, 8), u64::from(u32_at(&full, 16)), 64)
+            (
+                u64_at(&full, 8),
+                u64::from(u32_at(&full, 16)),
+                64,
+                u32_at(&full, 24),
+                u32_at(&full, 28),
+                u64_at(&full, 32),
+            )
         } else {
             (
                 u64::from(u32_at(&head, 8)),
                 u64::from(u32_at(&head, 16)),
                 32,
+                u32::from(u16_at(&head, 24)),
+                u32::from(u16_at(&head, 26)),
+                self.build_time,
             )
         };
         let xattrs = if xattr_count == 0 {
@@ -135,6 +168,9 @@ impl<R: Read + Seek> ErofsReader<R> {
         };
         Ok(Inode {
             mode,
+            uid,
+            gid,
+            mtime,
             size,
             layout,
             blkaddr,
@@ -198,6 +234,80 @@ impl<R: Read + Seek> ErofsReader<R> {
                     }
                 }
                 out.push((name.to_vec(), nid));
+            }
+        }
+        Ok(out)
+    }
+
+    /// sha256 of the inode's data, read a block at a time.
+    fn digest(&mut self, ino: &Inode) -> io::Result<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let start = ino.blkaddr * self.block_size;
+        let in_blocks = match ino.layout {
+            LAYOUT_FLAT_PLAIN => ino.size,
+            LAYOUT_FLAT_INLINE => ino.size - ino.size % self.block_size,
+            other => {
+                return Err(bad(format!(
+                    "data layout {other} (compressed or chunked) is not supported"
+                )))
+            }
+        };
+        let mut done = 0;
+        while done < in_blocks {
+            let n = (in_blocks - done).min(1 << 20);
+            h.update(self.read_at(start + done, n)?);
+            done += n;
+        }
+        if ino.layout == LAYOUT_FLAT_INLINE {
+            h.update(self.read_at(ino.inline_at, ino.size - in_blocks)?);
+        }
+        Ok(h.finalize().into())
+    }
+
+    /// Every entry below the root (the root first), depth first in directory order,
+    /// with its metadata and, for files and symlinks, a digest of its data. At most
+    /// `max_entries`, and a directory reached twice (a loop in a hostile image) is an
+    /// error.
+    pub fn walk(&mut self, max_entries: usize) -> io::Result<Vec<ErofsEntry>> {
+        let mut out = Vec::new();
+        let mut seen_dirs = std::collections::HashSet::new();
+        let mut stack = vec![(String::new(), self.root)];
+        while let Some((path, nid)) = stack.pop() {
+            if out.len() >= max_entries {
+                return Err(bad(format!("more than {max_entries} entries")));
+            }
+            let ino = self.inode(nid)?;
+            let kind = ino.mode & S_IFMT;
+            let sha256 = match kind {
+                S_IFREG | S_IFLNK => Some(self.digest(&ino)?),
+                _ => None,
+            };
+            out.push(ErofsEntry {
+                path: path.clone(),
+                mode: ino.mode,
+                uid: ino.uid,
+                gid: ino.gid,
+                mtime: ino.mtime,
+                size: ino.size,
+                sha256,
+            });
+            if kind == S_IFDIR {
+                if !seen_dirs.insert(nid) {
+                    return Err(bad(format!("directory {path:?} is reached twice")));
+                }
+                let mut children: Vec<(String, u64)> = self
+                    .entries(&ino)?
+                    .into_iter()
+                    .filter(|(n, _)| n != b"." && n != b"..")
+                    .map(|(n, c)| {
+                        let name = String::from_utf8_lossy(&n).into_owned();
+                        let p = if path.is_empty() { name } else { format!("{path}/{name}") };
+                        (p, c)
+                    })
+                    .collect();
+                children.reverse();
+                stack.extend(children);
             }
         }
         Ok(out)
@@ -284,6 +394,16 @@ mod tests {
             assert_eq!(got, format!("{i}").as_bytes());
         }
         assert!(r.read_file("many/nope", 100).unwrap().is_none());
+        // The walk: every entry once, with its metadata and data digest.
+        let all = r.walk(10_000).unwrap();
+        // root, etc, etc/hostname, big, exact, many, many/*
+        assert_eq!(all.len(), 6 + 400);
+        let big = all.iter().find(|e| e.path == "big").unwrap();
+        use sha2::Digest;
+        let want: [u8; 32] = sha2::Sha256::digest(vec![0x5a; 3 * 4096 + 100]).into();
+        assert_eq!(big.sha256, Some(want));
+        assert_eq!((big.mode & 0o7777, big.uid, big.gid, big.size), (0o644, 0, 0, 3 * 4096 + 100));
+        assert!(r.walk(10).unwrap_err().to_string().contains("more than 10 entries"));
         assert!(r.read_file("etc", 100).unwrap().is_none(), "a directory");
         assert!(r.read_file("etc/hostname/x", 100).unwrap().is_none());
         // Limits hold.
