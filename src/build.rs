@@ -16,6 +16,7 @@
 //! | disk | `disk::write_disk` | the raw GPT disk, in a partial file beside the output |
 //! | format | `format::convert` | the provider's format, in a second partial file |
 //! | persist | `output::{check, Partial::persist}` | the image at `-o` |
+//! | report | `report::{hash_disk, gather}`, `report::sbom` | the [`Report`]; `--report`, `--sbom` files |
 //!
 //! [`prepare`] runs the stages up to pods (`validate` stops there); [`build`] runs them
 //! all. Errors are split in two ([`BuildError::is_input_error`]): what the user must
@@ -25,7 +26,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::boot::{self, UkiParts};
 use crate::disk::{self, DiskSpec};
@@ -83,6 +83,8 @@ pub enum BuildError {
     Tree(#[from] crate::tree::TreeError),
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
+    #[error("cannot make the build report")]
+    Report(#[from] crate::report::ReportError),
     #[error("{what}: {path}")]
     Io {
         what: &'static str,
@@ -177,6 +179,9 @@ pub struct Options {
     pub pull: crate::plan::PullOptions,
     /// The system tree's check findings are errors (exit 2), not warnings.
     pub strict: bool,
+    /// Where to write the build report (`--report`), and the SPDX SBOM (`--sbom`).
+    pub report: Option<PathBuf>,
+    pub sbom: Option<PathBuf>,
 }
 
 /// Everything the profile names, found and checked: what [`prepare`] gives.
@@ -194,15 +199,25 @@ pub struct Prepared {
     pub pods: crate::pods::Generated,
     /// The images the static pods run, to pre-seed into the store partition.
     pub store_images: Vec<crate::store::cstorage::StoreImage>,
+    /// The pre-seeded images as the profile names them (for the report).
+    pub(crate) seed: crate::seed::Seed,
+    /// `kios.lock`, when the profile names a registry image.
+    pub lock: Option<PathBuf>,
+    /// The registry images this run fetched (the others were in the cache).
+    pub fetched: Vec<crate::oci::reference::ImageRef>,
 }
 
 /// Loads the profile and resolves and checks every input it names.
 pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildError> {
-    prepare_loaded(profile::load(profile_path)?, opts)
+    prepare_loaded(profile::load(profile_path)?, opts, &mut Stopwatch::start())
 }
 
 /// [`prepare`] for a profile already loaded: the stages plan to pods.
-fn prepare_loaded(profile: Profile, opts: &Options) -> Result<Prepared, BuildError> {
+fn prepare_loaded(
+    profile: Profile,
+    opts: &Options,
+    watch: &mut Stopwatch,
+) -> Result<Prepared, BuildError> {
     let progress = &opts.progress;
     progress.step(&format!("loaded {}", profile.chain.join(" <- ")));
     let folder = crate::work::WorkFolder::new().map_err(io_err(
@@ -220,6 +235,7 @@ fn prepare_loaded(profile: Profile, opts: &Options) -> Result<Prepared, BuildErr
         ));
     }
     work.pulled = plan.images;
+    watch.lap("plan");
 
     let kernel = inputs::kernel(&profile.kernel.source, profile.arch, &work)?;
     progress.step(&format!(
@@ -257,6 +273,7 @@ fn prepare_loaded(profile: Profile, opts: &Options) -> Result<Prepared, BuildErr
         None => None,
     };
     let init = inputs::kios_init(opts.init.as_deref(), profile.arch)?;
+    watch.lap("inputs");
 
     let seed = crate::seed::collect(&profile.node, profile.arch, &work.pulled)?;
     let pods = crate::pods::generate(&profile.node, &seed.resolver())?;
@@ -268,8 +285,12 @@ fn prepare_loaded(profile: Profile, opts: &Options) -> Result<Prepared, BuildErr
     for w in &pods.warnings {
         progress.say(&w.to_string());
     }
+    watch.lap("pods");
     Ok(Prepared {
         store_images: seed.store_images(),
+        seed,
+        lock: plan.lock_path,
+        fetched: plan.fetched,
         profile,
         work,
         _work_folder: folder,
@@ -409,57 +430,109 @@ pub fn input_paths(profile: &Profile, opts: &Options) -> crate::output::Inputs {
     inputs
 }
 
-/// What a build made.
-#[derive(Debug, serde::Serialize)]
-pub struct Report {
-    pub output: PathBuf,
-    pub format: String,
-    pub size: u64,
-    pub kernel_version: String,
-    pub cmdline: String,
-    pub modules: usize,
-    pub initramfs_bytes: u64,
-    pub uki_bytes: u64,
-    pub seconds: f64,
-}
+pub use crate::report::Report;
+use crate::report::Stopwatch;
 
-/// Builds the image described by `profile_path` into `output`.
+/// Builds the image described by `profile_path` into `output`, and the report and
+/// the SBOM where `opts` asks; returns the report.
 pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Report, BuildError> {
-    let start = Instant::now();
+    let mut watch = Stopwatch::start();
     disk::check_host_tools()?;
     let profile = profile::load(profile_path)?;
-    // The output is checked before the pulls and the assembly, which take minutes,
-    // and again before it is put in place.
+    watch.lap("load");
+    // The outputs are checked before the pulls and the assembly, which take minutes,
+    // and again before they are put in place.
     let inputs = input_paths(&profile, opts);
     crate::output::check(output, &inputs)?;
-    let p = prepare_loaded(profile, opts)?;
+    check_records(&profile, output, opts)?;
+    let p = prepare_loaded(profile, opts, &mut watch)?;
     let store = store_stage(&p, opts)?;
+    watch.lap("store");
     let os_release = initramfs::contents::os_release(&p.profile.hash);
-    let initrd_len = initramfs_stage(&p, &os_release, store.is_some(), opts)?;
+    initramfs_stage(&p, &os_release, store.is_some(), opts)?;
+    watch.lap("initramfs");
     let cmdline = p.profile.cmdline();
     let uki_len = uki_stage(&p, os_release, &cmdline, opts)?;
+    watch.lap("uki");
     let esp = boot::esp_tree(&p.work.uki(), uki_len, p.profile.arch, opts.epoch)?;
-    let raw = disk_stage(&p, &esp, store.as_deref(), output, opts)?;
+    watch.lap("esp");
+    let (raw, table) = disk_stage(&p, &esp, store.as_deref(), output, opts)?;
+    watch.lap("disk");
+    let disk = crate::report::hash_disk(raw.path(), &table)
+        .map_err(io_err("cannot hash the disk", raw.path()))?;
+    watch.lap("hash disk");
     let format = opts.format.unwrap_or(p.profile.format);
     let finished = format_stage(raw, format, output, &p, opts)?;
+    let output_digest = if format == crate::format::Format::Raw {
+        (disk.sha256.clone(), disk.size)
+    } else {
+        crate::report::hash_file(finished.path())
+            .map_err(io_err("cannot hash the image", finished.path()))?
+    };
+    watch.lap("format");
     crate::output::check(output, &inputs)?;
     finished.persist()?;
+    watch.lap("persist");
     opts.progress.step(&format!(
         "wrote {} ({})",
         output.display(),
         p.profile.disk_size.value
     ));
-    Ok(Report {
-        output: output.to_path_buf(),
-        format: format.to_string(),
-        size: p.profile.disk_size.value.bytes(),
-        kernel_version: p.kernel.version.clone(),
-        cmdline,
-        modules: p.modules.load_order.len(),
-        initramfs_bytes: initrd_len,
-        uki_bytes: uki_len,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    let built = crate::report::Built {
+        prepared: &p,
+        epoch: opts.epoch,
+        output,
+        format,
+        output_digest,
+        table: &table,
+        disk: &disk,
+        cmdline: &cmdline,
+        compression: initramfs::Compression::from(p.profile.compression),
+    };
+    let report = crate::report::gather(&built, watch)?;
+    write_records(&report, opts)?;
+    Ok(report)
+}
+
+/// `--report` and `--sbom` by the rules of `-o`, and none of them the same file.
+fn check_records(profile: &Profile, output: &Path, opts: &Options) -> Result<(), BuildError> {
+    let mut taken = input_paths(profile, opts);
+    let mut names = vec![("the image (-o)", output)];
+    for (what, record) in [
+        ("the report (--report)", &opts.report),
+        ("the SBOM (--sbom)", &opts.sbom),
+    ] {
+        let Some(record) = record else { continue };
+        for (other, path) in &names {
+            taken.file(*other, path);
+            if *path == record.as_path() {
+                return Err(crate::output::OutputError::IsInput {
+                    path: record.clone(),
+                    what: other.to_string(),
+                    input: path.to_path_buf(),
+                }
+                .into());
+            }
+        }
+        crate::output::check(record, &taken)?;
+        names.push((what, record));
+    }
+    Ok(())
+}
+
+/// Writes `--report` and `--sbom`, by the rules of every output.
+fn write_records(report: &Report, opts: &Options) -> Result<(), BuildError> {
+    if let Some(path) = &opts.report {
+        crate::output::write_file(path, report.to_json().as_bytes())?;
+        opts.progress
+            .step(&format!("wrote the build report {}", path.display()));
+    }
+    if let Some(path) = &opts.sbom {
+        crate::output::write_file(path, crate::report::sbom::document(report).as_bytes())?;
+        opts.progress
+            .step(&format!("wrote the SBOM {}", path.display()));
+    }
+    Ok(())
 }
 
 /// The store partition's image, when anything is pre-seeded. It reads every layer
@@ -541,14 +614,14 @@ fn uki_stage(
     Ok(len)
 }
 
-/// The raw GPT disk, in a partial file beside `output`.
+/// The raw GPT disk, in a partial file beside `output`, and its partition table.
 fn disk_stage(
     p: &Prepared,
     esp: &Tree,
     store: Option<&Path>,
     output: &Path,
     opts: &Options,
-) -> Result<Partial, BuildError> {
+) -> Result<(Partial, disk::gpt::Table), BuildError> {
     let mut raw = Partial::create(output)?;
     let raw_path = raw.path().to_path_buf();
     let spec = DiskSpec {
@@ -562,9 +635,9 @@ fn disk_stage(
     let busy = opts
         .progress
         .busy("disk: GPT, ESP, store, data (mkfs.ext4)");
-    disk::write_disk(&spec, raw.file_mut(), &raw_path)?;
+    let table = disk::write_disk(&spec, raw.file_mut(), &raw_path)?;
     drop(busy);
-    Ok(raw)
+    Ok((raw, table))
 }
 
 /// The raw disk converted to `format`, in a second partial file (the raw one is
