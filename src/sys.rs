@@ -17,19 +17,14 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// The peak resident set size in bytes, `getrusage(2)`'s `ru_maxrss` (KiB on
-/// Linux): of this process, or with `children` of the largest child waited for.
-pub fn max_rss_bytes(children: bool) -> u64 {
-    let who = if children {
-        libc::RUSAGE_CHILDREN
-    } else {
-        libc::RUSAGE_SELF
-    };
+/// The peak resident set size of this process in bytes, `getrusage(2)`'s
+/// `ru_maxrss` (KiB on Linux).
+pub fn max_rss_bytes() -> u64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage fills the rusage it is given a valid pointer to; the
     // struct is zero-initialised, so it is initialised even if the call failed.
     let usage = unsafe {
-        libc::getrusage(who, usage.as_mut_ptr());
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
         usage.assume_init()
     };
     u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024

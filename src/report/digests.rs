@@ -13,24 +13,37 @@
 //! link targets and attribute names cannot), so the stream reads back one way.
 //! Modification times are left out: they are `SOURCE_DATE_EPOCH` for a local folder.
 
-use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::disk::gpt::Table;
-use crate::oci::digest::Sha256Reader;
+use crate::format::source::RawImage;
+use crate::format::{Format, FormatError};
+use crate::oci::digest::{Sha256Reader, Sha256Writer};
 use crate::oci::Digest;
 use crate::tree::{Kind, Tree};
 
-/// How much is read at a time.
-const CHUNK: usize = 1 << 20;
-
-/// The sha256 and size of the file at `path`, read once.
+/// The sha256 and size of the file at `path`, read once; its holes (a VHD is a
+/// sparse raw disk) hashed as zeros from memory rather than read.
 pub fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
-    Sha256Reader::new(File::open(path)?).finish()
+    let mut w = Sha256Writer::new(io::sink());
+    RawImage::open(path)
+        .and_then(|mut f| f.copy_all(&mut w, write_error))
+        .map_err(io::Error::other)?;
+    let (digest, size, _) = w.finish();
+    Ok((digest, size))
+}
+
+/// How [`RawImage::copy_all`] reports a failed write into a hasher (which cannot fail
+/// but for the disk hasher's thread).
+fn write_error(source: io::Error) -> FormatError {
+    FormatError::Write {
+        format: Format::Raw,
+        source,
+    }
 }
 
 /// A raw disk's digest and its partitions', in the table's order.
@@ -41,45 +54,97 @@ pub struct DiskDigests {
     pub partitions: Vec<Digest>,
 }
 
-/// Hashes the raw disk at `path` and each partition of `table` in one pass.
+/// Hashes the raw disk at `path` and each partition of `table` in one pass. Holes
+/// are hashed as zeros from memory, not read ([`RawImage::copy_all`]): reading a
+/// hole fills the page cache with zeros, which costs more than hashing them. Every
+/// byte is hashed twice (the disk's digest and its partition's), so the disk's
+/// digest is computed on a second thread, a chunk behind.
 pub fn hash_disk(path: &Path, table: &Table) -> io::Result<DiskDigests> {
-    let mut f = File::open(path)?;
+    let mut image = RawImage::open(path).map_err(io::Error::other)?;
     let ranges: Vec<(u64, u64)> = table
         .partitions
         .iter()
         .map(|p| (p.offset(), p.offset().saturating_add(p.size())))
         .collect();
-    let mut whole = Sha256::new();
-    let mut parts: Vec<Sha256> = ranges.iter().map(|_| Sha256::new()).collect();
-    let mut buf = vec![0u8; CHUNK];
-    let mut pos = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        let chunk = &buf[..n];
-        whole.update(chunk);
-        let end = pos + n as u64;
-        for ((start, stop), h) in ranges.iter().zip(parts.iter_mut()) {
-            let (a, b) = ((*start).max(pos), (*stop).min(end));
-            if a < b {
-                h.update(&chunk[(a - pos) as usize..(b - pos) as usize]);
+    let (whole, split) = std::thread::scope(|s| -> io::Result<(Sha256, Split)> {
+        // Chunks go to the disk's hasher and come back to be filled again, so a
+        // few buffers serve the whole pass.
+        let (to_hash, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        let (give_back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        let whole = s.spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in chunks {
+                h.update(&chunk);
+                let _ = give_back.send(chunk);
             }
-        }
-        pos = end;
-    }
-    if let Some((_, stop)) = ranges.iter().find(|(_, stop)| *stop > pos) {
+            h
+        });
+        let mut split = Split {
+            pos: 0,
+            parts: ranges.iter().map(|&r| (r, Sha256::new())).collect(),
+            to_hash: Some(to_hash),
+            spare,
+        };
+        let copied = image.copy_all(&mut split, write_error);
+        // The hasher stops when the sender is dropped.
+        split.to_hash = None;
+        let h = whole
+            .join()
+            .map_err(|_| io::Error::other("the disk's hashing thread failed"))?;
+        copied.map_err(io::Error::other)?;
+        Ok((h, split))
+    })?;
+    let size = split.pos;
+    if let Some(((_, stop), _)) = split.parts.iter().find(|((_, stop), _)| *stop > size) {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            format!("the disk ends at byte {pos}, before its partition ending at {stop}"),
+            format!("the disk ends at byte {size}, before its partition ending at {stop}"),
         ));
     }
     Ok(DiskDigests {
         sha256: Digest::from_hasher(whole),
-        size: pos,
-        partitions: parts.into_iter().map(Digest::from_hasher).collect(),
+        size,
+        partitions: split
+            .parts
+            .into_iter()
+            .map(|(_, h)| Digest::from_hasher(h))
+            .collect(),
     })
+}
+
+/// The bytes of a disk, in order: each goes to the partition it falls in and, through
+/// the channel, to the disk's hasher.
+struct Split {
+    pos: u64,
+    /// Each partition's byte range and hasher.
+    parts: Vec<((u64, u64), Sha256)>,
+    to_hash: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl Write for Split {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let (pos, end) = (self.pos, self.pos + buf.len() as u64);
+        for ((start, stop), h) in self.parts.iter_mut() {
+            let (a, b) = ((*start).max(pos), (*stop).min(end));
+            if a < b {
+                h.update(&buf[(a - pos) as usize..(b - pos) as usize]);
+            }
+        }
+        let mut chunk = self.spare.try_recv().unwrap_or_default();
+        chunk.clear();
+        chunk.extend_from_slice(buf);
+        self.to_hash
+            .as_ref()
+            .and_then(|t| t.send(chunk).ok())
+            .ok_or_else(|| io::Error::other("the disk's hashing thread stopped"))?;
+        self.pos = end;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A tree's digest (see the module doc) and what it counted.
@@ -143,6 +208,8 @@ pub fn tree_digest(tree: &Tree) -> io::Result<TreeDigest> {
 mod tests {
     use super::*;
     use crate::tree::{Content, Entry, TreePath};
+
+    const CHUNK: usize = 1 << 20;
 
     fn sample() -> Tree {
         let mut t = Tree::new(0);

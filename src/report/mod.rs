@@ -272,8 +272,6 @@ pub struct Timing {
     pub total_seconds: f64,
     /// The peak resident memory of kios-build (`ru_maxrss`).
     pub peak_rss_bytes: u64,
-    /// The largest peak of the tools it ran (`mkfs.ext4`).
-    pub children_peak_rss_bytes: u64,
     pub stages: Vec<StageTime>,
     /// Each registry image: from the blob cache or fetched.
     pub pulls: Vec<PullRecord>,

@@ -36,7 +36,7 @@ impl Stopwatch {
         self.stages.push(StageTime {
             stage: stage.to_string(),
             seconds: now.duration_since(self.last).as_secs_f64(),
-            peak_rss_bytes: crate::sys::max_rss_bytes(false),
+            peak_rss_bytes: crate::sys::max_rss_bytes(),
         });
         self.last = now;
     }
@@ -50,8 +50,7 @@ impl Stopwatch {
     pub(crate) fn finish(self) -> Timing {
         Timing {
             total_seconds: self.seconds(),
-            peak_rss_bytes: crate::sys::max_rss_bytes(false),
-            children_peak_rss_bytes: crate::sys::max_rss_bytes(true),
+            peak_rss_bytes: crate::sys::max_rss_bytes(),
             stages: self.stages,
             pulls: Vec::new(),
         }
