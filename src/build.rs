@@ -203,7 +203,8 @@ pub struct Prepared {
     pub(crate) seed: crate::seed::Seed,
     /// `kios.lock`, when the profile names a registry image.
     pub lock: Option<PathBuf>,
-    /// The registry images this run fetched (the others were in the cache).
+    /// The registry images this run asked the registry for (the others came from
+    /// the cache alone).
     pub fetched: Vec<crate::oci::reference::ImageRef>,
 }
 

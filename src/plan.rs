@@ -190,7 +190,8 @@ pub struct Plan {
     pub images: BTreeMap<ImageRef, LayoutImage>,
     /// Where the lock is; `None` when the profile names no registry image.
     pub lock_path: Option<PathBuf>,
-    /// The references whose blobs were not all in the cache (fetched by this run).
+    /// The references the registry was asked for (the others came from the cache
+    /// alone).
     pub fetched: Vec<ImageRef>,
 }
 

@@ -442,10 +442,11 @@ fn a_report_path_that_is_the_image_a_folder_or_an_input_is_refused() {
 }
 
 /// A registry image: the lock is named with its digest, the image's layers listed,
-/// and `timing.pulls` says the first build fetched it and the second took it from
-/// the cache, while the rest of the report stays the same.
+/// and `timing.pulls` says the first build asked the registry and the second
+/// (`--locked --offline`, the registry gone) took it from the cache, while the rest
+/// of the report stays the same.
 #[test]
-fn registry_images_are_named_with_the_lock_and_fetched_then_cached() {
+fn registry_images_are_named_with_the_lock_and_come_from_the_registry_then_the_cache() {
     let mut reg = fixture::Registry::start();
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path();
@@ -471,8 +472,9 @@ fn registry_images_are_named_with_the_lock_and_fetched_then_cached() {
     let img = w.join("node.img");
     let first = build_with_report(&profile, &img, &args);
     validate(&img.with_extension("report.json"));
-    let second = build_with_report(&profile, &img, &args);
     reg.stop();
+    let offline = [&args[..], &["--locked", "--offline"]].concat();
+    let second = build_with_report(&profile, &img, &offline);
     assert_eq!(without_timing(&first), without_timing(&second));
     let reference = format!("{h}/test/dhcp:1");
     let pulls = |r: &Value| r["timing"]["pulls"].clone();

@@ -114,7 +114,8 @@ pub struct Pulled {
     /// `linux/amd64`, `linux/arm64/v8`.
     pub platform: String,
     pub image: LayoutImage,
-    /// True when every blob was in the cache already (nothing fetched).
+    /// True when the registry was not asked: the digest was known and every blob
+    /// was in the cache.
     pub cached: bool,
 }
 

@@ -288,7 +288,8 @@ pub struct StageTime {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PullRecord {
     pub reference: String,
-    /// `cache` or `registry`.
+    /// `cache` (no network: the digest was known and every blob cached) or
+    /// `registry` (the registry was asked: a tag resolved, missing blobs fetched).
     pub from: String,
 }
 

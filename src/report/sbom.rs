@@ -185,135 +185,21 @@ fn origin_purl(o: &Origin, arch: &str) -> Option<String> {
 
 /// The SPDX 2.3 JSON document of `report`.
 pub fn document(report: &Report) -> String {
-    let arch = report.architecture.as_str();
-    let a = &report.artifacts;
-    let i = &report.inputs;
-    let image_name = a
+    let image_name = report
+        .artifacts
         .output
         .path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
-    let mut packages = Vec::new();
-    let mut rels = Vec::new();
-    let mut contains = |from: &str, to: &str| {
-        rels.push(Relationship {
-            spdx_element_id: format!("SPDXRef-{from}"),
-            relationship_type: "CONTAINS",
-            related_spdx_element: format!("SPDXRef-{to}"),
-        })
-    };
-
-    let mut disk = Package::new(
-        "Disk",
-        &image_name,
-        "OPERATING-SYSTEM",
-        Some(&a.output.sha256),
-    );
-    disk.comment = Some(format!(
-        "kiOS disk image, format {}, {} bytes, built by kios-build {} from {}",
-        a.output.format,
-        a.output.size,
-        report.kios_build,
-        report.profile.path.display()
-    ));
-    packages.push(disk);
-    packages.push(Package::new(
-        "UKI",
-        "unified-kernel-image",
-        "APPLICATION",
-        Some(&a.uki.sha256),
-    ));
-    contains("Disk", "UKI");
-    let mut kernel = Package::new(
-        "Kernel",
-        "linux",
-        "OPERATING-SYSTEM",
-        Some(&i.kernel.image.sha256),
-    )
-    .purl(origin_purl(&i.kernel.origin, arch));
-    kernel.version_info = Some(i.kernel.version.clone());
-    packages.push(kernel);
-    contains("UKI", "Kernel");
-    packages.push(
-        Package::new("Stub", "uefi-stub", "APPLICATION", Some(&i.stub.sha256))
-            .purl(origin_purl(&i.stub.origin, arch)),
-    );
-    contains("UKI", "Stub");
-    packages.push(Package::new(
-        "Initramfs",
-        "initramfs",
-        "ARCHIVE",
-        Some(&a.initramfs.sha256),
-    ));
-    contains("UKI", "Initramfs");
-    let mut init = Package::new(
-        "KiosInit",
-        "kios-init",
-        "APPLICATION",
-        Some(&i.kios_init.sha256),
-    );
-    init.comment = Some("PID 1 of the node".into());
-    packages.push(init);
-    contains("Initramfs", "KiosInit");
-    if let Some(s) = &i.system {
-        let mut system =
-            Package::new("System", "system-tree", "OTHER", None).purl(origin_purl(&s.origin, arch));
-        system.comment = Some(format!(
-            "tree digest {} ({} entries, {} files, {} bytes; docs/report.md)",
-            s.tree.digest, s.tree.entries, s.tree.files, s.tree.bytes
-        ));
-        packages.push(system);
-        contains("Initramfs", "System");
-    }
-    for (n, m) in i.kernel.modules.iter().enumerate() {
-        let id = format!("Module-{}", n + 1);
-        let mut p = Package::new(&id, &m.name, "LIBRARY", Some(&m.sha256));
-        p.version_info = Some(i.kernel.version.clone());
-        p.comment = Some(format!(
-            "kernel module lib/modules/{}/{}",
-            i.kernel.version, m.path
-        ));
-        packages.push(p);
-        contains("Initramfs", &id);
-    }
-    let mut layers_done: Vec<&Digest> = Vec::new();
-    let mut images_done: Vec<&Digest> = Vec::new();
-    for img in &i.images {
-        if images_done.contains(&&img.manifest_digest) {
-            continue;
-        }
-        images_done.push(&img.manifest_digest);
-        let id = format!("Image-{}", img.manifest_digest.hex());
-        packages.push(image_package(&id, img, arch));
-        contains("Disk", &id);
-        for l in &img.layers {
-            let lid = format!("Layer-{}", l.digest.hex());
-            if !layers_done.contains(&&l.digest) {
-                layers_done.push(&l.digest);
-                let mut p = Package::new(
-                    &lid,
-                    &format!("layer {}", l.digest),
-                    "ARCHIVE",
-                    Some(&l.digest),
-                );
-                p.comment = Some(format!(
-                    "{}, {} bytes, diff_id {}",
-                    l.media_type, l.size, l.diff_id
-                ));
-                packages.push(p);
-            }
-            contains(&id, &lid);
-        }
-    }
-    rels.insert(
-        0,
-        Relationship {
-            spdx_element_id: "SPDXRef-DOCUMENT".into(),
-            relationship_type: "DESCRIBES",
-            related_spdx_element: "SPDXRef-Disk".into(),
-        },
-    );
+    let mut parts = Parts::default();
+    parts.relationships.push(Relationship {
+        spdx_element_id: "SPDXRef-DOCUMENT".into(),
+        relationship_type: "DESCRIBES",
+        related_spdx_element: "SPDXRef-Disk".into(),
+    });
+    boot_chain(&mut parts, report, &image_name);
+    images(&mut parts, report);
     let doc = Document {
         spdx_version: "SPDX-2.3",
         data_license: "CC0-1.0",
@@ -324,12 +210,145 @@ pub fn document(report: &Report) -> String {
             created: crate::store::cstorage::records::go_time(report.source_date_epoch),
             creators: vec![format!("Tool: kios-build-{}", report.kios_build)],
         },
-        packages,
-        relationships: rels,
+        packages: parts.packages,
+        relationships: parts.relationships,
     };
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// The packages and relationships, as they are added.
+#[derive(Default)]
+struct Parts {
+    packages: Vec<Package>,
+    relationships: Vec<Relationship>,
+}
+
+impl Parts {
+    /// Adds `package`, which the package `SPDXRef-{within}` contains.
+    fn add(&mut self, within: &str, package: Package) {
+        self.contains(within, &package.spdx_id.clone());
+        self.packages.push(package);
+    }
+
+    fn contains(&mut self, within: &str, id: &str) {
+        self.relationships.push(Relationship {
+            spdx_element_id: format!("SPDXRef-{within}"),
+            relationship_type: "CONTAINS",
+            related_spdx_element: id.to_string(),
+        });
+    }
+}
+
+/// The disk, the UKI and what it holds: kernel, stub, initramfs (kios-init, the
+/// system tree, the modules).
+fn boot_chain(parts: &mut Parts, report: &Report, image_name: &str) {
+    let arch = report.architecture.as_str();
+    let (a, i) = (&report.artifacts, &report.inputs);
+    let mut disk = Package::new(
+        "Disk",
+        image_name,
+        "OPERATING-SYSTEM",
+        Some(&a.output.sha256),
+    );
+    disk.comment = Some(format!(
+        "kiOS disk image, format {}, {} bytes, built by kios-build {} from {}",
+        a.output.format,
+        a.output.size,
+        report.kios_build,
+        report.profile.path.display()
+    ));
+    parts.packages.push(disk);
+    let uki = Package::new(
+        "UKI",
+        "unified-kernel-image",
+        "APPLICATION",
+        Some(&a.uki.sha256),
+    );
+    parts.add("Disk", uki);
+    let mut kernel = Package::new(
+        "Kernel",
+        "linux",
+        "OPERATING-SYSTEM",
+        Some(&i.kernel.image.sha256),
+    )
+    .purl(origin_purl(&i.kernel.origin, arch));
+    kernel.version_info = Some(i.kernel.version.clone());
+    parts.add("UKI", kernel);
+    let stub = Package::new("Stub", "uefi-stub", "APPLICATION", Some(&i.stub.sha256))
+        .purl(origin_purl(&i.stub.origin, arch));
+    parts.add("UKI", stub);
+    let initramfs = Package::new(
+        "Initramfs",
+        "initramfs",
+        "ARCHIVE",
+        Some(&a.initramfs.sha256),
+    );
+    parts.add("UKI", initramfs);
+    let mut init = Package::new(
+        "KiosInit",
+        "kios-init",
+        "APPLICATION",
+        Some(&i.kios_init.sha256),
+    );
+    init.comment = Some("PID 1 of the node".into());
+    parts.add("Initramfs", init);
+    if let Some(s) = &i.system {
+        let mut system =
+            Package::new("System", "system-tree", "OTHER", None).purl(origin_purl(&s.origin, arch));
+        system.comment = Some(format!(
+            "tree digest {} ({} entries, {} files, {} bytes; docs/report.md)",
+            s.tree.digest, s.tree.entries, s.tree.files, s.tree.bytes
+        ));
+        parts.add("Initramfs", system);
+    }
+    for (n, m) in i.kernel.modules.iter().enumerate() {
+        let mut p = Package::new(
+            &format!("Module-{}", n + 1),
+            &m.name,
+            "LIBRARY",
+            Some(&m.sha256),
+        );
+        p.version_info = Some(i.kernel.version.clone());
+        p.comment = Some(format!(
+            "kernel module lib/modules/{}/{}",
+            i.kernel.version, m.path
+        ));
+        parts.add("Initramfs", p);
+    }
+}
+
+/// The pre-seeded images, once per manifest, and their layers, once per blob.
+fn images(parts: &mut Parts, report: &Report) {
+    let mut seen: Vec<&Digest> = Vec::new();
+    for img in &report.inputs.images {
+        if seen.contains(&&img.manifest_digest) {
+            continue;
+        }
+        seen.push(&img.manifest_digest);
+        let id = format!("Image-{}", img.manifest_digest.hex());
+        parts.add("Disk", image_package(&id, img, &report.architecture));
+        for l in &img.layers {
+            let lid = format!("Layer-{}", l.digest.hex());
+            if seen.contains(&&l.digest) {
+                parts.contains(&id, &format!("SPDXRef-{lid}"));
+                continue;
+            }
+            seen.push(&l.digest);
+            let mut p = Package::new(
+                &lid,
+                &format!("layer {}", l.digest),
+                "ARCHIVE",
+                Some(&l.digest),
+            );
+            p.comment = Some(format!(
+                "{}, {} bytes, diff_id {}",
+                l.media_type, l.size, l.diff_id
+            ));
+            parts.add(&id, p);
+        }
+    }
 }
 
 fn image_package(id: &str, img: &ImageRecord, arch: &str) -> Package {
