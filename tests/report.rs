@@ -502,3 +502,46 @@ fn registry_images_are_named_with_the_lock_and_come_from_the_registry_then_the_c
         image["config"]["size"].as_u64().unwrap() + layers[0]["size"].as_u64().unwrap()
     );
 }
+
+/// The privilege report: a daemon the profile allows `privileged` is reported so, a
+/// device given without privilege is listed, and a plain daemon has neither.
+#[test]
+fn pods_are_reported_with_their_privileges_devices_and_host_paths() {
+    let i = inputs();
+    let dir = tempfile::tempdir().unwrap();
+    let busybox = format!("oci:{}:1", i.join("busybox").display());
+    let profile = common::write_profile(
+        dir.path(),
+        "node.yaml",
+        &common::profile_text(&format!(
+            "{pause}daemons:\n  - name: admin\n    image: {busybox}\n    privileged: true\n  - name: tun\n    image: {busybox}\n    devices: [/dev/net/tun]\n    hostPaths: [{{path: /var/lib/kios/tun}}]\nallow: {{privileged: [admin]}}\ndisk:\n  size: 320MiB\n",
+            pause = common::pause_yaml()
+        )),
+    );
+    let img = dir.path().join("node.img");
+    let r = build_with_report(&profile, &img, &[]);
+    validate(&img.with_extension("report.json"));
+    let pod = |name: &str| {
+        r["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no pod {name} in {}", r["pods"]))
+            .clone()
+    };
+    let (admin, tun) = (pod("admin"), pod("tun"));
+    assert_eq!(admin["privileged"], true, "{admin}");
+    assert_eq!(admin["from"], "daemon");
+    assert_eq!(tun["privileged"], false, "{tun}");
+    assert_eq!(tun["devices"], serde_json::json!(["/dev/net/tun"]), "{tun}");
+    assert!(
+        tun["host_paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "/var/lib/kios/tun"),
+        "{tun}"
+    );
+    assert_eq!(admin["devices"], serde_json::json!([]), "{admin}");
+}
