@@ -467,7 +467,7 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
     let output_digest = if format == crate::format::Format::Raw {
         (disk.sha256.clone(), disk.size)
     } else {
-        crate::report::hash_file(finished.path())
+        crate::report::hash_image(finished.path())
             .map_err(io_err("cannot hash the image", finished.path()))?
     };
     watch.lap("format");

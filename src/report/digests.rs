@@ -26,9 +26,14 @@ use crate::oci::digest::{Sha256Reader, Sha256Writer};
 use crate::oci::Digest;
 use crate::tree::{Kind, Tree};
 
-/// The sha256 and size of the file at `path`, read once; its holes (a VHD is a
-/// sparse raw disk) hashed as zeros from memory rather than read.
+/// The sha256 and size of the file at `path`, read once.
 pub fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
+    Sha256Reader::new(std::fs::File::open(path)?).finish()
+}
+
+/// [`hash_file`] for an image file, whose holes (a VHD is a sparse raw disk) are
+/// hashed as zeros from memory rather than read.
+pub fn hash_image(path: &Path) -> io::Result<(Digest, u64)> {
     let mut w = Sha256Writer::new(io::sink());
     RawImage::open(path)
         .and_then(|mut f| f.copy_all(&mut w, write_error))
@@ -271,6 +276,21 @@ mod tests {
             }),
             base
         );
+    }
+
+    #[test]
+    fn a_sparse_image_hashes_as_its_bytes() {
+        use std::os::unix::fs::FileExt;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("sparse");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(5 * CHUNK as u64 + 7).unwrap();
+        f.write_all_at(b"data", 2 * CHUNK as u64 - 2).unwrap();
+        drop(f);
+        let bytes = std::fs::read(&path).unwrap();
+        let want = (Digest::of_bytes(&bytes), bytes.len() as u64);
+        assert_eq!(hash_image(&path).unwrap(), want);
+        assert_eq!(hash_file(&path).unwrap(), want);
     }
 
     #[test]

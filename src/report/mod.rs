@@ -20,7 +20,7 @@ mod gather;
 pub mod sbom;
 mod timing;
 
-pub use digests::{hash_disk, hash_file, tree_digest, DiskDigests, TreeDigest};
+pub use digests::{hash_disk, hash_file, hash_image, tree_digest, DiskDigests, TreeDigest};
 pub use gather::{gather, Built};
 pub use timing::Stopwatch;
 
