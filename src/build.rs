@@ -445,7 +445,12 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
     // and again before they are put in place.
     let inputs = input_paths(&profile, opts);
     crate::output::check(output, &inputs)?;
-    check_records(&profile, output, opts)?;
+    crate::report::files::check(
+        input_paths(&profile, opts),
+        output,
+        opts.report.as_deref(),
+        opts.sbom.as_deref(),
+    )?;
     let p = prepare_loaded(profile, opts, &mut watch)?;
     let store = store_stage(&p, opts)?;
     watch.lap("store");
@@ -491,49 +496,13 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         compression: initramfs::Compression::from(p.profile.compression),
     };
     let report = crate::report::gather(&built, watch)?;
-    write_records(&report, opts)?;
+    crate::report::files::write(
+        &report,
+        opts.report.as_deref(),
+        opts.sbom.as_deref(),
+        &opts.progress,
+    )?;
     Ok(report)
-}
-
-/// `--report` and `--sbom` by the rules of `-o`, and none of them the same file.
-fn check_records(profile: &Profile, output: &Path, opts: &Options) -> Result<(), BuildError> {
-    let mut taken = input_paths(profile, opts);
-    let mut names = vec![("the image (-o)", output)];
-    for (what, record) in [
-        ("the report (--report)", &opts.report),
-        ("the SBOM (--sbom)", &opts.sbom),
-    ] {
-        let Some(record) = record else { continue };
-        for (other, path) in &names {
-            taken.file(*other, path);
-            if *path == record.as_path() {
-                return Err(crate::output::OutputError::IsInput {
-                    path: record.clone(),
-                    what: other.to_string(),
-                    input: path.to_path_buf(),
-                }
-                .into());
-            }
-        }
-        crate::output::check(record, &taken)?;
-        names.push((what, record));
-    }
-    Ok(())
-}
-
-/// Writes `--report` and `--sbom`, by the rules of every output.
-fn write_records(report: &Report, opts: &Options) -> Result<(), BuildError> {
-    if let Some(path) = &opts.report {
-        crate::output::write_file(path, report.to_json().as_bytes())?;
-        opts.progress
-            .step(&format!("wrote the build report {}", path.display()));
-    }
-    if let Some(path) = &opts.sbom {
-        crate::output::write_file(path, crate::report::sbom::document(report).as_bytes())?;
-        opts.progress
-            .step(&format!("wrote the SBOM {}", path.display()));
-    }
-    Ok(())
 }
 
 /// The store partition's image, when anything is pre-seeded. It reads every layer

@@ -11,11 +11,12 @@
 //! The values come from the stages that made them ([`crate::build`] hands over what
 //! it kept); what no stage hashed is hashed here by streaming the file once
 //! ([`digests`]): the kernel image, the modules, kios-init, the initramfs, the UKI,
-//! the system tree ([`digests::tree_digest`]), the disk and each partition. This
-//! module writes no file: the build writes the report and the SBOM through
-//! [`crate::output`] like the image.
+//! the system tree ([`digests::tree_digest`]), the disk and each partition. The
+//! report and the SBOM are written like the image, through [`crate::output`]
+//! ([`files`]).
 
 mod digests;
+pub(crate) mod files;
 mod gather;
 pub mod sbom;
 mod timing;
