@@ -46,6 +46,9 @@ fn build_with_report(profile: &Path, out: &Path, args: &[&str]) -> Value {
         without_timing(&printed),
         "--json and --report differ"
     );
+    // It reads back into the library's type unchanged (what `verify` will read).
+    let back: kios_build::report::Report = serde_json::from_value(written.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&back).unwrap(), written);
     written
 }
 
