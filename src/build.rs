@@ -17,6 +17,7 @@
 //! | disk | `disk::write_disk` | the raw GPT disk, in a partial file beside the output |
 //! | format | `format::convert` | the provider's format, in a second partial file |
 //! | persist | `output::{check, Partial::persist}` | the image at `-o` |
+//! | report | `report::{hash_disk, gather}`, `report::sbom` | the [`Report`]; `--report`, `--sbom` files |
 //!
 //! [`prepare`] runs the stages up to pods (`validate` stops there); [`build`] runs them
 //! all. Errors are split in two ([`BuildError::is_input_error`]): what the user must
@@ -26,7 +27,6 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::boot::{self, UkiParts};
 use crate::disk::{self, DiskSpec};
@@ -84,6 +84,8 @@ pub enum BuildError {
     Tree(#[from] crate::tree::TreeError),
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
+    #[error("cannot make the build report")]
+    Report(#[from] crate::report::ReportError),
     #[error("{what}: {path}")]
     Io {
         what: &'static str,
@@ -178,6 +180,11 @@ pub struct Options {
     pub pull: crate::plan::PullOptions,
     /// The system tree's check findings are errors (exit 2), not warnings.
     pub strict: bool,
+    /// Where to write the build report (`--report`), and the SPDX SBOM (`--sbom`).
+    pub report: Option<PathBuf>,
+    pub sbom: Option<PathBuf>,
+    /// Gather the report even when no file is asked for (`build --json`).
+    pub record: bool,
 }
 
 impl Options {
@@ -203,15 +210,26 @@ pub struct Prepared {
     pub pods: crate::pods::Generated,
     /// The images the static pods run, to pre-seed into the store partition.
     pub store_images: Vec<crate::store::cstorage::StoreImage>,
+    /// The pre-seeded images as the profile names them (for the report).
+    pub(crate) seed: crate::seed::Seed,
+    /// `kios.lock`, when the profile names a registry image.
+    pub lock: Option<PathBuf>,
+    /// The registry images this run asked the registry for (the others came from
+    /// the cache alone).
+    pub fetched: Vec<crate::oci::reference::ImageRef>,
 }
 
 /// Loads the profile and resolves and checks every input it names.
 pub fn prepare(profile_path: &Path, opts: &Options) -> Result<Prepared, BuildError> {
-    prepare_loaded(profile::load(profile_path)?, opts)
+    prepare_loaded(profile::load(profile_path)?, opts, &mut Stopwatch::start())
 }
 
 /// [`prepare`] for a profile already loaded: the stages plan to pods.
-fn prepare_loaded(profile: Profile, opts: &Options) -> Result<Prepared, BuildError> {
+fn prepare_loaded(
+    profile: Profile,
+    opts: &Options,
+    watch: &mut Stopwatch,
+) -> Result<Prepared, BuildError> {
     let progress = &opts.progress;
     progress.step(&format!("loaded {}", profile.chain.join(" <- ")));
     let folder = crate::work::WorkFolder::new().map_err(io_err(
@@ -229,6 +247,7 @@ fn prepare_loaded(profile: Profile, opts: &Options) -> Result<Prepared, BuildErr
         ));
     }
     work.pulled = plan.images;
+    watch.lap("plan");
 
     let kernel = inputs::kernel(&profile.kernel.source, profile.arch, &work)?;
     progress.step(&format!(
@@ -266,6 +285,7 @@ fn prepare_loaded(profile: Profile, opts: &Options) -> Result<Prepared, BuildErr
         None => None,
     };
     let init = inputs::kios_init(opts.init.as_deref(), profile.arch)?;
+    watch.lap("inputs");
 
     let seed = crate::seed::collect(&profile.node, profile.arch, &work.pulled)?;
     let pods = crate::pods::generate(&profile.node, &seed.resolver())?;
@@ -277,8 +297,12 @@ fn prepare_loaded(profile: Profile, opts: &Options) -> Result<Prepared, BuildErr
     for w in &pods.warnings {
         progress.say(&w.to_string());
     }
+    watch.lap("pods");
     Ok(Prepared {
         store_images: seed.store_images(),
+        seed,
+        lock: plan.lock_path,
+        fetched: plan.fetched,
         profile,
         work,
         _work_folder: folder,
@@ -423,37 +447,48 @@ pub fn input_paths(profile: &Profile, opts: &Options) -> crate::output::Inputs {
     inputs
 }
 
-/// What a build made.
-#[derive(Debug, serde::Serialize)]
-pub struct Report {
+pub use crate::report::Report;
+use crate::report::Stopwatch;
+
+/// What a build made: the image, and its report when one was asked for.
+pub struct Finished {
     pub output: PathBuf,
-    pub format: String,
-    pub size: u64,
+    pub disk_size: u64,
     pub kernel_version: String,
-    pub cmdline: String,
-    pub modules: usize,
-    pub initramfs_bytes: u64,
-    pub uki_bytes: u64,
     pub seconds: f64,
+    /// `Some` when `opts` asked for a report, an SBOM or `record`: hashing the disk
+    /// and every input costs about as much as the rest of a small build.
+    pub report: Option<Report>,
 }
 
-/// Builds the image described by `profile_path` into `output`.
-pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Report, BuildError> {
-    let start = Instant::now();
+/// Builds the image described by `profile_path` into `output`, and the report and
+/// the SBOM where `opts` asks.
+pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Finished, BuildError> {
+    let mut watch = Stopwatch::start();
     disk::check_host_tools()?;
     let profile = profile::load(profile_path)?;
-    // The output is checked before the pulls and the assembly, which take minutes,
-    // and again before it is put in place.
+    watch.lap("load");
+    // The outputs are checked before the pulls and the assembly, which take minutes,
+    // and again before they are put in place.
     let inputs = input_paths(&profile, opts);
     crate::output::check(output, &inputs)?;
-    let p = prepare_loaded(profile, opts)?;
+    crate::report::files::check(
+        input_paths(&profile, opts),
+        output,
+        opts.report.as_deref(),
+        opts.sbom.as_deref(),
+    )?;
+    let p = prepare_loaded(profile, opts, &mut watch)?;
     let store = store_stage(&p, opts)?;
+    watch.lap("store");
     let verity = match &store {
         Some(store) if opts.store_verity(&p.profile) => Some(verity_stage(&p, store, opts)?),
         _ => None,
     };
+    watch.lap("verity");
     let os_release = initramfs::contents::os_release(&p.profile.hash);
-    let initrd_len = initramfs_stage(&p, &os_release, store.is_some(), opts)?;
+    initramfs_stage(&p, &os_release, store.is_some(), opts)?;
+    watch.lap("initramfs");
     let mut cmdline = p.profile.cmdline();
     if let Some(v) = &verity {
         cmdline = format!("{cmdline} {}", v.cmdline())
@@ -461,9 +496,11 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
             .to_string();
     }
     let uki_len = uki_stage(&p, os_release, &cmdline, opts)?;
+    watch.lap("uki");
     let esp = boot::esp_tree(&p.work.uki(), uki_len, p.profile.arch, opts.epoch)?;
+    watch.lap("esp");
     let verity_path = verity.as_ref().map(|_| p.work.store_verity());
-    let raw = disk_stage(
+    let (raw, table) = disk_stage(
         &p,
         &esp,
         store.as_deref(),
@@ -471,26 +508,64 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Repor
         output,
         opts,
     )?;
+    watch.lap("disk");
+    let record = opts.record || opts.report.is_some() || opts.sbom.is_some();
+    let disk = match record {
+        true => Some(
+            crate::report::hash_disk(raw.path(), &table)
+                .map_err(io_err("cannot hash the disk", raw.path()))?,
+        ),
+        false => None,
+    };
+    watch.lap("hash disk");
     let format = opts.format.unwrap_or(p.profile.format);
     let finished = format_stage(raw, format, output, &p, opts)?;
+    let output_digest = match &disk {
+        Some(d) if format == crate::format::Format::Raw => Some((d.sha256.clone(), d.size)),
+        Some(_) => Some(
+            crate::report::hash_image(finished.path())
+                .map_err(io_err("cannot hash the image", finished.path()))?,
+        ),
+        None => None,
+    };
+    watch.lap("format");
     crate::output::check(output, &inputs)?;
     finished.persist()?;
+    watch.lap("persist");
     opts.progress.step(&format!(
         "wrote {} ({})",
         output.display(),
         p.profile.disk_size.value
     ));
-    Ok(Report {
+    let mut finished = Finished {
         output: output.to_path_buf(),
-        format: format.to_string(),
-        size: p.profile.disk_size.value.bytes(),
+        disk_size: p.profile.disk_size.value.bytes(),
         kernel_version: p.kernel.version.clone(),
-        cmdline,
-        modules: p.modules.load_order.len(),
-        initramfs_bytes: initrd_len,
-        uki_bytes: uki_len,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+        seconds: watch.seconds(),
+        report: None,
+    };
+    if let (Some(disk), Some(output_digest)) = (&disk, output_digest) {
+        let built = crate::report::Built {
+            prepared: &p,
+            epoch: opts.epoch,
+            output,
+            format,
+            output_digest,
+            table: &table,
+            disk,
+            cmdline: &cmdline,
+            compression: initramfs::Compression::from(p.profile.compression),
+        };
+        let report = crate::report::gather(&built, watch)?;
+        crate::report::files::write(
+            &report,
+            opts.report.as_deref(),
+            opts.sbom.as_deref(),
+            &opts.progress,
+        )?;
+        finished.report = Some(report);
+    }
+    Ok(finished)
 }
 
 /// The store partition's image, when anything is pre-seeded. It reads every layer
@@ -604,7 +679,7 @@ fn uki_stage(
     Ok(len)
 }
 
-/// The raw GPT disk, in a partial file beside `output`.
+/// The raw GPT disk, in a partial file beside `output`, and its partition table.
 fn disk_stage(
     p: &Prepared,
     esp: &Tree,
@@ -612,7 +687,7 @@ fn disk_stage(
     store_verity: Option<&Path>,
     output: &Path,
     opts: &Options,
-) -> Result<Partial, BuildError> {
+) -> Result<(Partial, disk::gpt::Table), BuildError> {
     let mut raw = Partial::create(output)?;
     let raw_path = raw.path().to_path_buf();
     let spec = DiskSpec {
@@ -627,9 +702,9 @@ fn disk_stage(
     let busy = opts
         .progress
         .busy("disk: GPT, ESP, store, data (mkfs.ext4)");
-    disk::write_disk(&spec, raw.file_mut(), &raw_path)?;
+    let table = disk::write_disk(&spec, raw.file_mut(), &raw_path)?;
     drop(busy);
-    Ok(raw)
+    Ok((raw, table))
 }
 
 /// The raw disk converted to `format`, in a second partial file (the raw one is

@@ -7,8 +7,9 @@
 //! stub, system tree, kios-init) -> [`seed`] (the pre-seeded set) -> [`pods`] (static
 //! pods, kubelet files) -> [`store`] (containers/storage as EROFS) -> [`initramfs`]
 //! (what goes in, as cpio) -> [`boot`] (UKI, ESP files) -> [`disk`] (GPT, ESP, data)
-//! -> [`format`] -> [`output`] (the partial file renamed over `-o`). [`inspect`] reads
-//! an image back; [`kernel`] checks a kernel's configuration.
+//! -> [`format`] -> [`output`] (the partial file renamed over `-o`) -> [`report`] (the
+//! build report and the SBOM). [`inspect`] reads an image back; [`kernel`] checks a
+//! kernel's configuration.
 //!
 //! Around the stages: [`progress`] reports them, [`work`] is the private folder they
 //! write in, [`interrupt`] removes leftovers on SIGTERM, SIGINT and SIGHUP, and
@@ -35,6 +36,7 @@ pub mod plan;
 pub mod pods;
 pub mod profile;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub(crate) mod seed;
 pub mod store;

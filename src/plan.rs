@@ -190,6 +190,9 @@ pub struct Plan {
     pub images: BTreeMap<ImageRef, LayoutImage>,
     /// Where the lock is; `None` when the profile names no registry image.
     pub lock_path: Option<PathBuf>,
+    /// The references the registry was asked for (the others came from the cache
+    /// alone).
+    pub fetched: Vec<ImageRef>,
 }
 
 /// The registry references a profile names, with where each was written.
@@ -325,6 +328,11 @@ pub fn resolve(
         update_lock(&path, entries)?;
     }
     Ok(Plan {
+        fetched: pulled
+            .iter()
+            .filter(|p| !p.cached)
+            .map(|p| p.reference.clone())
+            .collect(),
         images: pulled.into_iter().map(|p| (p.reference, p.image)).collect(),
         lock_path: Some(path),
     })

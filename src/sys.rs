@@ -1,7 +1,8 @@
 //! The only module of the builder that calls libc directly: each function is a safe
 //! wrapper of one system call the standard library does not offer (file locks, holes
-//! in sparse files, signal masks, the effective uid). Every other module is compiled
-//! with `unsafe` denied (`lib.rs`), so an unsafe block anywhere else is a build error.
+//! in sparse files, signal masks, the effective uid, peak memory). Every other module
+//! is compiled with `unsafe` denied (`lib.rs`), so an unsafe block anywhere else is a
+//! build error.
 //!
 //! Nothing here decides anything: errors come back as `io::Error` for the caller to
 //! judge.
@@ -14,6 +15,19 @@ use std::os::fd::AsRawFd;
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid takes no arguments and cannot fail.
     unsafe { libc::geteuid() }
+}
+
+/// The peak resident set size of this process in bytes, `getrusage(2)`'s
+/// `ru_maxrss` (KiB on Linux).
+pub fn max_rss_bytes() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the rusage it is given a valid pointer to; the
+    // struct is zero-initialised, so it is initialised even if the call failed.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024
 }
 
 /// Takes an exclusive `flock` on `f`, waiting for it (retried on EINTR).

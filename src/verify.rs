@@ -65,6 +65,15 @@ pub enum VerifyError {
         #[source]
         source: io::Error,
     },
+    #[error("{}: not a kios-build report ({why})", path.display())]
+    NotAReport { path: PathBuf, why: String },
+    #[error("{}: the profile {} is not the one this report was written for (sha256 {then} then, {now} now)\n  hint: check out the profile the image was built from, or build again to get a new report", report.display(), profile.display())]
+    ProfileChanged {
+        report: PathBuf,
+        profile: PathBuf,
+        then: String,
+        now: String,
+    },
     #[error("the rebuild from the lock and the cache failed")]
     Build(#[source] Box<BuildError>),
     #[error(transparent)]
@@ -78,12 +87,59 @@ impl VerifyError {
     /// lock or cache that cannot give the build.
     pub fn is_input_error(&self) -> bool {
         match self {
-            VerifyError::NotAnImage { .. } => true,
+            VerifyError::NotAnImage { .. }
+            | VerifyError::NotAReport { .. }
+            | VerifyError::ProfileChanged { .. } => true,
             VerifyError::Build(e) => e.is_input_error(),
             VerifyError::Unpack(e) => e.is_input_error(),
             VerifyError::Read { .. } | VerifyError::Work(_) => false,
         }
     }
+}
+
+/// What `verify REPORT.json` takes from a build report: the profile (which must be
+/// unchanged), the image it wrote, the epoch and the kios-init it used.
+pub struct FromReport {
+    pub profile: PathBuf,
+    pub image: PathBuf,
+    pub epoch: u64,
+    pub init: PathBuf,
+    /// The sha256 the report gives the image.
+    pub image_sha256: String,
+}
+
+/// Reads a report (`build --report`) for `verify`.
+pub fn from_report(path: &Path) -> Result<FromReport, VerifyError> {
+    let read = |source| VerifyError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = crate::untrusted::read_regular(path, 64 << 20).map_err(read)?;
+    let report: crate::report::Report =
+        serde_json::from_slice(&bytes).map_err(|e| VerifyError::NotAReport {
+            path: path.to_path_buf(),
+            why: crate::untrusted::shown(&e.to_string()),
+        })?;
+    let profile = report.profile.path.clone();
+    let now = crate::report::hash_file(&profile).map_err(|source| VerifyError::Read {
+        path: profile.clone(),
+        source,
+    })?;
+    if now.0 != report.profile.sha256 {
+        return Err(VerifyError::ProfileChanged {
+            report: path.to_path_buf(),
+            profile,
+            then: report.profile.sha256.to_string(),
+            now: now.0.to_string(),
+        });
+    }
+    Ok(FromReport {
+        profile,
+        image: report.artifacts.output.path.clone(),
+        epoch: report.source_date_epoch,
+        init: report.inputs.kios_init.path.clone(),
+        image_sha256: report.artifacts.output.sha256.to_string(),
+    })
 }
 
 fn format_of(kind: Kind) -> Format {
@@ -106,9 +162,11 @@ pub fn verify(profile: &Path, image: &Path, opts: &build::Options) -> Result<Ver
         source,
     };
     let mut f = crate::untrusted::open_regular(image).map_err(read)?;
-    let kind = image::kind(&mut f).map_err(read)?.ok_or_else(|| VerifyError::NotAnImage {
-        path: image.to_path_buf(),
-    })?;
+    let kind = image::kind(&mut f)
+        .map_err(read)?
+        .ok_or_else(|| VerifyError::NotAnImage {
+            path: image.to_path_buf(),
+        })?;
     drop(f);
     let work = crate::work::WorkFolder::new().map_err(VerifyError::Work)?;
     let format = format_of(kind);
@@ -118,7 +176,10 @@ pub fn verify(profile: &Path, image: &Path, opts: &build::Options) -> Result<Ver
     o.pull.locked = true;
     o.pull.registry.offline = true;
     build::build(profile, &rebuilt, &o).map_err(|e| VerifyError::Build(Box::new(e)))?;
-    let (a, b) = (sha256_file(&rebuilt).map_err(read)?, sha256_file(image).map_err(read)?);
+    let (a, b) = (
+        sha256_file(&rebuilt).map_err(read)?,
+        sha256_file(image).map_err(read)?,
+    );
     if a == b {
         return Ok(Verdict::Identical(a));
     }
@@ -196,12 +257,17 @@ pub fn compare_disks(a: &Path, b: &Path) -> io::Result<Difference> {
         let partition = format!("partition {} ({}, {})", i + 1, pa.name, role(pa));
         let inside = match role(pa) {
             "esp" => esp_difference(&mut fa, &mut fb, pa).unwrap_or_else(|e| Some(unreadable(e))),
-            "store" => store_difference(&mut fa, &mut fb, pa).unwrap_or_else(|e| Some(unreadable(e))),
+            "store" => {
+                store_difference(&mut fa, &mut fb, pa).unwrap_or_else(|e| Some(unreadable(e)))
+            }
             _ => None,
         };
         let (file, how) = match inside {
             Some((file, how)) => (file, how),
-            None => (None, format!("bytes differ from byte {at} of the partition")),
+            None => (
+                None,
+                format!("bytes differ from byte {at} of the partition"),
+            ),
         };
         return Ok(Difference {
             partition,
@@ -229,10 +295,16 @@ fn unreadable(e: io::Error) -> (Option<String>, String) {
 
 fn table_difference(a: &Table, b: &Table) -> Option<String> {
     if a.disk_size != b.disk_size {
-        return Some(format!("disk size {} (rebuilt) vs {} (image)", a.disk_size, b.disk_size));
+        return Some(format!(
+            "disk size {} (rebuilt) vs {} (image)",
+            a.disk_size, b.disk_size
+        ));
     }
     if a.disk_guid != b.disk_guid {
-        return Some(format!("disk GUID {} (rebuilt) vs {} (image)", a.disk_guid, b.disk_guid));
+        return Some(format!(
+            "disk GUID {} (rebuilt) vs {} (image)",
+            a.disk_guid, b.disk_guid
+        ));
     }
     if a.partitions.len() != b.partitions.len() {
         return Some(format!(
@@ -355,7 +427,10 @@ fn esp_difference(
     let mut ea = EspReader::open_within(&mut *fa, p.offset(), p.size()).map_err(io)?;
     let mut eb = EspReader::open_within(&mut *fb, p.offset(), p.size()).map_err(io)?;
     let list = |files: Vec<crate::disk::esp::EspFile>| -> BTreeMap<String, (bool, u64)> {
-        files.into_iter().map(|f| (f.path, (f.is_dir, f.size))).collect()
+        files
+            .into_iter()
+            .map(|f| (f.path, (f.is_dir, f.size)))
+            .collect()
     };
     let (la, lb) = (list(ea.list().map_err(io)?), list(eb.list().map_err(io)?));
     let paths: std::collections::BTreeSet<&String> = la.keys().chain(lb.keys()).collect();
@@ -387,7 +462,10 @@ fn esp_difference(
                 return Ok(Some((Some(format!("{shown}: {inner}")), how)));
             }
         }
-        return Ok(Some((Some(shown), format!("contents differ from byte {at}"))));
+        return Ok(Some((
+            Some(shown),
+            format!("contents differ from byte {at}"),
+        )));
     }
     Ok(None)
 }
@@ -395,7 +473,10 @@ fn esp_difference(
 /// The first section of two UKIs that differs, and inside `.initrd` the entry.
 fn uki_difference<R: Read + Seek>(a: &mut R, b: &mut R) -> io::Result<Option<(String, String)>> {
     let io = |e: crate::boot::BootError| io::Error::other(e.to_string());
-    let (ia, ib) = (crate::boot::read_uki(a).map_err(io)?, crate::boot::read_uki(b).map_err(io)?);
+    let (ia, ib) = (
+        crate::boot::read_uki(a).map_err(io)?,
+        crate::boot::read_uki(b).map_err(io)?,
+    );
     let names = |i: &crate::boot::UkiInfo| -> Vec<String> {
         i.sections.iter().map(|s| s.name.clone()).collect()
     };
@@ -410,7 +491,10 @@ fn uki_difference<R: Read + Seek>(a: &mut R, b: &mut R) -> io::Result<Option<(St
         )));
     }
     for (sa, sb) in ia.sections.iter().zip(&ib.sections) {
-        let (la, lb) = (sa.virtual_size.min(sa.file_size), sb.virtual_size.min(sb.file_size));
+        let (la, lb) = (
+            sa.virtual_size.min(sa.file_size),
+            sb.virtual_size.min(sb.file_size),
+        );
         let name = crate::untrusted::shown(&sa.name);
         if la != lb {
             return Ok(Some((name, format!("size {la} (rebuilt) vs {lb} (image)"))));
@@ -421,7 +505,9 @@ fn uki_difference<R: Read + Seek>(a: &mut R, b: &mut R) -> io::Result<Option<(St
             continue;
         };
         if sa.name == ".initrd" {
-            if let Some((entry, how)) = initramfs_difference(a, b, sa.file_offset, sb.file_offset, la)? {
+            if let Some((entry, how)) =
+                initramfs_difference(a, b, sa.file_offset, sb.file_offset, la)?
+            {
                 return Ok(Some((format!("{name}: {entry}"), how)));
             }
         }

@@ -22,7 +22,7 @@
 mod gce;
 mod qcow2;
 mod raw;
-mod source;
+pub(crate) mod source;
 mod vhd;
 mod vmdk;
 

@@ -22,15 +22,15 @@ pub(super) fn is_zero(buf: &[u8]) -> bool {
     buf == &ZEROS[..buf.len()]
 }
 
-/// The raw image being converted.
-pub(super) struct RawImage {
+/// The raw image being converted (or hashed, `crate::report`).
+pub(crate) struct RawImage {
     file: File,
     path: PathBuf,
     size: u64,
 }
 
 impl RawImage {
-    pub(super) fn open(path: &Path) -> Result<Self, FormatError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, FormatError> {
         let err = |source| FormatError::Read {
             path: path.to_path_buf(),
             source,
@@ -106,7 +106,7 @@ impl RawImage {
 
     /// Writes every byte of the image to `w`, holes as zeros (read from memory, not
     /// from the file). `werr` turns a write error into the caller's error.
-    pub(super) fn copy_all(
+    pub(crate) fn copy_all(
         &mut self,
         w: &mut dyn Write,
         werr: impl Fn(io::Error) -> FormatError,

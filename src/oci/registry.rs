@@ -114,6 +114,9 @@ pub struct Pulled {
     /// `linux/amd64`, `linux/arm64/v8`.
     pub platform: String,
     pub image: LayoutImage,
+    /// True when the registry was not asked: the digest was known and every blob
+    /// was in the cache.
+    pub cached: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +215,7 @@ pub fn pull(
             )),
         }
     }
+    let cached: BTreeSet<usize> = from_cache.keys().copied().collect();
     if from_cache.len() < requests.len() {
         if opts.offline {
             missing.sort();
@@ -245,12 +249,13 @@ pub fn pull(
             digest,
             platform,
             image,
+            cached: cached.contains(&i),
         });
     }
     Ok(out)
 }
 
-fn platform_of(image: &LayoutImage) -> String {
+pub(crate) fn platform_of(image: &LayoutImage) -> String {
     let c = &image.config;
     match c.variant() {
         Some(v) => format!("{}/{}/{v}", c.os(), c.architecture()),

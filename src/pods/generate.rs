@@ -338,13 +338,22 @@ pub fn summarize(pod: &Pod, from: &'static str, oneshot: bool) -> PodSummary {
         .flatten()
         .filter_map(|v| v.host_path.as_ref().map(|h| h.path.clone()))
         .collect();
+    let devices = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DEVICES_ANNOTATION))
+        .map(|d| d.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
     PodSummary {
         name: pod.metadata.name.clone().unwrap_or_default(),
         from,
         images,
+        privileged: capabilities.iter().any(|c| c == "privileged"),
         capabilities,
         host_network: spec.host_network == Some(true),
         host_paths,
+        devices,
         oneshot,
     }
 }

@@ -123,8 +123,12 @@ pub struct PodSummary {
     pub from: &'static str,
     pub images: Vec<String>,
     pub capabilities: Vec<String>,
+    /// A container runs `privileged` (every capability and device of the host).
+    pub privileged: bool,
     pub host_network: bool,
     pub host_paths: Vec<String>,
+    /// Host devices given without `privileged` (the CRI-O devices annotation).
+    pub devices: Vec<String>,
     pub oneshot: bool,
 }
 

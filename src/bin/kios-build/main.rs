@@ -45,6 +45,9 @@ enum Command {
     /// Read a built image back: partitions, boot files, command line, kernel
     /// version, and the initramfs' /etc.
     Inspect(commands::inspect::InspectArgs),
+    /// Rebuild from the lock and the cache alone and compare with an image: exit 0
+    /// identical, 1 different (the first partition and file that differ).
+    Verify(commands::verify::VerifyArgs),
     /// Boot an image in QEMU (UEFI firmware, KVM when usable), its console on stdout.
     /// Exit 0: --until matched, or the guest powered off; 1: timeout, panic, QEMU exit.
     Run(commands::run::RunArgs),
@@ -139,5 +142,6 @@ fn run() -> Result<ExitCode, CliError> {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::System { command } => commands::system::run(command),
         Command::Run(args) => commands::run::run(args),
+        Command::Verify(args) => commands::verify::run(args),
     }
 }

@@ -36,7 +36,7 @@
 //! images go into the store, or write the filesystem image itself.
 
 mod diff;
-mod records;
+pub(crate) mod records;
 mod tarsplit;
 #[cfg(test)]
 mod tests;

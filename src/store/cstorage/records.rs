@@ -89,7 +89,7 @@ pub(super) fn big_data_file_name(key: &str) -> String {
 
 /// Seconds since the epoch as Go marshals a UTC `time.Time`:
 /// `2006-01-02T15:04:05Z`.
-pub(super) fn go_time(secs: u64) -> String {
+pub(crate) fn go_time(secs: u64) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days as i64);

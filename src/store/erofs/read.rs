@@ -302,7 +302,11 @@ impl<R: Read + Seek> ErofsReader<R> {
                     .filter(|(n, _)| n != b"." && n != b"..")
                     .map(|(n, c)| {
                         let name = String::from_utf8_lossy(&n).into_owned();
-                        let p = if path.is_empty() { name } else { format!("{path}/{name}") };
+                        let p = if path.is_empty() {
+                            name
+                        } else {
+                            format!("{path}/{name}")
+                        };
                         (p, c)
                     })
                     .collect();
@@ -402,8 +406,15 @@ mod tests {
         use sha2::Digest;
         let want: [u8; 32] = sha2::Sha256::digest(vec![0x5a; 3 * 4096 + 100]).into();
         assert_eq!(big.sha256, Some(want));
-        assert_eq!((big.mode & 0o7777, big.uid, big.gid, big.size), (0o644, 0, 0, 3 * 4096 + 100));
-        assert!(r.walk(10).unwrap_err().to_string().contains("more than 10 entries"));
+        assert_eq!(
+            (big.mode & 0o7777, big.uid, big.gid, big.size),
+            (0o644, 0, 0, 3 * 4096 + 100)
+        );
+        assert!(r
+            .walk(10)
+            .unwrap_err()
+            .to_string()
+            .contains("more than 10 entries"));
         assert!(r.read_file("etc", 100).unwrap().is_none(), "a directory");
         assert!(r.read_file("etc/hostname/x", 100).unwrap().is_none());
         // Limits hold.

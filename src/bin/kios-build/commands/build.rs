@@ -29,9 +29,17 @@ pub struct BuildArgs {
     /// Print only errors.
     #[arg(short, long)]
     quiet: bool,
-    /// Print a JSON build report on stdout when done.
+    /// Print the build report (as --report writes it) on stdout when done.
     #[arg(long)]
     json: bool,
+    /// Write the build report (JSON, docs/report.md): every input's digest, the
+    /// static pods' privileges, each artifact's and partition's sha256, timings.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// Write an SPDX 2.3 JSON SBOM of the image (kernel, stub, kios-init, system
+    /// tree, pre-seeded images and their layers).
+    #[arg(long, value_name = "FILE.spdx.json")]
+    sbom: Option<PathBuf>,
     /// Refuse the build (exit 2, nothing written) when the system tree fails its
     /// check (`kios-build system check`), instead of warning.
     #[arg(long)]
@@ -48,21 +56,21 @@ pub fn run(args: BuildArgs) -> Result<ExitCode, CliError> {
         format: args.format,
         pull: args.pull.options(),
         strict: args.strict,
+        report: args.report,
+        sbom: args.sbom,
+        record: args.json,
     };
-    let report = kios_build::build::build(&args.profile, &args.output, &opts)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
-    } else if !args.quiet {
-        eprintln!(
+    let built = kios_build::build::build(&args.profile, &args.output, &opts)?;
+    match &built.report {
+        Some(report) if args.json => print!("{}", report.to_json()),
+        _ if !args.quiet => eprintln!(
             "built {} ({} MiB, kernel {}) in {:.1}s",
-            report.output.display(),
-            report.size >> 20,
-            report.kernel_version,
-            report.seconds
-        );
+            built.output.display(),
+            built.disk_size >> 20,
+            built.kernel_version,
+            built.seconds
+        ),
+        _ => {}
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@ pub mod pull;
 pub mod run;
 pub mod system;
 pub mod validate;
+pub mod verify;
 
 use std::path::PathBuf;
 
