@@ -230,6 +230,7 @@ fn disk_record(table: &Table, d: &DiskDigests) -> DiskRecord {
             role: match part.type_guid {
                 t if t == ESP_TYPE => "esp",
                 t if t == STORE_TYPE => "store",
+                t if t == crate::disk::STORE_VERITY_TYPE => "store-verity",
                 t if t == DATA_TYPE => "data",
                 _ => "other",
             }
