@@ -158,6 +158,8 @@ pub struct BootInfo {
     pub cmdline: String,
     pub os_release: BTreeMap<String, String>,
     pub sections: Vec<SectionInfo>,
+    /// The UKI's Authenticode signature: signed, by whom, and whether it verifies.
+    pub signature: crate::sign::SignatureInfo,
 }
 
 #[derive(Debug, Serialize)]
@@ -324,7 +326,16 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     let mut uki = esp.open_file(&uki_path).map_err(esp_err)?;
     // read_uki checks that every section lies inside the file.
     let info = boot::read_uki(&mut uki).map_err(uki_err)?;
-    out.boot = Some(boot_info(&info, &uki_path));
+    // A signature that cannot be read is reported, not an error: the rest of the
+    // image can still be shown.
+    let signature = crate::sign::check(&mut uki).unwrap_or_else(|e| crate::sign::SignatureInfo {
+        signed: true,
+        subject: None,
+        serial: None,
+        verified: false,
+        problem: Some(crate::error_chain(&e, ": ")),
+    });
+    out.boot = Some(boot_info(&info, &uki_path, signature));
     let Some(initrd) = info.sections.iter().find(|s| s.name == ".initrd") else {
         return Ok(out);
     };
@@ -389,7 +400,11 @@ fn partition_infos(table: &Table) -> Vec<PartitionInfo> {
 
 /// What the UKI at `uki_path` says: architecture, kernel, command line, os-release
 /// and its sections.
-fn boot_info(info: &boot::UkiInfo, uki_path: &str) -> BootInfo {
+fn boot_info(
+    info: &boot::UkiInfo,
+    uki_path: &str,
+    signature: crate::sign::SignatureInfo,
+) -> BootInfo {
     BootInfo {
         uki: uki_path.to_string(),
         arch: boot::arch_of_machine(info.machine)
@@ -406,6 +421,7 @@ fn boot_info(info: &boot::UkiInfo, uki_path: &str) -> BootInfo {
                 size: s.file_size.min(s.virtual_size.max(s.file_size)),
             })
             .collect(),
+        signature,
     }
 }
 
@@ -609,6 +625,7 @@ pub fn render_text(i: &Inspection) -> String {
             .map(|x| format!("{} {}", shown(&x.name), x.size))
             .collect();
         s.push_str(&format!("uki        {}\n", secs.join(", ")));
+        s.push_str(&format!("signature  {}\n", signature_line(&b.signature)));
     }
     render_images(&mut s, &i.images);
     if let Some(r) = &i.initramfs {
@@ -616,6 +633,28 @@ pub fn render_text(i: &Inspection) -> String {
     }
     render_pods(&mut s, &i.pods);
     s
+}
+
+/// The UKI's signature in one line: unsigned, or signer and verdict.
+fn signature_line(sig: &crate::sign::SignatureInfo) -> String {
+    if !sig.signed {
+        return "none (the UKI is not signed)".into();
+    }
+    let who = match (&sig.subject, &sig.serial) {
+        (Some(subject), Some(serial)) => format!("{} serial {serial}", shown(subject)),
+        _ => "an unreadable signer".into(),
+    };
+    let problem = sig.problem.as_deref().map(shown).unwrap_or_default();
+    if sig.verified {
+        let note = if problem.is_empty() {
+            String::new()
+        } else {
+            format!(" ({problem})")
+        };
+        format!("signed by {who}, verifies with its certificate{note}")
+    } else {
+        format!("signed by {who}, DOES NOT VERIFY: {problem}")
+    }
 }
 
 /// The pre-seeded images: names and digest, one line each.
@@ -831,6 +870,13 @@ mod tests {
                 cmdline: n(),
                 os_release: BTreeMap::from([("PRETTY_NAME".to_string(), n())]),
                 sections: vec![SectionInfo { name: n(), size: 1 }],
+                signature: crate::sign::SignatureInfo {
+                    signed: true,
+                    subject: Some(n()),
+                    serial: Some(n()),
+                    verified: false,
+                    problem: Some(n()),
+                },
             }),
             initramfs: Some(InitramfsInfo {
                 compression: "gzip",

@@ -36,6 +36,7 @@ pub mod pods;
 pub mod profile;
 pub mod progress;
 pub(crate) mod seed;
+pub mod sign;
 pub mod store;
 #[allow(unsafe_code)]
 mod sys;

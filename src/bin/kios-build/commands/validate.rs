@@ -31,6 +31,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode, CliError> {
         format: None,
         pull: args.pull.options(),
         strict: args.strict,
+        signing: Default::default(),
     };
     let p = kios_build::build::prepare(&args.profile, &opts)?;
     println!(
