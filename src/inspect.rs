@@ -641,7 +641,7 @@ fn signature_line(sig: &crate::sign::SignatureInfo) -> String {
         return "none (the UKI is not signed)".into();
     }
     let who = match (&sig.subject, &sig.serial) {
-        (Some(subject), Some(serial)) => format!("{} serial {serial}", shown(subject)),
+        (Some(subject), Some(serial)) => format!("{} serial {}", shown(subject), shown(serial)),
         _ => "an unreadable signer".into(),
     };
     let problem = sig.problem.as_deref().map(shown).unwrap_or_default();
@@ -946,10 +946,10 @@ mod tests {
     fn the_text_form_escapes_every_string_from_the_image() {
         let out = render_text(&hostile());
         assert_safe(&out);
-        // The hostile strings are there, escaped: all 22 the text form shows (the
+        // The hostile strings are there, escaped: all 25 the text form shows (the
         // UKI's path and a summarised pod's file are only in the JSON form).
         let escaped = shown(NASTY);
-        assert_eq!(out.matches(&escaped).count(), 22, "{out}");
+        assert_eq!(out.matches(&escaped).count(), 25, "{out}");
     }
 
     #[test]

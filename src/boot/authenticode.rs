@@ -245,7 +245,8 @@ pub fn embed(file: &mut File, layout: &Layout, pkcs7: &[u8]) -> Result<u64, Boot
 /// A signature found in an image, with the hash it should cover.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Embedded {
-    /// The DER of the `WIN_CERTIFICATE`'s content (a PKCS#7 `ContentInfo`).
+    /// The `WIN_CERTIFICATE`'s content: a DER PKCS#7 `ContentInfo`, then the zeros
+    /// that pad the entry to 8 bytes (the DER's own length says where it ends).
     pub pkcs7: Vec<u8>,
     /// The image's Authenticode SHA-256 hash, computed here.
     pub image_hash: [u8; 32],
@@ -355,7 +356,7 @@ mod tests {
         let len = embed(&mut f, &layout, b"0123456789").unwrap();
         assert_eq!(len, layout.file_len + 24, "8 + 10 bytes, padded to 24");
         let found = read_signature(&mut f).unwrap().unwrap();
-        assert_eq!(found.pkcs7, b"0123456789");
+        assert_eq!(found.pkcs7, b"0123456789\0\0\0\0\0\0", "with its padding");
         assert_eq!(
             found.image_hash, hash,
             "the signature is not part of the hash"

@@ -406,8 +406,8 @@ fn certificate_warnings(certificate: &Certificate, path: &Path) -> Vec<String> {
     let not_before = tbs.validity.not_before.to_system_time();
     if not_after < now {
         out.push(format!(
-            "the signing certificate {name} expired on {} (UEFI does not check dates, \
-             other verifiers may)",
+            "the signing certificate {name} expired on {} (EDK2 firmware such as \
+             OVMF and sbverify do not check dates; osslsigncode and Windows refuse it)",
             tbs.validity.not_after
         ));
     }
@@ -423,8 +423,8 @@ fn certificate_warnings(certificate: &Certificate, path: &Path) -> Vec<String> {
             match x509_cert::ext::pkix::ExtendedKeyUsage::from_der(value) {
                 Ok(eku) if !eku.0.contains(&CODE_SIGNING) => out.push(format!(
                     "the signing certificate {name} is not for code signing (its extended \
-                     key usage lacks codeSigning); sbverify and firmware accept it, \
-                     osslsigncode and Windows tools may not"
+                     key usage lacks codeSigning); EDK2 firmware such as OVMF does not \
+                     check it, but sbverify and osslsigncode refuse such a signature"
                 )),
                 _ => {}
             }
