@@ -154,15 +154,20 @@ fn profile(dir: &Path, extra: &str) -> PathBuf {
     common::write_profile(dir, "node.yaml", &profile_text(extra))
 }
 
-/// Copies the UKI off the image's ESP with mtools.
+/// Copies the amd64 UKI off the image's ESP with mtools.
 fn uki_of(img: &Path, dest: &Path) -> PathBuf {
+    uki_at(img, "EFI/BOOT/BOOTX64.EFI", dest)
+}
+
+/// Copies `esp_path` off the image's ESP with mtools.
+fn uki_at(img: &Path, esp_path: &str, dest: &Path) -> PathBuf {
     require_tool("mcopy", "mtools");
     let (offset, _) = partition(img, "KIOS_ESP");
     let o = run(Command::new("mcopy")
         .arg("-n")
         .arg("-i")
         .arg(format!("{}@@{offset}", img.display()))
-        .arg("::/EFI/BOOT/BOOTX64.EFI")
+        .arg(format!("::/{esp_path}"))
         .arg(dest));
     assert!(o.status.success(), "mcopy:\n{}", text(&o));
     dest.to_path_buf()
@@ -322,7 +327,7 @@ fn rsa_4096_pkcs1_and_p256_sec1_keys_sign_ukis_both_tools_accept() {
         ("p256", p256_key(d, "p256")),
     ] {
         let img = d.join(format!("{name}.img"));
-        build_ok(
+        let o = build_ok(
             &p,
             &img,
             &[
@@ -331,6 +336,12 @@ fn rsa_4096_pkcs1_and_p256_sec1_keys_sign_ukis_both_tools_accept() {
                 "--signing-cert",
                 k.cert.to_str().unwrap(),
             ],
+        );
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            log.contains("verifies only RSA signatures"),
+            name == "p256",
+            "{name}: the firmware warning is for ECDSA only:\n{log}"
         );
         let efi = uki_of(&img, &d.join(format!("{name}.efi")));
         assert_both_accept(&k.cert, &efi);
@@ -372,7 +383,7 @@ fn the_openssl_signer_gives_the_same_bytes_as_the_key_and_signed_builds_are_repr
     let mut sums = Vec::new();
     for (name, args) in &runs {
         let img = d.join(format!("{name}.img"));
-        build_ok(&p, &img, args);
+        let o = build_ok(&p, &img, args);
         sums.push((name, common::sha256_file(&img)));
     }
     for (name, sum) in &sums[1..] {
@@ -399,6 +410,32 @@ fn the_openssl_signer_gives_the_same_bytes_as_the_key_and_signed_builds_are_repr
         ],
     );
     assert_both_accept(&ec.cert, &uki_of(&img, &d.join("ec.efi")));
+}
+
+#[test]
+fn an_arm64_uki_is_signed_at_bootaa64_efi() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = rsa_key(d, "db", 2048, false);
+    let p = common::write_profile(d, "arm64.yaml", &common::profile_text_arm64(""));
+    let img = d.join("arm64.img");
+    build_ok(
+        &p,
+        &img,
+        &[
+            "--signing-key",
+            k.key.to_str().unwrap(),
+            "--signing-cert",
+            k.cert.to_str().unwrap(),
+        ],
+    );
+    let efi = uki_at(&img, "EFI/BOOT/BOOTAA64.EFI", &d.join("aa64.efi"));
+    assert_both_accept(&k.cert, &efi);
+    assert_both_reject(
+        &k.cert,
+        &with_byte_changed(&efi, ".linux", &d.join("bad.efi")),
+    );
+    assert_eq!(inspected_signature(&img)["verified"], true);
 }
 
 #[test]

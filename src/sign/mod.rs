@@ -215,8 +215,20 @@ impl Signer {
             KeySource::Command(c) if c.trim().is_empty() => return Err(SignError::EmptySigner),
             KeySource::Command(c) => Backend::Command(c.clone()),
         };
+        let mut warnings = certificate_warnings(&certificate, cert_path);
+        if algorithm == Algorithm::P256 {
+            // Seen in tests/secure_boot_qemu.rs's setup: with the P-256 certificate
+            // in db, OVMF answered "Access Denied".
+            warnings.push(
+                "the UKI is signed with ECDSA P-256: sbverify and osslsigncode accept it, \
+                 but some UEFI firmware verifies only RSA signatures (Debian 12's OVMF, \
+                 edk2 2022.11, refuses it); use RSA-2048 unless the target firmware is \
+                 known to take ECDSA"
+                    .into(),
+            );
+        }
         Ok(Some(Signer {
-            warnings: certificate_warnings(&certificate, cert_path),
+            warnings,
             certificate,
             algorithm,
             backend,
