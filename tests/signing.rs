@@ -383,7 +383,7 @@ fn the_openssl_signer_gives_the_same_bytes_as_the_key_and_signed_builds_are_repr
     let mut sums = Vec::new();
     for (name, args) in &runs {
         let img = d.join(format!("{name}.img"));
-        let o = build_ok(&p, &img, args);
+        build_ok(&p, &img, args);
         sums.push((name, common::sha256_file(&img)));
     }
     for (name, sum) in &sums[1..] {
