@@ -364,11 +364,13 @@ fn the_openssl_signer_gives_the_same_bytes_as_the_key_and_signed_builds_are_repr
     // The message on stdin, hashed by openssl (-rawin); and the SHA-256 from
     // KIOS_SIGN_SHA256, signed as a digest (how a KMS "sign digest" call works).
     let rawin = format!("openssl pkeyutl -sign -rawin -digest sha256 -inkey '{key}'");
+    require_tool("xxd", "xxd");
     let digest = format!(
-        "python3 -c 'import os,sys; sys.stdout.buffer.write(bytes.fromhex(os.environ[\"KIOS_SIGN_SHA256\"]))' \
+        "printf %s \"$KIOS_SIGN_SHA256\" | xxd -r -p \
          | openssl pkeyutl -sign -inkey '{key}' -pkeyopt digest:sha256"
     );
-    let runs: [(&str, Vec<&str>); 4] = [
+    let dgst = format!("openssl dgst -sha256 -sign '{key}'");
+    let runs: [(&str, Vec<&str>); 5] = [
         ("key-1", with_key.to_vec()),
         ("key-2", with_key.to_vec()),
         (
@@ -378,6 +380,10 @@ fn the_openssl_signer_gives_the_same_bytes_as_the_key_and_signed_builds_are_repr
         (
             "signer-digest",
             vec!["--signer", &digest, "--signing-cert", cert],
+        ),
+        (
+            "signer-dgst",
+            vec!["--signer", &dgst, "--signing-cert", cert],
         ),
     ];
     let mut sums = Vec::new();
