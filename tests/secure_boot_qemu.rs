@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{kios_build, profile_text, require_tool, run, run_tool, text, write_profile};
+use common::keys::{certificate, expired_certificate, rsa_key};
+use common::{kios_build, profile_text, require_tool, run, text, write_profile};
 
 const SECBOOT_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 const PLAIN_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -20,38 +21,11 @@ const VARS_TEMPLATE: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// Any GUID names the owner of a `db` entry; this one is ours for the tests.
 const DB_OWNER: &str = "6b1f5c4e-3f5a-4e0b-9a55-6b696f530001";
 
-/// A key and self-signed certificate made with `openssl req -x509`.
-fn key_and_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{name}.key"));
-    let cert = dir.join(format!("{name}.crt"));
-    run_tool(
-        "openssl",
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            key.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-            "-subj",
-            &format!("/CN=kiOS Secure Boot test {name}"),
-            "-days",
-            "3650",
-            "-addext",
-            "extendedKeyUsage=codeSigning",
-        ],
-    );
-    (key, cert)
-}
-
 /// A copy of OVMF's variables with Secure Boot on and `cert` as PK, KEK and db.
 fn enrolled_vars(dir: &Path, cert: &Path) -> PathBuf {
     require_tool("virt-fw-vars", "virt-firmware (pip3 install virt-firmware)");
-    let vars = dir.join("vars.fd");
+    let stem = cert.file_stem().unwrap().to_string_lossy();
+    let vars = dir.join(format!("vars-{stem}.fd"));
     let c = cert.to_str().unwrap();
     let o = run(Command::new("virt-fw-vars")
         .args(["--input", VARS_TEMPLATE, "--output"])
@@ -111,8 +85,10 @@ fn boot_secure(img: &Path, vars: &Path, until: &str, timeout: Duration) -> (bool
 fn a_signed_image_boots_with_secure_boot_and_unsigned_or_foreign_ones_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (key, cert) = key_and_cert(d, "db");
-    let (other_key, other_cert) = key_and_cert(d, "other");
+    let db = rsa_key(d, "db", 2048, false);
+    let other = rsa_key(d, "other", 2048, false);
+    let (key, cert) = (db.key, db.cert);
+    let (other_key, other_cert) = (other.key, other.cert);
     let vars = enrolled_vars(d, &cert);
     let p = write_profile(d, "node.yaml", &profile_text("disk:\n  size: 256MiB\n"));
 
@@ -163,5 +139,39 @@ fn a_signed_image_boots_with_secure_boot_and_unsigned_or_foreign_ones_do_not() {
             "{}: the kernel ran without a valid signature:\n{log}",
             img.display()
         );
+    }
+}
+
+/// What `build` warns about a certificate does not stop firmware: OVMF checks neither
+/// dates nor extended key usage (sbverify and osslsigncode do, see tests/signing.rs).
+#[test]
+fn the_firmware_boots_an_image_signed_with_an_expired_or_non_code_signing_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = rsa_key(d, "db", 2048, false);
+    let p = write_profile(d, "node.yaml", &profile_text("disk:\n  size: 256MiB\n"));
+    for cert in [
+        expired_certificate(d, &k.key),
+        certificate(d, "server", &k.key, "serverAuth"),
+    ] {
+        let vars = enrolled_vars(d, &cert);
+        let img = d.join("warned.img");
+        build(
+            &p,
+            &img,
+            &[
+                "--signing-key",
+                k.key.to_str().unwrap(),
+                "--signing-cert",
+                cert.to_str().unwrap(),
+            ],
+        );
+        let (ready, log) = boot_secure(&img, &vars, "kios-init: ready", Duration::from_secs(400));
+        assert!(
+            ready,
+            "{}: the firmware refused the image:\n{log}",
+            cert.display()
+        );
+        fs::remove_file(&img).unwrap();
     }
 }
