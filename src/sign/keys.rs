@@ -101,13 +101,14 @@ impl PrivateKey {
         let mut labels = Vec::new();
         // Each PEM block alone: openssl puts `EC PARAMETERS` before an EC key.
         for block in text.split("-----BEGIN ").skip(1) {
-            let Some(end) = block.find("-----END ") else {
+            // The block up to the dashes that close its END line.
+            let Some(end) = block.find("-----END ").map(|e| e + "-----END ".len()) else {
                 continue;
             };
-            let Some(tail) = block[end..].find("-----\n").or(block[end..].find("-----")) else {
+            let Some(close) = block[end..].find("-----").map(|c| end + c + "-----".len()) else {
                 continue;
             };
-            let pem = format!("-----BEGIN {}-----\n", &block[..end + tail]);
+            let pem = format!("-----BEGIN {}\n", &block[..close]);
             let (label, der) = match der::pem::decode_vec(pem.as_bytes()) {
                 Ok((label, der)) => (label.to_string(), Zeroizing::new(der)),
                 Err(_) => continue,
@@ -283,6 +284,33 @@ mod tests {
         assert_eq!(der, sig.to_der().as_bytes());
         assert!(normalize(Algorithm::P256, b"garbage").is_err());
         assert!(normalize(Algorithm::Rsa { bits: 2048 }, &[0u8; 255]).is_err());
+    }
+
+    #[test]
+    fn sec1_after_ec_parameters_and_pkcs8_pem_are_read_with_or_without_a_final_newline() {
+        use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
+        let secret = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+        let spki_der = secret.public_key().to_public_key_der().unwrap();
+        let spki = SubjectPublicKeyInfoOwned::try_from(spki_der.as_bytes()).unwrap();
+        let sec1 = secret.to_sec1_pem(LineEnding::LF).unwrap();
+        let with_params = format!(
+            "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n{}",
+            sec1.as_str()
+        );
+        let pkcs8 = secret.to_pkcs8_pem(LineEnding::LF).unwrap();
+        for text in [
+            with_params.as_str(),
+            with_params.trim_end(),
+            pkcs8.as_str(),
+            pkcs8.trim_end(),
+        ] {
+            let key = PrivateKey::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"));
+            assert!(key.matches(&spki));
+            let sig = key.sign(b"message");
+            verify(&spki, b"message", &sig).unwrap();
+            assert!(verify(&spki, b"other message", &sig).is_err());
+            assert_eq!(sig, key.sign(b"message"), "RFC 6979: deterministic");
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //!
 //! A private key comes only from the file named on the command line or from the
 //! external signer, never from the profile. It is read into memory, used once, and
-//! wiped; it is never printed, cached, or written anywhere but into no file at all
-//! (only its signature lands in the image). The external signer contract is in
+//! wiped; it is never printed, cached or written: only the signature and the
+//! certificate land in the image. The external signer contract is in
 //! `docs/secure-boot.md`: the command runs under `sh -c`, gets the DER of the
 //! authenticated attributes on stdin (to be hashed with SHA-256 and signed), with
 //! `KIOS_SIGN_SHA256` (that hash, hex) and `KIOS_SIGN_ALGORITHM` in its environment,
