@@ -455,6 +455,25 @@ fn bad_keys_certificates_and_usage_are_exit_2_and_write_nothing() {
         2,
         &["1024 bits"],
     );
+    assert_refused(
+        &p,
+        d,
+        &["--signing-key", &key, "--signing-cert", &s(&garbage)],
+        2,
+        &["not an X.509 certificate"],
+    );
+}
+
+#[test]
+fn a_missing_key_or_certificate_is_exit_2_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = rsa_key(d, "db", 2048, false);
+    let p = profile(d, "");
+    let (key, cert) = (
+        k.key.to_str().unwrap().to_string(),
+        k.cert.to_str().unwrap().to_string(),
+    );
     assert_refused(&p, d, &["--signing-key", &key], 2, &["no certificate"]);
     assert_refused(&p, d, &["--signing-cert", &cert], 2, &["no signing key"]);
     let with_cert = common::write_profile(
@@ -480,13 +499,6 @@ fn bad_keys_certificates_and_usage_are_exit_2_and_write_nothing() {
         &["--signing-key", &key],
         2,
         &["secureBoot.certificate", "nope.crt"],
-    );
-    assert_refused(
-        &p,
-        d,
-        &["--signing-key", &key, "--signing-cert", &s(&garbage)],
-        2,
-        &["not an X.509 certificate"],
     );
 }
 
