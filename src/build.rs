@@ -12,7 +12,7 @@
 //! | store | `store::write_partition` | the store partition's EROFS image |
 //! | verity | `store::verity::write_hash_tree` | its dm-verity hash tree and root hash (when `store.verity`) |
 //! | initramfs | `initramfs::contents::{tree, write_file}` | the compressed cpio |
-//! | UKI | `boot::write_uki_file` | the unified kernel image |
+//! | UKI | `boot::write_uki_file`, `sign::Signer::sign_uki` | the unified kernel image, signed when asked |
 //! | ESP | `boot::esp_tree` | the ESP's files |
 //! | disk | `disk::write_disk` | the raw GPT disk, in a partial file beside the output |
 //! | format | `format::convert` | the provider's format, in a second partial file |
@@ -70,6 +70,8 @@ pub enum BuildError {
     Initramfs(#[source] initramfs::InitramfsError),
     #[error("cannot write the unified kernel image")]
     Uki(#[source] boot::BootError),
+    #[error(transparent)]
+    Sign(#[from] crate::sign::SignError),
     #[error(transparent)]
     Pods(#[from] crate::pods::PodsError),
     #[error(transparent)]
@@ -145,6 +147,7 @@ impl BuildError {
             BuildError::Plan(p) => return p.is_input_error(),
             BuildError::Store(s) => return s.is_input_error(),
             BuildError::Output(o) => return o.is_input_error(),
+            BuildError::Sign(s) => return s.is_input_error(),
             _ => {}
         }
         matches!(
@@ -185,13 +188,19 @@ pub struct Options {
     pub sbom: Option<PathBuf>,
     /// Gather the report even when no file is asked for (`build --json`).
     pub record: bool,
+    /// Secure Boot signing of the UKI (`--signing-key`, `--signing-cert`, `--signer`).
+    pub signing: crate::sign::Request,
 }
 
 impl Options {
     /// Whether the store gets a dm-verity hash tree: `store.verity` when the profile
-    /// says, else off.
+    /// says, else when the UKI is signed (a signed UKI over an unverified store
+    /// would leave the images outside the boot chain).
     pub fn store_verity(&self, profile: &Profile) -> bool {
-        profile.store_verity.as_ref().is_some_and(|v| v.value)
+        match &profile.store_verity {
+            Some(v) => v.value,
+            None => self.signing.key.is_some(),
+        }
     }
 }
 
@@ -443,6 +452,13 @@ pub fn input_paths(profile: &Profile, opts: &Options) -> crate::output::Inputs {
         inputs.file("kios-init", &init);
     }
     inputs.file("the lock file", &crate::plan::lock_path(profile));
+    if let Some(crate::sign::KeySource::File(key)) = &opts.signing.key {
+        inputs.file("the signing key", key);
+    }
+    let profile_cert = profile.secure_boot.as_ref().map(|s| &s.certificate.value);
+    if let Some(cert) = opts.signing.certificate.as_ref().or(profile_cert) {
+        inputs.file("the signing certificate", cert);
+    }
     inputs.folder("the blob cache", &opts.pull.registry.cache_dir);
     inputs
 }
@@ -478,6 +494,15 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Finis
         opts.report.as_deref(),
         opts.sbom.as_deref(),
     )?;
+    // The key and certificate are checked before the pulls and the assembly.
+    let profile_cert = profile.secure_boot.as_ref();
+    let signer = crate::sign::Signer::from_request(
+        &opts.signing,
+        profile_cert.map(|s| s.certificate.value.as_path()),
+    )?;
+    for w in signer.iter().flat_map(|s| &s.warnings) {
+        opts.progress.say(&format!("warning: {w}"));
+    }
     let p = prepare_loaded(profile, opts, &mut watch)?;
     let store = store_stage(&p, opts)?;
     watch.lap("store");
@@ -495,7 +520,7 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Finis
             .trim_start()
             .to_string();
     }
-    let uki_len = uki_stage(&p, os_release, &cmdline, opts)?;
+    let uki_len = uki_stage(&p, os_release, &cmdline, signer.as_ref(), opts)?;
     watch.lap("uki");
     let esp = boot::esp_tree(&p.work.uki(), uki_len, p.profile.arch, opts.epoch)?;
     watch.lap("esp");
@@ -658,11 +683,14 @@ fn initramfs_stage(
     Ok(len)
 }
 
-/// The unified kernel image in the work folder; returns its size.
+/// The unified kernel image in the work folder, signed by `signer` if given; returns
+/// its size. Everything the signature covers (the `.cmdline` included) is written
+/// before it is signed.
 fn uki_stage(
     p: &Prepared,
     os_release: String,
     cmdline: &str,
+    signer: Option<&crate::sign::Signer>,
     opts: &Options,
 ) -> Result<u64, BuildError> {
     let parts = UkiParts {
@@ -676,7 +704,16 @@ fn uki_stage(
     opts.progress.step(&format!(
         "unified kernel image: {len} bytes, cmdline `{cmdline}`"
     ));
-    Ok(len)
+    let Some(signer) = signer else {
+        return Ok(len);
+    };
+    let signed = signer.sign_uki(&p.work.uki())?;
+    opts.progress.step(&format!(
+        "signed the UKI for Secure Boot: {} (serial {})",
+        crate::untrusted::shown(&signed.subject),
+        signed.serial
+    ));
+    Ok(signed.len)
 }
 
 /// The raw GPT disk, in a partial file beside `output`, and its partition table.

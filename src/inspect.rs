@@ -160,6 +160,8 @@ pub struct BootInfo {
     pub sections: Vec<SectionInfo>,
     /// What systemd's stub will extend into PCR 11 for this UKI (`boot::measure`).
     pub pcr11: Option<boot::measure::Pcr11>,
+    /// The UKI's Authenticode signature: signed, by whom, and whether it verifies.
+    pub signature: crate::sign::SignatureInfo,
 }
 
 #[derive(Debug, Serialize)]
@@ -326,7 +328,16 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     let mut uki = esp.open_file(&uki_path).map_err(esp_err)?;
     // read_uki checks that every section lies inside the file.
     let info = boot::read_uki(&mut uki).map_err(uki_err)?;
-    let mut boot = boot_info(&info, &uki_path);
+    // A signature that cannot be read is reported, not an error: the rest of the
+    // image can still be shown.
+    let signature = crate::sign::check(&mut uki).unwrap_or_else(|e| crate::sign::SignatureInfo {
+        signed: true,
+        subject: None,
+        serial: None,
+        verified: false,
+        problem: Some(crate::error_chain(&e, ": ")),
+    });
+    let mut boot = boot_info(&info, &uki_path, signature);
     boot.pcr11 = Some(boot::measure::pcr11(&mut uki, &info).map_err(|source| {
         uki_err(boot::BootError::Io {
             action: "reading the UKI's sections to predict PCR 11".into(),
@@ -400,7 +411,11 @@ fn partition_infos(table: &Table) -> Vec<PartitionInfo> {
 
 /// What the UKI at `uki_path` says: architecture, kernel, command line, os-release
 /// and its sections.
-fn boot_info(info: &boot::UkiInfo, uki_path: &str) -> BootInfo {
+fn boot_info(
+    info: &boot::UkiInfo,
+    uki_path: &str,
+    signature: crate::sign::SignatureInfo,
+) -> BootInfo {
     BootInfo {
         uki: uki_path.to_string(),
         arch: boot::arch_of_machine(info.machine)
@@ -418,6 +433,7 @@ fn boot_info(info: &boot::UkiInfo, uki_path: &str) -> BootInfo {
             })
             .collect(),
         pcr11: None,
+        signature,
     }
 }
 
@@ -628,6 +644,7 @@ pub fn render_text(i: &Inspection) -> String {
             .map(|x| format!("{} {}", shown(&x.name), x.size))
             .collect();
         s.push_str(&format!("uki        {}\n", secs.join(", ")));
+        s.push_str(&format!("signature  {}\n", signature_line(&b.signature)));
     }
     render_images(&mut s, &i.images);
     if let Some(r) = &i.initramfs {
@@ -635,6 +652,28 @@ pub fn render_text(i: &Inspection) -> String {
     }
     render_pods(&mut s, &i.pods);
     s
+}
+
+/// The UKI's signature in one line: unsigned, or signer and verdict.
+fn signature_line(sig: &crate::sign::SignatureInfo) -> String {
+    if !sig.signed {
+        return "none (the UKI is not signed)".into();
+    }
+    let who = match (&sig.subject, &sig.serial) {
+        (Some(subject), Some(serial)) => format!("{} serial {}", shown(subject), shown(serial)),
+        _ => "an unreadable signer".into(),
+    };
+    let problem = sig.problem.as_deref().map(shown).unwrap_or_default();
+    if sig.verified {
+        let note = if problem.is_empty() {
+            String::new()
+        } else {
+            format!(" ({problem})")
+        };
+        format!("signed by {who}, verifies with its certificate{note}")
+    } else {
+        format!("signed by {who}, DOES NOT VERIFY: {problem}")
+    }
 }
 
 /// The pre-seeded images: names and digest, one line each.
@@ -855,6 +894,13 @@ mod tests {
                     sha256: None,
                     events: vec![],
                 }),
+                signature: crate::sign::SignatureInfo {
+                    signed: true,
+                    subject: Some(n()),
+                    serial: Some(n()),
+                    verified: false,
+                    problem: Some(n()),
+                },
             }),
             initramfs: Some(InitramfsInfo {
                 compression: "gzip",
@@ -926,10 +972,10 @@ mod tests {
     fn the_text_form_escapes_every_string_from_the_image() {
         let out = render_text(&hostile());
         assert_safe(&out);
-        // The hostile strings are there, escaped: all 23 the text form shows (the
+        // The hostile strings are there, escaped: all 26 the text form shows (the
         // UKI's path and a summarised pod's file are only in the JSON form).
         let escaped = shown(NASTY);
-        assert_eq!(out.matches(&escaped).count(), 23, "{out}");
+        assert_eq!(out.matches(&escaped).count(), 26, "{out}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub(crate) mod seed;
+pub mod sign;
 pub mod store;
 #[allow(unsafe_code)]
 mod sys;

@@ -32,9 +32,11 @@
 //! either only read or rewrite more than asked. Its output is checked by `objdump` in
 //! `tests/uki.rs` and by booting it under OVMF.
 //!
-//! Not done here: signing (Secure Boot) and `.pcrsig`/`.pcrpkey`/`.dtb`/`.splash`
+//! Signing: [`authenticode`] hashes a written UKI and embeds a signature that
+//! `crate::sign` makes. Not done here: `.pcrsig`/`.pcrpkey`/`.dtb`/`.splash`
 //! sections; choosing the command line (the profile does); writing the ESP (`disk`).
 
+pub mod authenticode;
 mod bzimage;
 pub mod measure;
 mod pe;
@@ -151,6 +153,12 @@ pub enum BootError {
         arch: &'static str,
         stub: &'static str,
     },
+
+    #[error(
+        "the UKI already carries a signature (certificate table at {offset:#x}, {size} \
+         bytes); sign an unsigned UKI"
+    )]
+    AlreadySigned { offset: u64, size: u64 },
 
     #[error("the UKI has no kernel: the .linux part is empty; give the kernel image (vmlinuz)")]
     NoKernel,

@@ -159,7 +159,7 @@ pub struct PeHeaders {
     pub pe_offset: usize,
     /// COFF `Machine` (spec 3.3.1), e.g. 0x8664 for x86-64, 0xaa64 for arm64.
     pub machine: u16,
-    opt_offset: usize,
+    pub(super) opt_offset: usize,
     pub section_table_offset: usize,
     pub section_alignment: u32,
     pub file_alignment: u32,

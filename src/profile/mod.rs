@@ -28,6 +28,7 @@ pub mod caps;
 mod kube;
 pub(crate) mod kubelet;
 pub mod owned;
+mod secure_boot;
 pub mod spec;
 use crate::units::ByteSize;
 
@@ -145,6 +146,7 @@ struct RawProfile {
     files: Option<Vec<kube::RawFile>>,
     registries: Option<RawRegistries>,
     images: Option<Vec<S<String>>>,
+    secure_boot: Option<secure_boot::RawSecureBoot>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -289,6 +291,7 @@ pub enum Compression {
 }
 
 pub use crate::format::Format;
+pub use secure_boot::SecureBoot;
 
 /// A loaded, merged and checked node profile.
 #[derive(Clone, Debug)]
@@ -315,6 +318,8 @@ pub struct Profile {
     /// Kubernetes version, kubelet, daemons, static pods and extra /etc files.
     pub node: NodeSpec,
     pub registries: Registries,
+    /// `secureBoot:`: the certificate the UKI is signed for, if any.
+    pub secure_boot: Option<SecureBoot>,
 }
 
 impl Profile {
@@ -586,6 +591,7 @@ struct Merged {
     size: Option<Sourced<ByteSize>>,
     format: Option<Format>,
     registries: Registries,
+    secure_boot: Option<SecureBoot>,
 }
 
 impl Merged {
@@ -593,6 +599,9 @@ impl Merged {
     fn apply(&mut self, layer: &Layer, raw: &RawProfile) -> Result<(), ProfileError> {
         if let Some(r) = &raw.registries {
             merge_registries(layer, r, &mut self.registries)?;
+        }
+        if let Some(sb) = &raw.secure_boot {
+            secure_boot::apply(layer, sb, &mut self.secure_boot)?;
         }
         if let Some(a) = &raw.arch {
             self.arch = Some(layer.sourced(a));
@@ -714,6 +723,7 @@ impl Merged {
             format: self.format.unwrap_or(Format::Raw),
             node,
             registries: self.registries,
+            secure_boot: self.secure_boot,
         })
     }
 }

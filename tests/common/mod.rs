@@ -5,6 +5,7 @@
 //! test is ever skipped.
 #![allow(dead_code)]
 
+pub mod keys;
 pub mod layout;
 
 use std::fs;

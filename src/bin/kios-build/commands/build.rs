@@ -44,6 +44,23 @@ pub struct BuildArgs {
     /// check (`kios-build system check`), instead of warning.
     #[arg(long)]
     strict: bool,
+    /// Sign the UKI for Secure Boot with this private key (PEM or DER: PKCS#8,
+    /// PKCS#1 RSA or SEC1 EC; RSA 2048-4096 or ECDSA P-256, unencrypted). Read
+    /// only, never copied or printed. Needs a certificate: --signing-cert or the
+    /// profile's secureBoot.certificate (docs/secure-boot.md).
+    #[arg(long, value_name = "KEY", conflicts_with = "signer")]
+    signing_key: Option<PathBuf>,
+    /// The signing certificate (PEM or DER X.509); overrides the profile's
+    /// secureBoot.certificate.
+    #[arg(long, value_name = "CERT")]
+    signing_cert: Option<PathBuf>,
+    /// Sign the UKI with an external signer (PKCS#11, a KMS, an HSM): COMMAND runs
+    /// under `sh -c`, gets the bytes to sign on stdin (KIOS_SIGN_SHA256 holds their
+    /// SHA-256 in hex) and writes the raw signature to stdout, e.g.
+    /// 'openssl pkeyutl -sign -rawin -digest sha256 -inkey db.key'
+    /// (docs/secure-boot.md).
+    #[arg(long, value_name = "COMMAND")]
+    signer: Option<String>,
     #[command(flatten)]
     pull: PullArgs,
 }
@@ -59,6 +76,14 @@ pub fn run(args: BuildArgs) -> Result<ExitCode, CliError> {
         report: args.report,
         sbom: args.sbom,
         record: args.json,
+        signing: kios_build::sign::Request {
+            key: match (args.signing_key, args.signer) {
+                (Some(path), _) => Some(kios_build::sign::KeySource::File(path)),
+                (None, Some(command)) => Some(kios_build::sign::KeySource::Command(command)),
+                (None, None) => None,
+            },
+            certificate: args.signing_cert,
+        },
     };
     let built = kios_build::build::build(&args.profile, &args.output, &opts)?;
     match &built.report {
