@@ -227,7 +227,12 @@ pub(crate) fn read_tar(
 }
 
 /// The tar format ends an archive with zero blocks (POSIX ustar: two; one is
-/// accepted). Without one the stream stopped early, even at a header boundary.
+/// accepted). A layer whose stream simply ends at a header boundary is accepted too,
+/// as Go's `archive/tar` (podman, containerd) and GNU tar accept it: `umoci insert`
+/// writes such layers, and by now the layer's bytes have been checked against the
+/// `diff_id` its image's config pins, so a missing marker is how the image was made,
+/// not a cut in transit. Anything else after the last member (part of a block, a
+/// block that is not zeros) is refused.
 fn check_end_marker(
     cx: &LayerCx,
     tar_path: &Path,
@@ -239,6 +244,9 @@ fn check_end_marker(
             "no end-of-archive block at offset {end}: the archive is truncated"
         ))
     };
+    if end == file_len {
+        return Ok(());
+    }
     if end + 512 > file_len {
         return Err(truncated());
     }
