@@ -617,25 +617,7 @@ fn a_verified_store_is_mounted_through_dm_verity_and_crio_starts_on_it() {
 fn a_store_changed_after_the_build_is_refused_crio_is_not_started_and_init_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let img = verity_image(dir.path(), "tampered", &["kios.test.kubelet=shutdown"]);
-    let (offset, size) = partition(&img, "KIOS_STORE");
-    let mut store = vec![0u8; size as usize];
-    {
-        use std::io::{Seek, SeekFrom};
-        let mut f = fs::File::open(&img).unwrap();
-        f.seek(SeekFrom::Start(offset)).unwrap();
-        f.read_exact(&mut store).unwrap();
-    }
-    let needle = b"\"big-data-names\"";
-    let at = store
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .expect("images.json is in the store partition");
-    {
-        use std::io::{Seek, SeekFrom};
-        let mut f = fs::OpenOptions::new().write(true).open(&img).unwrap();
-        f.seek(SeekFrom::Start(offset + at as u64 + 1)).unwrap();
-        f.write_all(b"B").unwrap();
-    }
+    change_store_metadata(&img);
     let mut vm = Vm::start(&img);
     assert!(
         vm.wait_for("kubelet is not started", BOOT_TIMEOUT),

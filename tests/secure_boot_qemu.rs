@@ -220,25 +220,7 @@ fn a_signed_images_store_is_verified_at_boot_and_a_changed_store_keeps_crio_from
         "{log}"
     );
 
-    let (offset, size) = common::partition(&img, "KIOS_STORE");
-    let mut store = vec![0u8; size as usize];
-    {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = fs::File::open(&img).unwrap();
-        f.seek(SeekFrom::Start(offset)).unwrap();
-        f.read_exact(&mut store).unwrap();
-    }
-    let needle = b"\"big-data-names\"";
-    let at = store
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .unwrap();
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut f = fs::OpenOptions::new().write(true).open(&img).unwrap();
-        f.seek(SeekFrom::Start(offset + at as u64 + 1)).unwrap();
-        f.write_all(b"B").unwrap();
-    }
+    common::change_store_metadata(&img);
     let (refused, log) = boot_secure(
         &img,
         &vars,

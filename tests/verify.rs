@@ -6,7 +6,6 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -76,22 +75,6 @@ fn a_fresh_build_verifies_in_every_format_from_the_profile_and_from_its_report()
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
-/// `img`'s partition `name` as (offset, bytes).
-fn partition_bytes(img: &Path, name: &str) -> (u64, Vec<u8>) {
-    let (offset, size) = partition(img, name);
-    let mut f = fs::File::open(img).unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    let mut b = vec![0u8; size as usize];
-    f.read_exact(&mut b).unwrap();
-    (offset, b)
-}
-
-fn write_at(img: &Path, at: u64, bytes: &[u8]) {
-    let mut f = fs::OpenOptions::new().write(true).open(img).unwrap();
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.write_all(bytes).unwrap();
-}
-
 /// Takes the UKI out of `img`'s ESP, lets `change` edit it (same length), puts it back.
 fn edit_uki(img: &Path, dir: &Path, change: impl FnOnce(&mut Vec<u8>)) {
     require_tool("mcopy", "mtools");
@@ -128,13 +111,7 @@ fn a_changed_byte_is_named_by_partition_and_file_in_the_store_the_initramfs_and_
 
     // The store: one byte of overlay-images/images.json.
     let img = case("store");
-    let (offset, store) = partition_bytes(&img, "KIOS_STORE");
-    let needle = b"\"big-data-names\"";
-    let at = store
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .unwrap();
-    write_at(&img, offset + at as u64 + 1, b"B");
+    change_store_metadata(&img);
     let (code, out) = verify(&[p.as_os_str(), "--image".as_ref(), img.as_os_str()]);
     assert_eq!(code, Some(1), "{out}");
     assert!(

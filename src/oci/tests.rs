@@ -422,7 +422,9 @@ fn truncated_archives_are_rejected() {
     assert_entry_error(r, "\"a\"", "truncated");
     // Cut inside a header block after the last member: refused.
     let end_of_b = 512 + 3072 + 1024;
-    let err = apply(&[(Zstd, tar[..end_of_b + 100].to_vec())]).err().unwrap();
+    let err = apply(&[(Zstd, tar[..end_of_b + 100].to_vec())])
+        .err()
+        .unwrap();
     assert!(
         matches!(err, OciError::Tar { .. }) && err.to_string().contains("at offset 4608"),
         "{err}"

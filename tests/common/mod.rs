@@ -572,3 +572,28 @@ pub fn mknod(path: &Path, kind: &str, major_minor: Option<(u32, u32)>) {
 pub fn mkfifo(path: &Path) {
     mknod(path, "p", None);
 }
+
+/// Changes one byte of the store partition of `img` after the build: the second
+/// byte of the first `"big-data-names"` key, inside `overlay-images/images.json`
+/// (what an attacker would edit to point a name at other layers). Returns the
+/// byte's offset in the image.
+pub fn change_store_metadata(img: &Path) -> u64 {
+    let (offset, size) = partition(img, "KIOS_STORE");
+    let mut store = vec![0u8; size as usize];
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.read_exact(&mut store).unwrap();
+    let needle = b"\"big-data-names\"";
+    let at = store
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("images.json is in the store partition");
+    let byte = offset + at as u64 + 1;
+    f.seek(SeekFrom::Start(byte)).unwrap();
+    f.write_all(b"B").unwrap();
+    byte
+}
