@@ -1,7 +1,7 @@
 //! Unit tests of the store writer over small layouts written here; the checks
 //! against podman itself are in `tests/store_podman.rs`.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use serde_json::{json, Value};

@@ -44,6 +44,10 @@ pub struct BuildArgs {
     /// check (`kios-build system check`), instead of warning.
     #[arg(long)]
     strict: bool,
+    /// Write the store partition, initramfs and UKI even when an earlier build kept
+    /// ones made from the same inputs in the cache (`artifacts/` in the cache folder).
+    #[arg(long)]
+    no_reuse: bool,
     #[command(flatten)]
     pull: PullArgs,
 }
@@ -59,6 +63,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode, CliError> {
         report: args.report,
         sbom: args.sbom,
         record: args.json,
+        reuse: !args.no_reuse,
     };
     let built = kios_build::build::build(&args.profile, &args.output, &opts)?;
     match &built.report {
