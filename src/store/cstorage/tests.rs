@@ -373,7 +373,11 @@ fn the_store_is_the_same_with_one_worker_and_with_four() {
     let d = dir.path();
     let images = vec![
         StoreImage {
-            image: image(&d.join("a"), &[base_tar(), top_tar()], "2024-01-01T00:00:00Z"),
+            image: image(
+                &d.join("a"),
+                &[base_tar(), top_tar()],
+                "2024-01-01T00:00:00Z",
+            ),
             names: vec!["x/a:1".into()],
         },
         StoreImage {
