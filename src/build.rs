@@ -35,6 +35,7 @@ use crate::inputs::{self, KernelFiles, WorkDir};
 use crate::output::Partial;
 use crate::profile::{self, Profile};
 use crate::progress::Progress;
+use crate::reuse::Kind;
 use crate::tree::{Content, Tree};
 
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +191,10 @@ pub struct Options {
     pub record: bool,
     /// Secure Boot signing of the UKI (`--signing-key`, `--signing-cert`, `--signer`).
     pub signing: crate::sign::Request,
+    /// Take the store partition, initramfs and UKI an earlier build kept in the
+    /// cache's `artifacts/` folder when their inputs are the same, and keep this
+    /// build's ones there (`crate::reuse`; `build --no-reuse` turns it off).
+    pub reuse: bool,
 }
 
 impl Options {
@@ -504,15 +509,16 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Finis
         opts.progress.say(&format!("warning: {w}"));
     }
     let p = prepare_loaded(profile, opts, &mut watch)?;
-    let store = store_stage(&p, opts)?;
+    let os_release = initramfs::contents::os_release(&p.profile.hash);
+    // The initramfs is compressed while the store is written (it only needs to
+    // know there is one); its lap is then part of the store's.
+    let store = store_and_initramfs(&p, &os_release, opts)?;
     watch.lap("store");
     let verity = match &store {
         Some(store) if opts.store_verity(&p.profile) => Some(verity_stage(&p, store, opts)?),
         _ => None,
     };
     watch.lap("verity");
-    let os_release = initramfs::contents::os_release(&p.profile.hash);
-    initramfs_stage(&p, &os_release, store.is_some(), opts)?;
     watch.lap("initramfs");
     let mut cmdline = p.profile.cmdline();
     if let Some(v) = &verity {
@@ -528,7 +534,7 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Finis
     let (raw, table) = disk_stage(
         &p,
         &esp,
-        store.as_deref(),
+        store.as_ref().map(|s| s.path.as_path()),
         verity_path.as_deref(),
         output,
         opts,
@@ -593,50 +599,155 @@ pub fn build(profile_path: &Path, output: &Path, opts: &Options) -> Result<Finis
     Ok(finished)
 }
 
-/// The store partition's image, when anything is pre-seeded. It reads every layer
-/// of every image, so a hostile or broken one fails the build before anything else
-/// is written.
-fn store_stage(p: &Prepared, opts: &Options) -> Result<Option<PathBuf>, BuildError> {
+/// The store partition's image: where it is, and the hash of its inputs, which its
+/// ids and its hash tree's are derived from.
+struct StoreImage {
+    path: PathBuf,
+    key: crate::reuse::Key,
+}
+
+/// [`store_stage`] and [`initramfs_stage`], on two threads unless `KIOS_BUILD_JOBS=1`
+/// (the initramfs does not depend on the store). A store error is reported first,
+/// as in a serial build.
+fn store_and_initramfs(
+    p: &Prepared,
+    os_release: &str,
+    opts: &Options,
+) -> Result<Option<StoreImage>, BuildError> {
+    let has_store = !p.store_images.is_empty();
+    if crate::store::cstorage::workers() < 2 {
+        let store = store_stage(p, opts)?;
+        initramfs_stage(p, os_release, has_store, opts)?;
+        return Ok(store);
+    }
+    std::thread::scope(|s| {
+        let initramfs = s.spawn(|| initramfs_stage(p, os_release, has_store, opts));
+        let store = store_stage(p, opts);
+        let initramfs = initramfs
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let store = store?;
+        initramfs?;
+        Ok(store)
+    })
+}
+
+/// The kept artifacts folder, when `opts` asks for reuse.
+fn artifacts(opts: &Options) -> Option<crate::reuse::Artifacts> {
+    opts.reuse
+        .then(|| crate::reuse::Artifacts::in_cache(&opts.pull.registry.cache_dir))
+}
+
+/// Whether the kept artifact of `kind` under `key` is sound and now at `dest`; a
+/// kept file that changed on disk is said and removed (the caller builds it again).
+fn reused(
+    arts: Option<&crate::reuse::Artifacts>,
+    kind: Kind,
+    key: &crate::reuse::Key,
+    dest: &Path,
+    opts: &Options,
+) -> bool {
+    let Some(arts) = arts else { return false };
+    match arts.get(kind, key, dest) {
+        crate::reuse::Found::Hit(_) => true,
+        crate::reuse::Found::Miss => false,
+        crate::reuse::Found::Corrupt(path) => {
+            opts.progress.say(&format!(
+                "warning: the kept artifact {} does not match its sha256; removed, building it again",
+                path.display()
+            ));
+            false
+        }
+    }
+}
+
+/// Keeps `path` as the artifact of `kind` under `key`; a cache that cannot take it
+/// is a warning, not a failed build.
+fn keep(
+    arts: Option<&crate::reuse::Artifacts>,
+    kind: Kind,
+    key: &crate::reuse::Key,
+    path: &Path,
+    opts: &Options,
+) {
+    if let Some(Err(e)) = arts.map(|a| a.put(kind, key, path)) {
+        opts.progress.say(&format!("warning: {e}"));
+    }
+}
+
+/// The store partition's image, when anything is pre-seeded: kept from an earlier
+/// build with the same images, else written. Writing reads every layer of every
+/// image, so a hostile or broken one fails the build before anything else is
+/// written.
+fn store_stage(p: &Prepared, opts: &Options) -> Result<Option<StoreImage>, BuildError> {
     if p.store_images.is_empty() {
         return Ok(None);
+    }
+    let key = crate::store::key(&p.store_images, opts.epoch);
+    let arts = artifacts(opts);
+    let path = p.work.store_image();
+    if reused(arts.as_ref(), Kind::Store, &key, &path, opts) {
+        opts.progress.step(&format!(
+            "image store: reused (key {}), {} images",
+            key.short(),
+            p.store_images.len()
+        ));
+        return Ok(Some(StoreImage { path, key }));
     }
     let busy = opts.progress.busy("image store");
     let size = crate::store::write_partition(&crate::store::Partition {
         images: &p.store_images,
         spool: &p.work.store_spool(),
         out: &p.work.store_image(),
-        uuid: disk::gpt::Guid::derive(&p.profile.hash, "store:erofs-uuid").disk_bytes(),
+        uuid: disk::gpt::Guid::derive(&key.0, "store:erofs-uuid").disk_bytes(),
         epoch: opts.epoch,
         budget: p.profile.disk_size.value.bytes(),
         busy: busy.clone(),
     })?;
     drop(busy);
+    keep(
+        arts.as_ref(),
+        Kind::Store,
+        &key,
+        &p.work.store_image(),
+        opts,
+    );
     opts.progress.step(&format!(
-        "image store: {} images, {size} bytes (EROFS)",
-        p.store_images.len()
+        "image store: {} images, {size} bytes (EROFS, key {})",
+        p.store_images.len(),
+        key.short()
     ));
-    Ok(Some(p.work.store_image()))
+    Ok(Some(StoreImage {
+        path: p.work.store_image(),
+        key,
+    }))
 }
 
 /// The store's dm-verity hash tree in the work folder (the store image padded to
 /// whole 4 KiB blocks first); its root hash goes on the kernel command line.
+///
+/// The salt and UUID are derived from the store's key, like the store's own ids:
+/// a profile change leaves the hash tree and the root hash as they were.
 fn verity_stage(
     p: &Prepared,
-    store: &Path,
+    store: &StoreImage,
     opts: &Options,
 ) -> Result<crate::store::verity::Verity, BuildError> {
     use crate::store::verity::{self, BLOCK};
+    let (key, store) = (&store.key, store.path.as_path());
     let err = io_err("cannot write the store's hash tree from", store);
     let verity = (|| {
-        let f = std::fs::OpenOptions::new().write(true).open(store)?;
-        let len = f.metadata()?.len();
-        f.set_len(len.div_ceil(BLOCK) * BLOCK)?;
-        drop(f);
+        // EROFS images are whole blocks already; a kept store is never written to.
+        let len = std::fs::metadata(store)?.len();
+        if len % BLOCK != 0 {
+            let f = std::fs::OpenOptions::new().write(true).open(store)?;
+            f.set_len(len.div_ceil(BLOCK) * BLOCK)?;
+        }
         let mut salt = [0u8; 32];
         salt.copy_from_slice(&<sha2::Sha256 as sha2::Digest>::digest(
-            [&p.profile.hash[..], b"store:verity-salt"].concat(),
+            [&key.0[..], b"store:verity-salt"].concat(),
         ));
-        let uuid = disk::gpt::Guid::derive(&p.profile.hash, "store:verity-uuid").disk_bytes();
+        let uuid = disk::gpt::Guid::derive(&key.0, "store:verity-uuid").disk_bytes();
         let busy = opts.progress.busy("store: dm-verity hash tree");
         let v = verity::write_hash_tree(store, &p.work.store_verity(), salt, uuid);
         drop(busy);
@@ -672,10 +783,44 @@ fn initramfs_stage(
         epoch: opts.epoch,
     })?;
     let compression = initramfs::Compression::from(p.profile.compression);
+    let arts = artifacts(opts);
+    let key = match &arts {
+        // The uncompressed cpio is every input (files, modes, times) as written;
+        // hashing it costs a small part of compressing it.
+        Some(_) => {
+            let cpio = initramfs::write_initramfs(
+                &tree,
+                initramfs::Compression::None,
+                crate::reuse::HashWriter::default(),
+            )
+            .map_err(BuildError::Initramfs)?;
+            let mut k = crate::reuse::Key::builder(Kind::Initramfs);
+            Some(
+                k.text(&format!("{compression:?}"))
+                    .field(&cpio.finish())
+                    .finish(),
+            )
+        }
+        None => None,
+    };
+    let path = p.work.initrd();
+    if let Some(k) = key.filter(|k| reused(arts.as_ref(), Kind::Initramfs, k, &path, opts)) {
+        let len = std::fs::metadata(&path)
+            .map_err(io_err("cannot read", &path))?
+            .len();
+        opts.progress.step(&format!(
+            "initramfs: reused (key {}), {len} bytes ({compression:?})",
+            k.short()
+        ));
+        return Ok(len);
+    }
     let busy = opts.progress.busy(&format!("initramfs: {compression:?}"));
     let len = initramfs::contents::write_file(&tree, compression, &p.work.initrd())
         .map_err(BuildError::Initramfs)?;
     drop(busy);
+    if let Some(k) = &key {
+        keep(arts.as_ref(), Kind::Initramfs, k, &p.work.initrd(), opts);
+    }
     opts.progress.step(&format!(
         "initramfs: {} entries, {len} bytes ({compression:?})",
         tree.len()
@@ -700,20 +845,69 @@ fn uki_stage(
         linux: host_file(&p.kernel.vmlinuz)?,
         initrd: host_file(&p.work.initrd())?,
     };
-    let len = boot::write_uki_file(&p.stub, &parts, &p.work.uki()).map_err(BuildError::Uki)?;
-    opts.progress.step(&format!(
-        "unified kernel image: {len} bytes, cmdline `{cmdline}`"
-    ));
+    let arts = artifacts(opts);
+    let key = match &arts {
+        Some(_) => Some(uki_key(p, &parts)?),
+        None => None,
+    };
+    let path = p.work.uki();
+    let len = match key.filter(|k| reused(arts.as_ref(), Kind::Uki, k, &path, opts)) {
+        Some(k) => {
+            let len = std::fs::metadata(&path)
+                .map_err(io_err("cannot read", &path))?
+                .len();
+            opts.progress.step(&format!(
+                "unified kernel image: reused (key {}), {len} bytes, cmdline `{cmdline}`",
+                k.short()
+            ));
+            len
+        }
+        None => {
+            let len = boot::write_uki_file(&p.stub, &parts, &path).map_err(BuildError::Uki)?;
+            if let Some(k) = &key {
+                keep(arts.as_ref(), Kind::Uki, k, &path, opts);
+            }
+            opts.progress.step(&format!(
+                "unified kernel image: {len} bytes, cmdline `{cmdline}`"
+            ));
+            len
+        }
+    };
+    // The unsigned UKI is what is kept and reused; the signature is added to this
+    // build's own copy (never to a hard link into the cache).
     let Some(signer) = signer else {
         return Ok(len);
     };
-    let signed = signer.sign_uki(&p.work.uki())?;
+    own_file(&path).map_err(io_err("cannot copy", &path))?;
+    let signed = signer.sign_uki(&path)?;
     opts.progress.step(&format!(
         "signed the UKI for Secure Boot: {} (serial {})",
         crate::untrusted::shown(&signed.subject),
         signed.serial
     ));
     Ok(signed.len)
+}
+
+/// Makes `path` a file of its own before it is changed in place: a reused or kept
+/// artifact is a hard link to the cache's copy, which must not change.
+fn own_file(path: &Path) -> io::Result<()> {
+    let tmp = path.with_extension("own");
+    std::fs::copy(path, &tmp)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The hash of a UKI's inputs: the stub, every section's bytes, the kernel's and
+/// the initramfs's sha256.
+fn uki_key(p: &Prepared, parts: &UkiParts) -> Result<crate::reuse::Key, BuildError> {
+    let mut k = crate::reuse::Key::builder(Kind::Uki);
+    k.field(&p.stub)
+        .field(&parts.osrel)
+        .field(&parts.cmdline)
+        .field(&parts.uname);
+    for file in [&p.kernel.vmlinuz, &p.work.initrd()] {
+        k.file(file).map_err(io_err("cannot read", file))?;
+    }
+    Ok(k.finish())
 }
 
 /// The raw GPT disk, in a partial file beside `output`, and its partition table.

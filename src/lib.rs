@@ -37,6 +37,7 @@ pub mod pods;
 pub mod profile;
 pub mod progress;
 pub mod report;
+pub mod reuse;
 pub mod run;
 pub(crate) mod seed;
 pub mod sign;

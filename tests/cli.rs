@@ -154,8 +154,9 @@ fn long_stages_show_what_they_do_on_a_terminal_and_not_in_a_pipe() {
     let profile = repo().join("examples/qemu.yaml");
     let out = dir.path().join("node.vmdk");
     let bin = env!("CARGO_BIN_EXE_kios-build");
+    // --no-reuse: a store and initramfs kept by an earlier build show no spinner.
     let line = format!(
-        "{bin} build {} -o {} --format vmdk",
+        "{bin} build {} -o {} --format vmdk --no-reuse",
         profile.display(),
         out.display()
     );

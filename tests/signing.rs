@@ -590,3 +590,48 @@ fn an_expired_or_non_code_signing_certificate_is_a_warning_and_the_image_is_sign
         fs::remove_file(&img).unwrap();
     }
 }
+
+/// The kept UKI is the unsigned one; a build that reuses it signs a copy of its own.
+/// So a signed rebuild from the cache gives the same bytes as a clean signed build,
+/// and the kept artifact stays intact for the next build (it is reused again, not
+/// found corrupt).
+#[test]
+fn a_reused_uki_is_signed_in_a_copy_and_the_kept_one_stays_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = rsa_key(d, "db", 2048, false);
+    let p = profile(d, "");
+    let cache = d.join("cache");
+    let args = [
+        "--signing-key",
+        k.key.to_str().unwrap(),
+        "--signing-cert",
+        k.cert.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    let clean = d.join("clean.img");
+    let mut no_reuse = args.to_vec();
+    no_reuse.push("--no-reuse");
+    build_ok(&p, &clean, &no_reuse);
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        let img = d.join(format!("reuse-{i}.img"));
+        let o = build_ok(&p, &img, &args);
+        runs.push((common::sha256_file(&img), text(&o)));
+    }
+    for (i, (sum, log)) in runs.iter().enumerate() {
+        assert_eq!(sum, &common::sha256_file(&clean), "build {i}:\n{log}");
+        assert!(!log.contains("corrupt"), "build {i}:\n{log}");
+    }
+    assert!(
+        runs[1].1.contains("unified kernel image: reused"),
+        "{}",
+        runs[1].1
+    );
+    assert!(
+        runs[2].1.contains("unified kernel image: reused"),
+        "{}",
+        runs[2].1
+    );
+}

@@ -76,9 +76,89 @@ pub fn read_layer(
     spool_dir: &Path,
     limits: &Limits,
 ) -> Result<LayerChanges, OciError> {
+    read_layer_from_pool(reference, layer_index, blob, spool_dir, limits, None)
+}
+
+/// Uncompressed bytes several layers read at once (on several threads) may come to
+/// together: each spooled chunk is taken from it before it is written, so a
+/// decompression bomb read beside other layers still stops at the pool's size, not
+/// at the pool's size per thread.
+#[derive(Debug)]
+pub struct SpoolPool {
+    size: u64,
+    left: std::sync::atomic::AtomicU64,
+}
+
+impl SpoolPool {
+    pub fn new(size: u64) -> Self {
+        SpoolPool {
+            size,
+            left: std::sync::atomic::AtomicU64::new(size),
+        }
+    }
+
+    /// The pool's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Bytes taken so far.
+    pub fn used(&self) -> u64 {
+        self.size - self.left.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes `n` bytes, or none and false when fewer are left.
+    fn take(&self, n: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok()
+    }
+}
+
+/// [`read_layer`], its uncompressed bytes also taken from `pool` when given.
+pub fn read_layer_from_pool(
+    reference: &str,
+    layer_index: usize,
+    blob: &LayerBlob,
+    spool_dir: &Path,
+    limits: &Limits,
+    pool: Option<&SpoolPool>,
+) -> Result<LayerChanges, OciError> {
     let cx = LayerCx::new(reference, layer_index, &blob.digest);
-    let tar = verify_and_spool(&cx, blob, spool_dir, limits)?;
+    let bounds = Bounds { limits, pool };
+    let tar = verify_and_spool(&cx, blob, spool_dir, &bounds)?;
     archive::read_tar(&cx, &tar, limits)
+}
+
+/// What a layer may decompress to: its own limit, and a pool shared with others.
+struct Bounds<'a> {
+    limits: &'a Limits,
+    pool: Option<&'a SpoolPool>,
+}
+
+impl Bounds<'_> {
+    /// Counts `n` more bytes after `so_far`; the error when a bound is passed.
+    fn take(&self, cx: &LayerCx, so_far: u64, n: u64) -> Result<(), OciError> {
+        if so_far.saturating_add(n) > self.limits.max_total {
+            return Err(cx.limit(
+                format!("the uncompressed size (more than {so_far} bytes)"),
+                self.limits.max_total,
+            ));
+        }
+        match self.pool {
+            Some(pool) if !pool.take(n) => Err(cx.limit(
+                format!(
+                    "the uncompressed size (more than {so_far} bytes, beside {} bytes of the other layers)",
+                    pool.used()
+                ),
+                pool.size(),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One layer on its own: its entries as a tree (missing parents created as 0755
@@ -114,7 +194,7 @@ fn verify_and_spool(
     cx: &LayerCx,
     blob: &LayerBlob,
     spool_dir: &Path,
-    limits: &Limits,
+    bounds: &Bounds,
 ) -> Result<PathBuf, OciError> {
     // A regular file only: a FIFO in a layout would hang the build.
     let file = crate::untrusted::open_regular(&blob.path).map_err(cx.io(&blob.path))?;
@@ -156,9 +236,13 @@ fn verify_and_spool(
     let mut input = Sha256Reader::new(BufReader::with_capacity(1 << 16, file));
 
     if blob.compression == Compression::None {
-        if len > limits.max_total {
-            return Err(cx.limit(format!("the uncompressed size {len}"), limits.max_total));
+        if len > bounds.limits.max_total {
+            return Err(cx.limit(
+                format!("the uncompressed size {len}"),
+                bounds.limits.max_total,
+            ));
         }
+        bounds.take(cx, 0, len)?;
         let (digest, count) = input.finish().map_err(cx.io(&blob.path))?;
         if count != blob.size {
             return Err(size_error(count));
@@ -186,7 +270,7 @@ fn verify_and_spool(
             &mut input,
             &mut out,
             &part_path,
-            limits,
+            bounds,
         );
         result.and_then(|()| {
             let (diff, _, mut w) = out.finish();
@@ -243,7 +327,7 @@ fn decompress_into<R: Read, W: Write>(
     input: &mut R,
     out: &mut Sha256Writer<W>,
     part_path: &Path,
-    limits: &Limits,
+    bounds: &Bounds,
 ) -> Result<(), Failure> {
     let mut decoder: Box<dyn Read + '_> = match compression {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
@@ -260,12 +344,9 @@ fn decompress_into<R: Read, W: Write>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Failure::Decode(e)),
         };
-        if out.count() + n as u64 > limits.max_total {
-            return Err(Failure::Limit(cx.limit(
-                format!("the uncompressed size (more than {} bytes)", out.count()),
-                limits.max_total,
-            )));
-        }
+        bounds
+            .take(cx, out.count(), n as u64)
+            .map_err(Failure::Limit)?;
         out.write_all(&buf[..n])
             .map_err(|e| Failure::Spool(e, part_path.to_path_buf()))?;
     }

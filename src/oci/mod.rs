@@ -48,7 +48,9 @@ use std::path::{Path, PathBuf};
 
 pub use archive::Limits;
 pub use digest::{Digest, DigestError};
-pub use layer::{apply_layer, apply_layers, read_layer, read_layer_tree};
+pub use layer::{
+    apply_layer, apply_layers, read_layer, read_layer_from_pool, read_layer_tree, SpoolPool,
+};
 pub use layout::{open_layout, Compression, LayerBlob, LayoutImage};
 pub use merge::{LayerChanges, Whiteout};
 

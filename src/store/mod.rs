@@ -21,7 +21,8 @@ pub struct Partition<'a> {
     pub spool: &'a Path,
     /// The EROFS image to write.
     pub out: &'a Path,
-    /// The filesystem UUID (derived from the profile).
+    /// The filesystem UUID (derived from [`key`], so that the bytes depend on the
+    /// store's inputs alone).
     pub uuid: [u8; 16],
     /// SOURCE_DATE_EPOCH.
     pub epoch: u64,
@@ -44,6 +45,34 @@ pub enum PartitionError {
         #[source]
         source: io::Error,
     },
+}
+
+/// The hash of everything the store partition's bytes are made from
+/// ([`crate::reuse`]): each image's manifest, index and config digests, its layers'
+/// digests, diff_ids, sizes and media types, and its names, in order; and the
+/// epoch. The writer's version is in every key. The layout folders the blobs are
+/// read from are not: blobs are found and checked by digest.
+pub fn key(images: &[StoreImage], epoch: u64) -> crate::reuse::Key {
+    let mut k = crate::reuse::Key::builder(crate::reuse::Kind::Store);
+    k.number(epoch).number(images.len() as u64);
+    for si in images {
+        let img = &si.image;
+        k.text(img.manifest_digest.hex())
+            .text(img.config_digest.hex())
+            .text(img.index_digest.as_ref().map_or("", |d| d.hex()));
+        k.number(si.names.len() as u64);
+        for n in &si.names {
+            k.text(n);
+        }
+        k.number(img.layers.len() as u64);
+        for l in &img.layers {
+            k.text(l.digest.hex())
+                .text(l.diff_id.hex())
+                .number(l.size)
+                .text(&l.media_type);
+        }
+    }
+    k.finish()
 }
 
 /// Reads every layer of every image into the containers/storage layout and writes it

@@ -39,8 +39,9 @@ pub(super) fn layer_tree(
     blob: &LayerBlob,
     spool_dir: &Path,
     limits: &Limits,
+    pool: &oci::SpoolPool,
 ) -> Result<(Tree, Vec<Whiteout>), OciError> {
-    let changes = oci::read_layer(reference, index, blob, spool_dir, limits)?;
+    let changes = oci::read_layer_from_pool(reference, index, blob, spool_dir, limits, Some(pool))?;
     let cx = LayerCx::new(reference, index, &blob.digest);
     let mut tree = Tree::new(0);
     oci::merge::apply(&cx, &mut tree, &changes, false)?;

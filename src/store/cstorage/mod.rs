@@ -36,20 +36,20 @@
 //! images go into the store, or write the filesystem image itself.
 
 mod diff;
+mod read;
 pub(crate) mod records;
 mod tarsplit;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::oci::{Compression, Digest, LayerBlob, LayoutImage, Limits, OciError, Whiteout};
+use crate::oci::{Compression, Digest, LayerBlob, LayoutImage, Limits, OciError};
 use crate::tree::{Entry, Kind, Tree, TreeError, TreePath};
-use crate::units::ByteSize;
+pub use read::{workers, JOBS_VAR};
 pub(crate) use records::ImageRecord;
 use records::LayerRecord;
 
@@ -79,6 +79,8 @@ pub struct StoreOptions {
     pub budget: u64,
     /// Told which image and layer is being read (a spinner on a terminal).
     pub busy: crate::progress::Busy,
+    /// Layers read at once (`read.rs`); the store's bytes do not depend on it.
+    pub workers: usize,
 }
 
 impl StoreOptions {
@@ -88,6 +90,7 @@ impl StoreOptions {
             limits: Limits::default(),
             budget: u64::MAX,
             busy: crate::progress::Busy::default(),
+            workers: workers(),
         }
     }
 
@@ -145,14 +148,16 @@ impl StoreError {
 }
 
 /// Builds the store's directory tree for `images` (see the module doc). Layer
-/// blobs are verified and spooled into `spool_dir`; the returned tree's file
-/// contents point into the spool files and layout blobs, which must stay in place
-/// until the tree is written.
+/// blobs are verified and spooled into `spool_dir`, [`StoreOptions::workers`] at
+/// once (`read.rs`); the returned tree's file contents point into the spool files
+/// and layout blobs, which must stay in place until the tree is written.
 pub fn build_store(
     images: &[StoreImage],
     spool_dir: &Path,
     opts: &StoreOptions,
 ) -> Result<Tree, StoreError> {
+    let jobs = read::jobs(images);
+    let mut read = read::read_all(images, &jobs, spool_dir, opts, opts.workers).into_iter();
     let mut w = Writer {
         tree: Tree::new(opts.created),
         opts,
@@ -162,11 +167,10 @@ pub fn build_store(
         layers: Vec::new(),
         layer_links: HashMap::new(),
         short_names: HashSet::new(),
-        used: 0,
     };
     w.skeleton()?;
     for si in images {
-        w.add_image(si, spool_dir)?;
+        w.add_image(si, &mut read)?;
     }
     w.finish()
 }
@@ -255,9 +259,10 @@ struct Writer<'a> {
     /// Layer id -> its short link name.
     layer_links: HashMap<String, String>,
     short_names: HashSet<String>,
-    /// Uncompressed bytes of the layers stored so far (see [`StoreOptions::budget`]).
-    used: u64,
 }
+
+/// The layers [`read::read_all`] read, in the order [`Writer`] places them.
+type ReadLayers = std::vec::IntoIter<Option<Result<read::ReadLayer, StoreError>>>;
 
 impl Writer<'_> {
     fn path(&self, reference: &str, p: &str) -> Result<TreePath, StoreError> {
@@ -319,10 +324,10 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn add_image(&mut self, si: &StoreImage, spool_dir: &Path) -> Result<(), StoreError> {
+    fn add_image(&mut self, si: &StoreImage, read: &mut ReadLayers) -> Result<(), StoreError> {
         let img = &si.image;
         let reference = img.reference.as_str();
-        let top = self.add_layers(img, spool_dir)?;
+        let top = self.add_layers(img, read)?;
         let image_id = img.config_digest.hex().to_string();
         self.claim_names(reference, &image_id, &si.names)?;
         let config = read_blob(reference, &img.config_digest, &img.layout)?;
@@ -336,7 +341,11 @@ impl Writer<'_> {
 
     /// Stores the image's layers not stored yet, parents first; returns the id of
     /// its top layer.
-    fn add_layers(&mut self, img: &LayoutImage, spool_dir: &Path) -> Result<String, StoreError> {
+    fn add_layers(
+        &mut self,
+        img: &LayoutImage,
+        read: &mut ReadLayers,
+    ) -> Result<String, StoreError> {
         let reference = img.reference.as_str();
         let diff_ids: Vec<Digest> = img.layers.iter().map(|l| l.diff_id.clone()).collect();
         let ids = layer_ids(&diff_ids);
@@ -347,19 +356,22 @@ impl Writer<'_> {
             });
         };
         for (i, blob) in img.layers.iter().enumerate() {
-            self.opts.busy.set(format!(
-                "image store: {}, layer {} of {}",
-                crate::untrusted::shown(reference),
-                i + 1,
-                img.layers.len()
-            ));
             if !self.layer_links.contains_key(&ids[i]) {
                 let parent = if i == 0 {
                     None
                 } else {
                     Some(ids[i - 1].as_str())
                 };
-                self.add_layer(reference, i, blob, &ids[i], parent, spool_dir)?;
+                let at = LayerAt {
+                    reference,
+                    index: i,
+                    digest: &blob.digest,
+                };
+                // `read::jobs` lists exactly the layers this loop stores, in this order.
+                let layer = read.next().flatten().ok_or_else(|| {
+                    at.layer("was not read (the store's layer list is out of step)".into())
+                })??;
+                self.add_layer(&at, blob, &ids[i], parent, layer)?;
             }
         }
         Ok(top)
@@ -543,42 +555,19 @@ impl Writer<'_> {
 
     fn add_layer(
         &mut self,
-        reference: &str,
-        index: usize,
+        at: &LayerAt,
         blob: &LayerBlob,
         id: &str,
         parent: Option<&str>,
-        spool_dir: &Path,
+        layer: read::ReadLayer,
     ) -> Result<(), StoreError> {
-        let at = LayerAt {
-            reference,
-            index,
-            digest: &blob.digest,
-        };
-        let (layer_tree, whiteouts) = self.layer_tree_within_budget(&at, blob, spool_dir)?;
-        let facts = self.scan_spooled_tar(&at, blob, spool_dir)?;
-        let diff = diff::overlay_diff(
-            layer_tree,
-            &whiteouts,
-            &facts.whiteout_owners,
-            self.opts.created,
-        )
-        .map_err(|e| at.entry(e.entry, e.why))?;
-        self.write_overlay_dir(&at, id, parent, &diff)?;
-
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&facts.tar_split)
-            .and_then(|()| gz.finish())
-            .map_err(|e| at.layer(format!("cannot compress its tar-split: {e}")))
-            .and_then(|bytes| {
-                self.file(
-                    reference,
-                    &format!("overlay-layers/{id}.tar-split.gz"),
-                    bytes,
-                    0o600,
-                )
-            })?;
-
+        self.write_overlay_dir(at, id, parent, &layer.diff)?;
+        self.file(
+            at.reference,
+            &format!("overlay-layers/{id}.tar-split.gz"),
+            layer.tar_split_gz,
+            0o600,
+        )?;
         self.layers.push(LayerRecord {
             id: id.to_string(),
             parent: parent.unwrap_or_default().to_string(),
@@ -586,74 +575,12 @@ impl Writer<'_> {
             compressed_diff_digest: blob.digest.to_string(),
             compressed_size: blob.size,
             diff_digest: blob.diff_id.to_string(),
-            diff_size: facts.size,
+            diff_size: layer.size,
             compression: records::compression_code(blob.compression),
-            uids: facts.uids.into_iter().collect(),
-            gids: facts.gids.into_iter().collect(),
+            uids: layer.uids,
+            gids: layer.gids,
         });
         Ok(())
-    }
-
-    /// Reads the layer (verified, spooled) into a tree and its whiteouts; it may
-    /// decompress to what is left of the budget, and no further.
-    fn layer_tree_within_budget(
-        &self,
-        at: &LayerAt,
-        blob: &LayerBlob,
-        spool_dir: &Path,
-    ) -> Result<(Tree, Vec<Whiteout>), StoreError> {
-        let left = self.opts.budget.saturating_sub(self.used);
-        let mut limits = self.opts.limits.clone();
-        let by_budget = left < limits.max_total;
-        limits.max_total = limits.max_total.min(left);
-        match diff::layer_tree(at.reference, at.index, blob, spool_dir, &limits) {
-            Err(OciError::Limit { what, .. }) if by_budget && what.contains("uncompressed") => {
-                Err(at.layer(format!(
-                    "{what} is more than the {} left of the disk's {} for the image store (the layers before it took {}); the images do not fit the disk: raise disk.size, or check that the image is not a decompression bomb",
-                    ByteSize::new(left),
-                    ByteSize::new(self.opts.budget),
-                    ByteSize::new(self.used),
-                )))
-            }
-            r => Ok(r?),
-        }
-    }
-
-    /// Counts the spooled tar against the budget and scans it for its tar-split
-    /// record and facts, which must describe the tar of the diff_id.
-    fn scan_spooled_tar(
-        &mut self,
-        at: &LayerAt,
-        blob: &LayerBlob,
-        spool_dir: &Path,
-    ) -> Result<tarsplit::TarFacts, StoreError> {
-        let tar = layer_tar_path(blob, spool_dir);
-        let tar_len = std::fs::metadata(&tar)
-            .map_err(|e| {
-                at.layer(format!(
-                    "cannot read the verified tar {}: {e}",
-                    tar.display()
-                ))
-            })?
-            .len();
-        self.used = self.used.saturating_add(tar_len);
-        let facts = tarsplit::scan(&tar).map_err(|e| match e {
-            tarsplit::SplitError::Io(e) => at.layer(format!(
-                "cannot read the verified tar {}: {e}",
-                tar.display()
-            )),
-            tarsplit::SplitError::Tar(why) => at.layer(why),
-            tarsplit::SplitError::Entry { entry, why } => at.entry(entry, why),
-        })?;
-        if facts.digest != blob.diff_id {
-            return Err(at.layer(format!(
-                "the spooled tar {} hashes to {}, not the diff_id {}; it changed while the store was written",
-                tar.display(),
-                facts.digest,
-                blob.diff_id
-            )));
-        }
-        Ok(facts)
     }
 
     /// `overlay/<id>/`: the diff, the link to a new short name, `work`, `merged`,

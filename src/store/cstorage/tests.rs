@@ -1,7 +1,7 @@
 //! Unit tests of the store writer over small layouts written here; the checks
 //! against podman itself are in `tests/store_podman.rs`.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -363,4 +363,46 @@ fn storage_conf_names_the_store_as_additional() {
     assert!(c.contains("driver = \"overlay\""));
     assert!(c.contains("additionalimagestores = [\"/var/lib/kios/store\"]"));
     assert!(c.contains("graphroot = \"/var/lib/containers/storage\""));
+}
+
+/// `read.rs`: the distinct layers are read once each, on any number of workers, and
+/// the store is the same bytes whatever that number.
+#[test]
+fn the_store_is_the_same_with_one_worker_and_with_four() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let images = vec![
+        StoreImage {
+            image: image(
+                &d.join("a"),
+                &[base_tar(), top_tar()],
+                "2024-01-01T00:00:00Z",
+            ),
+            names: vec!["x/a:1".into()],
+        },
+        StoreImage {
+            image: image(&d.join("b"), &[base_tar()], "2024-01-02T00:00:00Z"),
+            names: vec!["x/b:1".into()],
+        },
+    ];
+    // The base layer is shared: two layers to read, not three.
+    assert_eq!(read::jobs(&images).len(), 2);
+    let bytes = |workers: usize| {
+        let spool = d.join(format!("spool{workers}"));
+        std::fs::create_dir_all(&spool).unwrap();
+        let opts = StoreOptions {
+            workers,
+            ..StoreOptions::new(7)
+        };
+        let tree = build_store(&images, &spool, &opts).unwrap();
+        let mut out = std::io::Cursor::new(Vec::new());
+        let erofs = crate::store::erofs::ErofsOptions {
+            uuid: [1; 16],
+            volume_name: "store".into(),
+            mtime: 7,
+        };
+        crate::store::erofs::write_erofs(&tree, &mut out, &erofs).unwrap();
+        out.into_inner()
+    };
+    assert_eq!(bytes(1), bytes(4));
 }

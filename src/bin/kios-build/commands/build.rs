@@ -61,6 +61,10 @@ pub struct BuildArgs {
     /// (docs/secure-boot.md).
     #[arg(long, value_name = "COMMAND")]
     signer: Option<String>,
+    /// Write the store partition, initramfs and UKI even when an earlier build kept
+    /// ones made from the same inputs in the cache (`artifacts/` in the cache folder).
+    #[arg(long)]
+    no_reuse: bool,
     #[command(flatten)]
     pull: PullArgs,
 }
@@ -84,6 +88,7 @@ pub fn run(args: BuildArgs) -> Result<ExitCode, CliError> {
             },
             certificate: args.signing_cert,
         },
+        reuse: !args.no_reuse,
     };
     let built = kios_build::build::build(&args.profile, &args.output, &opts)?;
     match &built.report {

@@ -1,5 +1,5 @@
-//! `kios-build cache prune`: drop cached blobs nothing used for a while
-//! (`kios_build::oci::cache::Cache::prune`).
+//! `kios-build cache prune`: drop cached blobs and kept build artifacts nothing used
+//! for a while (`kios_build::oci::cache::Cache::prune`, `kios_build::reuse::prune`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +13,8 @@ use crate::CliError;
 
 #[derive(Subcommand)]
 pub enum CacheCommand {
-    /// Remove cached blobs not used for a while, and interrupted downloads.
+    /// Remove cached blobs and kept build artifacts (store, initramfs, UKI) not used
+    /// for a while, and interrupted downloads.
     Prune {
         /// Remove everything, whatever its age.
         #[arg(long)]
@@ -42,10 +43,12 @@ pub fn run(command: CacheCommand) -> Result<ExitCode, CliError> {
     let pruned = Cache::open(&dir)
         .and_then(|c| c.prune(age))
         .map_err(|e| CliError::failed(&e))?;
+    let (files, bytes) = kios_build::reuse::prune(&dir, age).map_err(|e| CliError::failed(&e))?;
     println!(
-        "pruned {} files ({} MiB) from {}",
+        "pruned {} files ({} MiB) and {files} build artifacts ({} MiB) from {}",
         pruned.files,
         pruned.bytes >> 20,
+        bytes >> 20,
         dir.display()
     );
     Ok(ExitCode::SUCCESS)
