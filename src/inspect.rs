@@ -328,23 +328,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     let mut uki = esp.open_file(&uki_path).map_err(esp_err)?;
     // read_uki checks that every section lies inside the file.
     let info = boot::read_uki(&mut uki).map_err(uki_err)?;
-    // A signature that cannot be read is reported, not an error: the rest of the
-    // image can still be shown.
-    let signature = crate::sign::check(&mut uki).unwrap_or_else(|e| crate::sign::SignatureInfo {
-        signed: true,
-        subject: None,
-        serial: None,
-        verified: false,
-        problem: Some(crate::error_chain(&e, ": ")),
-    });
-    let mut boot = boot_info(&info, &uki_path, signature);
-    boot.pcr11 = Some(boot::measure::pcr11(&mut uki, &info).map_err(|source| {
-        uki_err(boot::BootError::Io {
-            action: "reading the UKI's sections to predict PCR 11".into(),
-            source,
-        })
-    })?);
-    out.boot = Some(boot);
+    out.boot = Some(signed_boot_info(&mut uki, &info, &uki_path).map_err(uki_err)?);
     let Some(initrd) = info.sections.iter().find(|s| s.name == ".initrd") else {
         return Ok(out);
     };
@@ -367,6 +351,32 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     out.initramfs = Some(initramfs);
     out.pods = pods;
     Ok(out)
+}
+
+/// [`boot_info`] with the UKI's signature checked and the PCR 11 its stub will
+/// measure predicted, both from the UKI's bytes.
+fn signed_boot_info<R: Read + Seek>(
+    uki: &mut R,
+    info: &boot::UkiInfo,
+    uki_path: &str,
+) -> Result<BootInfo, boot::BootError> {
+    // A signature that cannot be read is reported, not an error: the rest of the
+    // image can still be shown.
+    let signature = crate::sign::check(&mut *uki).unwrap_or_else(|e| crate::sign::SignatureInfo {
+        signed: true,
+        subject: None,
+        serial: None,
+        verified: false,
+        problem: Some(crate::error_chain(&e, ": ")),
+    });
+    let mut boot = boot_info(info, uki_path, signature);
+    boot.pcr11 = Some(
+        boot::measure::pcr11(uki, info).map_err(|source| boot::BootError::Io {
+            action: "reading the UKI's sections to predict PCR 11".into(),
+            source,
+        })?,
+    );
+    Ok(boot)
 }
 
 /// The ESP's files, folders left out.

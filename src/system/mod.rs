@@ -266,19 +266,51 @@ fn machine_of(arch: Arch) -> u16 {
 /// Checks the system tree `tree` of an `arch` image.
 pub fn check(tree: &Tree, arch: Arch) -> Report {
     let mut report = Report::default();
-    let mut add = |severity, path: &str, message: String| {
-        report.findings.push(Finding {
+    check_required(tree, &mut report);
+    let dirs = library_dirs(tree, arch);
+    for (path, entry) in tree.iter() {
+        let node_path = format!("/{}", path.as_str());
+        check_mode(&node_path, entry, &mut report);
+        let Kind::File(content) = &entry.kind else {
+            continue;
+        };
+        let Ok(b) = bytes(content) else { continue };
+        let mut head = [0u8; 4];
+        if b.len() < 4 || b.read_at(0, &mut head).is_err() || !elf::is_elf(&head) {
+            continue;
+        }
+        report.elf_files += 1;
+        match elf::read_elf(&b) {
+            Ok(e) => check_elf(tree, path, &e, arch, &dirs, &mut report),
+            Err(err) => report.add(
+                Severity::Error,
+                &node_path,
+                format!("a damaged ELF file: {err}"),
+            ),
+        }
+    }
+    report.findings.sort();
+    report
+}
+
+impl Report {
+    fn add(&mut self, severity: Severity, path: &str, message: String) {
+        self.findings.push(Finding {
             severity,
             path: path.to_string(),
             message,
         })
-    };
+    }
+}
+
+/// The programs kios-init starts: present, regular, executable.
+fn check_required(tree: &Tree, report: &mut Report) {
     for (what, paths) in REQUIRED {
         let found = paths
             .iter()
             .find_map(|p| resolve(tree, p).ok().map(|r| (p, r)));
         match found {
-            None => add(
+            None => report.add(
                 Severity::Error,
                 paths[0],
                 format!(
@@ -288,9 +320,9 @@ pub fn check(tree: &Tree, arch: Arch) -> Report {
             ),
             Some((p, (_, e))) => {
                 if !matches!(e.kind, Kind::File(_)) {
-                    add(Severity::Error, p, format!("{what} is not a regular file"));
+                    report.add(Severity::Error, p, format!("{what} is not a regular file"));
                 } else if e.mode & 0o111 == 0 {
-                    add(
+                    report.add(
                         Severity::Error,
                         p,
                         format!("{what} is not executable (mode {:04o})", e.mode),
@@ -299,123 +331,109 @@ pub fn check(tree: &Tree, arch: Arch) -> Report {
             }
         }
     }
-    let dirs = library_dirs(tree, arch);
-    let want = machine_of(arch);
-    let mut elf_files = 0;
-    for (path, entry) in tree.iter() {
-        let node_path = format!("/{}", path.as_str());
-        if !matches!(entry.kind, Kind::Dir | Kind::Symlink(_)) && entry.mode & 0o6000 != 0 {
-            add(
+}
+
+/// setuid/setgid files and world-writable entries (sticky folders aside): warnings.
+fn check_mode(node_path: &str, entry: &crate::tree::Entry, report: &mut Report) {
+    if !matches!(entry.kind, Kind::Dir | Kind::Symlink(_)) && entry.mode & 0o6000 != 0 {
+        let which = if entry.mode & 0o4000 != 0 {
+            "setuid"
+        } else {
+            "setgid"
+        };
+        report.add(
+            Severity::Warning,
+            node_path,
+            format!(
+                "{which} (mode {:04o}): it runs with its owner's rights",
+                entry.mode
+            ),
+        );
+    }
+    if !matches!(entry.kind, Kind::Symlink(_)) && entry.mode & 0o002 != 0 {
+        let sticky_dir = matches!(entry.kind, Kind::Dir) && entry.mode & 0o1000 != 0;
+        if !sticky_dir {
+            report.add(
                 Severity::Warning,
-                &node_path,
-                format!(
-                    "{} (mode {:04o}): it runs with its owner's rights",
-                    if entry.mode & 0o4000 != 0 {
-                        "setuid"
-                    } else {
-                        "setgid"
-                    },
-                    entry.mode
-                ),
+                node_path,
+                format!("world-writable (mode {:04o})", entry.mode),
             );
         }
-        if !matches!(entry.kind, Kind::Symlink(_)) && entry.mode & 0o002 != 0 {
-            let sticky_dir = matches!(entry.kind, Kind::Dir) && entry.mode & 0o1000 != 0;
-            if !sticky_dir {
-                add(
-                    Severity::Warning,
-                    &node_path,
-                    format!("world-writable (mode {:04o})", entry.mode),
-                );
-            }
-        }
-        let Kind::File(content) = &entry.kind else {
-            continue;
-        };
-        let Ok(b) = bytes(content) else { continue };
-        let mut head = [0u8; 4];
-        if b.len() < 4 || b.read_at(0, &mut head).is_err() || !elf::is_elf(&head) {
-            continue;
-        }
-        elf_files += 1;
-        let e = match elf::read_elf(&b) {
-            Ok(e) => e,
-            Err(err) => {
-                add(
-                    Severity::Error,
-                    &node_path,
-                    format!("a damaged ELF file: {err}"),
-                );
-                continue;
-            }
-        };
-        if e.class != 64 || e.machine != want {
-            add(
+    }
+}
+
+/// One ELF file: its machine, its interpreter and its `DT_NEEDED` libraries, found
+/// in the tree through `RUNPATH`/`RPATH` and the tree's library folders `dirs`.
+fn check_elf(
+    tree: &Tree,
+    path: &TreePath,
+    e: &elf::Elf,
+    arch: Arch,
+    dirs: &[String],
+    report: &mut Report,
+) {
+    let node_path = format!("/{}", path.as_str());
+    let want = machine_of(arch);
+    if e.class != 64 || e.machine != want {
+        report.add(
+            Severity::Error,
+            &node_path,
+            format!(
+                "built for {} ({}-bit), but the image is {} ({})",
+                elf::machine_name(e.machine),
+                e.class,
+                arch.as_str(),
+                elf::machine_name(want)
+            ),
+        );
+        return;
+    }
+    if let Some(interp) = &e.interpreter {
+        if let Err(why) = resolve(tree, interp) {
+            report.add(
                 Severity::Error,
                 &node_path,
                 format!(
-                    "built for {} ({}-bit), but the image is {} ({})",
-                    elf::machine_name(e.machine),
-                    e.class,
-                    arch.as_str(),
-                    elf::machine_name(want)
-                ),
-            );
-            continue;
-        }
-        if let Some(interp) = &e.interpreter {
-            if let Err(why) = resolve(tree, interp) {
-                add(
-                    Severity::Error,
-                    &node_path,
-                    format!(
-                        "its ELF interpreter {} is not in the tree: {why}",
-                        shown(interp)
-                    ),
-                );
-            }
-        }
-        let origin = path
-            .parent()
-            .map(|p| format!("/{}", p.as_str()))
-            .unwrap_or_else(|| "/".into());
-        let own: Vec<String> = e
-            .search
-            .iter()
-            .map(|d| d.replace("$ORIGIN", &origin).replace("${ORIGIN}", &origin))
-            .collect();
-        let mut missing = BTreeSet::new();
-        for lib in &e.needed {
-            let found = if lib.contains('/') {
-                resolve(tree, lib).is_ok()
-            } else {
-                own.iter()
-                    .chain(dirs.iter())
-                    .any(|d| resolve(tree, &format!("{d}/{lib}")).is_ok())
-            };
-            if !found {
-                missing.insert(lib.clone());
-            }
-        }
-        for lib in missing {
-            add(
-                Severity::Error,
-                &node_path,
-                format!(
-                    "needs {}, which is not in the tree (searched {})",
-                    shown(&lib),
-                    own.iter()
-                        .chain(dirs.iter())
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "its ELF interpreter {} is not in the tree: {why}",
+                    shown(interp)
                 ),
             );
         }
     }
-    report.elf_files = elf_files;
-    report.findings.sort();
-    report
+    let origin = path
+        .parent()
+        .map(|p| format!("/{}", p.as_str()))
+        .unwrap_or_else(|| "/".into());
+    let search: Vec<String> = e
+        .search
+        .iter()
+        .map(|d| d.replace("$ORIGIN", &origin).replace("${ORIGIN}", &origin))
+        .chain(dirs.iter().cloned())
+        .collect();
+    let mut missing = BTreeSet::new();
+    for lib in &e.needed {
+        let found = if lib.contains('/') {
+            resolve(tree, lib).is_ok()
+        } else {
+            search
+                .iter()
+                .any(|d| resolve(tree, &format!("{d}/{lib}")).is_ok())
+        };
+        if !found {
+            missing.insert(lib.clone());
+        }
+    }
+    for lib in missing {
+        report.add(
+            Severity::Error,
+            &node_path,
+            format!(
+                "needs {}, which is not in the tree (searched {})",
+                shown(&lib),
+                search.join(", ")
+            ),
+        );
+    }
 }
 
 /// A system tree loaded for [`check`]; its files may point into a private work
