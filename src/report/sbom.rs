@@ -171,13 +171,10 @@ fn origin_purl(o: &Origin, arch: &str) -> Option<String> {
         }
         "oci-layout" => {
             // oci:DIR[:TAG]: named as the store names a layout's image.
-            let rest = o.source.strip_prefix("oci:")?;
-            let (dir, tag) = match rest.rsplit_once(':') {
-                Some((d, t)) if !t.contains('/') => (d, Some(t)),
-                _ => (rest, None),
-            };
+            // Read as the profile reads it (one reading of oci:DIR[:TAG]).
+            let (dir, tag) = crate::profile::split_oci(o.source.strip_prefix("oci:")?);
             let repo = crate::seed::layout_repository(std::path::Path::new(dir));
-            Some(oci_purl(&repo, tag, digest, arch))
+            Some(oci_purl(&repo, tag.as_deref(), digest, arch))
         }
         _ => None,
     }

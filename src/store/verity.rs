@@ -16,7 +16,7 @@
 //! per 4 KiB: 8 MiB for a 1 GiB store); the data is read once, a block at a time.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -70,13 +70,7 @@ pub fn write_hash_tree(
         )));
     }
     let data_blocks = len / BLOCK;
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(data)?);
-    let mut block = vec![0u8; BLOCK as usize];
-    let mut level0 = Vec::with_capacity(data_blocks as usize * HASH);
-    for _ in 0..data_blocks {
-        reader.read_exact(&mut block)?;
-        level0.extend_from_slice(&salted(&salt, &block));
-    }
+    let level0 = level0_hashes(data, data_blocks, &salt)?;
     // Each level as the bytes of its blocks, level 0 first; the loop ends with one
     // block at the top.
     let mut levels = vec![padded(level0)];
@@ -105,6 +99,53 @@ pub fn write_hash_tree(
         salt,
         hash_bytes,
     })
+}
+
+/// The hashes of the data blocks, in order. The blocks are split into one range per
+/// core, each hashed by its own thread from its own file handle (`pread`), then
+/// joined: the same bytes as one pass, in about a core's share of the time.
+fn level0_hashes(data: &Path, blocks: u64, salt: &[u8; 32]) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1)
+        .clamp(1, 16);
+    let per = blocks.div_ceil(jobs).max(1);
+    let ranges: Vec<(u64, u64)> = (0..blocks)
+        .step_by(per as usize)
+        .map(|start| (start, (start + per).min(blocks)))
+        .collect();
+    let parts = std::thread::scope(|s| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .map(|&(start, end)| {
+                s.spawn(move || -> io::Result<Vec<u8>> {
+                    let f = File::open(data)?;
+                    let mut buf = vec![0u8; 256 * BLOCK as usize];
+                    let mut out = Vec::with_capacity(((end - start) as usize) * HASH);
+                    let mut at = start;
+                    while at < end {
+                        let n = (end - at).min(256);
+                        let chunk = &mut buf[..(n * BLOCK) as usize];
+                        f.read_exact_at(chunk, at * BLOCK)?;
+                        for block in chunk.chunks(BLOCK as usize) {
+                            out.extend_from_slice(&salted(salt, block));
+                        }
+                        at += n;
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a hashing thread panicked")))
+            })
+            .collect::<io::Result<Vec<Vec<u8>>>>()
+    })?;
+    Ok(parts.concat())
 }
 
 /// Pads `data` with zeros to [`BLOCK`]s, but a level always has one block at least.
