@@ -400,17 +400,7 @@ fn partition_infos(table: &Table) -> Vec<PartitionInfo> {
         .map(|(i, p)| PartitionInfo {
             number: i + 1,
             name: p.name.clone(),
-            role: if p.type_guid == disk::ESP_TYPE {
-                "esp"
-            } else if p.type_guid == disk::DATA_TYPE {
-                "data"
-            } else if p.type_guid == disk::STORE_TYPE {
-                "store"
-            } else if p.type_guid == disk::STORE_VERITY_TYPE {
-                "store-verity"
-            } else {
-                "unknown"
-            },
+            role: disk::role(&p.type_guid).unwrap_or("unknown"),
             type_guid: p.type_guid.to_string(),
             guid: p.guid.to_string(),
             offset: p.offset(),
@@ -542,22 +532,16 @@ fn initramfs_info(
 
 /// The container format of a converted image, told by its magic bytes.
 fn not_raw(f: &mut File) -> io::Result<Option<&'static str>> {
-    let mut head = [0u8; 512];
-    f.seek(SeekFrom::Start(0))?;
-    let n = f.read(&mut head)?;
-    let head = &head[..n];
-    Ok(if head.starts_with(b"QFI\xfb") {
-        Some("qcow2")
-    } else if head.starts_with(b"KDMV") {
-        Some("VMDK")
-    } else if head.starts_with(&[0x1f, 0x8b]) {
-        Some("gzip-compressed (GCE tar.gz)")
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some("zstd-compressed")
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Some("xz-compressed")
-    } else {
-        None
+    // The one reading of kios-build's formats by their magic (`run` unpacks by it).
+    // A fixed VHD is the raw disk with a footer: its GPT reads as it is.
+    use crate::run::image::Kind;
+    Ok(match crate::run::image::kind(f)? {
+        Some(Kind::Qcow2) => Some("qcow2"),
+        Some(Kind::Vmdk) => Some("VMDK"),
+        Some(Kind::GceTarGz) => Some("gzip-compressed (GCE tar.gz)"),
+        Some(Kind::Zstd) => Some("zstd-compressed"),
+        Some(Kind::Xz) => Some("xz-compressed"),
+        Some(Kind::Raw | Kind::Vhd) | None => None,
     })
 }
 

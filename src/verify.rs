@@ -176,10 +176,8 @@ pub fn verify(profile: &Path, image: &Path, opts: &build::Options) -> Result<Ver
     o.pull.locked = true;
     o.pull.registry.offline = true;
     build::build(profile, &rebuilt, &o).map_err(|e| VerifyError::Build(Box::new(e)))?;
-    let (a, b) = (
-        sha256_file(&rebuilt).map_err(read)?,
-        sha256_file(image).map_err(read)?,
-    );
+    let hash = |p: &Path| crate::report::hash_file(p).map(|(d, _)| d.hex().to_string());
+    let (a, b) = (hash(&rebuilt).map_err(read)?, hash(image).map_err(read)?);
     if a == b {
         return Ok(Verdict::Identical(a));
     }
@@ -195,13 +193,6 @@ pub fn verify(profile: &Path, image: &Path, opts: &build::Options) -> Result<Ver
     let (raw_a, raw_b) = (unpack(&rebuilt, &dir_a)?, unpack(image, &dir_b)?);
     let diff = compare_disks(&raw_a, &raw_b).map_err(read)?;
     Ok(Verdict::Differs(diff))
-}
-
-fn sha256_file(p: &Path) -> io::Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    io::copy(&mut File::open(p)?, &mut h)?;
-    Ok(hex::encode(h.finalize()))
 }
 
 /// The first offset at which `len` bytes from `a` and `b` (at their positions)
@@ -222,14 +213,7 @@ fn first_difference(a: &mut impl Read, b: &mut impl Read, len: u64) -> io::Resul
 }
 
 fn role(p: &Partition) -> &'static str {
-    use crate::disk::{DATA_TYPE, ESP_TYPE, STORE_TYPE, STORE_VERITY_TYPE};
-    match p.type_guid {
-        t if t == ESP_TYPE => "esp",
-        t if t == STORE_TYPE => "store",
-        t if t == DATA_TYPE => "data",
-        t if t == STORE_VERITY_TYPE => "store-verity",
-        _ => "unknown",
-    }
+    crate::disk::role(&p.type_guid).unwrap_or("unknown")
 }
 
 /// Compares two raw disks (`a` rebuilt, `b` the image); both differ somewhere.

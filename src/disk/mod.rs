@@ -39,6 +39,18 @@ pub const STORE_TYPE: Guid = Guid::parse(kios_contract::partition::STORE_TYPE);
 /// The store's dm-verity hash tree.
 pub const STORE_VERITY_TYPE: Guid = Guid::parse(kios_contract::partition::STORE_VERITY_TYPE);
 
+/// The kiOS role of a partition type: `esp`, `store`, `data`, `store-verity`; `None`
+/// for a type kiOS does not use (each reader names that its own way).
+pub fn role(type_guid: &Guid) -> Option<&'static str> {
+    Some(match *type_guid {
+        t if t == ESP_TYPE => "esp",
+        t if t == STORE_TYPE => "store",
+        t if t == DATA_TYPE => "data",
+        t if t == STORE_VERITY_TYPE => "store-verity",
+        _ => return None,
+    })
+}
+
 pub const ESP_NAME: &str = kios_contract::partition::ESP_NAME;
 pub const STORE_NAME: &str = kios_contract::partition::STORE_NAME;
 pub const STORE_VERITY_NAME: &str = kios_contract::partition::STORE_VERITY_NAME;

@@ -219,7 +219,6 @@ fn image_record(source: &Input, name: &str, image: &LayoutImage) -> ImageRecord 
 }
 
 fn disk_record(table: &Table, d: &DiskDigests) -> DiskRecord {
-    use crate::disk::{DATA_TYPE, ESP_TYPE, STORE_TYPE};
     let partitions = table
         .partitions
         .iter()
@@ -227,14 +226,9 @@ fn disk_record(table: &Table, d: &DiskDigests) -> DiskRecord {
         .enumerate()
         .map(|(i, (part, sha256))| PartitionRecord {
             number: i as u32 + 1,
-            role: match part.type_guid {
-                t if t == ESP_TYPE => "esp",
-                t if t == STORE_TYPE => "store",
-                t if t == crate::disk::STORE_VERITY_TYPE => "store-verity",
-                t if t == DATA_TYPE => "data",
-                _ => "other",
-            }
-            .to_string(),
+            role: crate::disk::role(&part.type_guid)
+                .unwrap_or("other")
+                .to_string(),
             name: part.name.clone(),
             type_guid: part.type_guid.to_string(),
             guid: part.guid.to_string(),
