@@ -683,7 +683,7 @@ fn store_stage(p: &Prepared, opts: &Options) -> Result<Option<StoreImage>, Build
     if p.store_images.is_empty() {
         return Ok(None);
     }
-    let key = crate::store::key(&p.store_images, opts.epoch);
+    let key = crate::store::key(&p.store_images, opts.epoch, p.profile.store_compression);
     let arts = artifacts(opts);
     let path = p.work.store_image();
     if reused(arts.as_ref(), Kind::Store, &key, &path, opts) {
@@ -702,6 +702,7 @@ fn store_stage(p: &Prepared, opts: &Options) -> Result<Option<StoreImage>, Build
         uuid: disk::gpt::Guid::derive(&key.0, "store:erofs-uuid").disk_bytes(),
         epoch: opts.epoch,
         budget: p.profile.disk_size.value.bytes(),
+        compression: p.profile.store_compression,
         busy: busy.clone(),
     })?;
     drop(busy);

@@ -169,3 +169,97 @@ pub fn kill_with_parent(cmd: &mut std::process::Command) {
         });
     }
 }
+
+// liblz4 (built by lz4-sys, which declares only some of the functions we use).
+extern "C" {
+    fn LZ4_compress_destSize(
+        src: *const libc::c_char,
+        dst: *mut libc::c_char,
+        src_size: *mut libc::c_int,
+        target_dst_size: libc::c_int,
+    ) -> libc::c_int;
+    fn LZ4_sizeofStateHC() -> libc::c_int;
+    fn LZ4_compress_HC_destSize(
+        state: *mut libc::c_void,
+        src: *const libc::c_char,
+        dst: *mut libc::c_char,
+        src_size: *mut libc::c_int,
+        target_dst_size: libc::c_int,
+        level: libc::c_int,
+    ) -> libc::c_int;
+}
+
+/// The state `LZ4_compress_HC_destSize` works in (`LZ4_streamHC_t`): 8-byte
+/// aligned, as liblz4 requires.
+pub struct Lz4hcState(Vec<u64>);
+
+impl Lz4hcState {
+    pub fn new() -> Lz4hcState {
+        // SAFETY: a size query without arguments.
+        let size = unsafe { LZ4_sizeofStateHC() };
+        Lz4hcState(vec![0u64; usize::try_from(size).unwrap_or(0) / 8 + 1])
+    }
+}
+
+/// liblz4's destination-size compressors: as much of `src` as compresses into
+/// `dst` (LZ4's fast compressor when `hc` is `None`, else the high-compression one
+/// at the given level and state). Returns (bytes written to `dst`, bytes of `src`
+/// they hold); (0, 0) when liblz4 fails.
+pub fn lz4_compress_dest_size(
+    src: &[u8],
+    dst: &mut [u8],
+    hc: Option<(&mut Lz4hcState, u8)>,
+) -> (usize, usize) {
+    let (Ok(mut consumed), Ok(target)) = (
+        libc::c_int::try_from(src.len()),
+        libc::c_int::try_from(dst.len()),
+    ) else {
+        return (0, 0);
+    };
+    let written = match hc {
+        // SAFETY: src and dst are valid for the lengths passed; liblz4 reads at
+        // most `consumed` bytes of src and writes at most `target` bytes to dst.
+        None => unsafe {
+            LZ4_compress_destSize(
+                src.as_ptr().cast(),
+                dst.as_mut_ptr().cast(),
+                &mut consumed,
+                target,
+            )
+        },
+        // SAFETY: as above; the state is LZ4_sizeofStateHC() bytes, 8-byte aligned,
+        // and the function initialises it before use.
+        Some((state, level)) => unsafe {
+            LZ4_compress_HC_destSize(
+                state.0.as_mut_ptr().cast(),
+                src.as_ptr().cast(),
+                dst.as_mut_ptr().cast(),
+                &mut consumed,
+                target,
+                libc::c_int::from(level),
+            )
+        },
+    };
+    match (usize::try_from(written), usize::try_from(consumed)) {
+        (Ok(w), Ok(c)) if w > 0 && w <= dst.len() && c <= src.len() => (w, c),
+        _ => (0, 0),
+    }
+}
+
+/// liblz4's safe decoder: `src` (one LZ4 block) into `dst`; the bytes written, or
+/// `None` when `src` is not a valid block that fits. It never reads or writes
+/// outside the two slices, whatever `src` holds.
+pub fn lz4_decompress(src: &[u8], dst: &mut [u8]) -> Option<usize> {
+    let src_len = libc::c_int::try_from(src.len()).ok()?;
+    let dst_len = libc::c_int::try_from(dst.len()).ok()?;
+    // SAFETY: both slices are valid for the lengths passed.
+    let n = unsafe {
+        lz4_sys::LZ4_decompress_safe(
+            src.as_ptr().cast(),
+            dst.as_mut_ptr().cast(),
+            src_len,
+            dst_len,
+        )
+    };
+    usize::try_from(n).ok()
+}

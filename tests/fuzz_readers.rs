@@ -757,6 +757,7 @@ fn erofs_store_reader() {
             uuid: [7; 16],
             volume_name: "KIOS_STORE".into(),
             mtime: 0,
+            ..Default::default()
         };
         write_erofs(&t, &mut img, &opts).unwrap();
         let seeds = vec![img.into_inner()];

@@ -197,6 +197,7 @@ struct RawInitramfs {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     verity: Option<S<bool>>,
+    compression: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,6 +314,8 @@ pub struct Profile {
     /// on the kernel command line, checked by kios-init. `None` when the profile does
     /// not say: then it is on when the UKI is signed.
     pub store_verity: Option<Sourced<bool>>,
+    /// `store.compression`: how the store's files are compressed (`None`: plain).
+    pub store_compression: Option<crate::store::erofs::Compression>,
     pub disk_size: Sourced<ByteSize>,
     pub format: Format,
     /// Kubernetes version, kubelet, daemons, static pods and extra /etc files.
@@ -588,6 +591,7 @@ struct Merged {
     stub: Option<FileInput>,
     compression: Option<Compression>,
     store_verity: Option<Sourced<bool>>,
+    store_compression: Option<Option<crate::store::erofs::Compression>>,
     size: Option<Sourced<ByteSize>>,
     format: Option<Format>,
     registries: Registries,
@@ -627,6 +631,20 @@ impl Merged {
         }
         if let Some(v) = raw.store.as_ref().and_then(|s| s.verity.as_ref()) {
             self.store_verity = Some(layer.sourced(v));
+        }
+        if let Some(c) = raw.store.as_ref().and_then(|s| s.compression.as_ref()) {
+            self.store_compression = Some(
+                crate::store::erofs::Compression::parse(&c.value).map_err(|e| {
+                    ProfileError::at(
+                        &layer.at(c),
+                        shown_max(&e, MESSAGE_CHARS),
+                        Some(format!(
+                            "leave it out for the default ({})",
+                            DEFAULT_STORE_COMPRESSION.name()
+                        )),
+                    )
+                })?,
+            );
         }
         if let Some(d) = &raw.disk {
             if let Some(s) = &d.size {
@@ -719,6 +737,9 @@ impl Merged {
             // zstd by default: smaller, faster to write and to boot (docs/design.md).
             compression: self.compression.unwrap_or(Compression::Zstd),
             store_verity: self.store_verity,
+            store_compression: self
+                .store_compression
+                .unwrap_or(Some(DEFAULT_STORE_COMPRESSION)),
             disk_size,
             format: self.format.unwrap_or(Format::Raw),
             node,
@@ -727,6 +748,13 @@ impl Merged {
         })
     }
 }
+
+/// The store's compression when a profile does not say: chosen from the measured
+/// size, build time and boot-time reads (docs/design.md, "A compressed store").
+pub const DEFAULT_STORE_COMPRESSION: crate::store::erofs::Compression =
+    crate::store::erofs::Compression::Lz4hc {
+        level: crate::store::erofs::Compression::LZ4HC_DEFAULT,
+    };
 
 /// A `kernel.modules` entry, as modprobe names it (`-` and `_` are the same).
 fn module_name(layer: &Layer, m: &S<String>) -> Result<String, ProfileError> {

@@ -29,6 +29,8 @@ pub struct Partition<'a> {
     /// The uncompressed bytes all layers may come to: the disk's size, so that a
     /// layer that decompresses past it fails while it is spooled.
     pub budget: u64,
+    /// How the store's files are compressed (`store.compression`).
+    pub compression: Option<erofs::Compression>,
     /// Where the stage shows which image and layer it reads.
     pub busy: crate::progress::Busy,
 }
@@ -49,12 +51,17 @@ pub enum PartitionError {
 
 /// The hash of everything the store partition's bytes are made from
 /// ([`crate::reuse`]): each image's manifest, index and config digests, its layers'
-/// digests, diff_ids, sizes and media types, and its names, in order; and the
-/// epoch. The writer's version is in every key. The layout folders the blobs are
+/// digests, diff_ids, sizes and media types, and its names, in order; the
+/// epoch; and the compression. The writer's version is in every key. The layout folders the blobs are
 /// read from are not: blobs are found and checked by digest.
-pub fn key(images: &[StoreImage], epoch: u64) -> crate::reuse::Key {
+pub fn key(
+    images: &[StoreImage],
+    epoch: u64,
+    compression: Option<erofs::Compression>,
+) -> crate::reuse::Key {
     let mut k = crate::reuse::Key::builder(crate::reuse::Kind::Store);
     k.number(epoch).number(images.len() as u64);
+    k.text(&compression.map_or("none".into(), |c| c.name()));
     for si in images {
         let img = &si.image;
         k.text(img.manifest_digest.hex())
@@ -101,6 +108,9 @@ pub fn write_partition(p: &Partition) -> Result<u64, PartitionError> {
             uuid: p.uuid,
             volume_name: kios_contract::partition::STORE_NAME.into(),
             mtime: p.epoch,
+            compression: p.compression,
+            workers: 0,
+            busy: p.busy.clone(),
         },
     )
     .map_err(PartitionError::Filesystem)

@@ -400,6 +400,7 @@ fn the_store_is_the_same_with_one_worker_and_with_four() {
             uuid: [1; 16],
             volume_name: "store".into(),
             mtime: 7,
+            ..Default::default()
         };
         crate::store::erofs::write_erofs(&tree, &mut out, &erofs).unwrap();
         out.into_inner()

@@ -3,8 +3,9 @@
 //! Layouts follow the kernel's `fs/erofs/erofs_fs.h` (the same file ships as
 //! `include/erofs_fs.h` in erofs-utils); section names below refer to
 //! `Documentation/filesystems/erofs.rst`, "On-disk details". Everything is little
-//! endian. Only the uncompressed subset is here: no compressed or chunk-based
-//! layouts, no compact inodes, no shared xattrs, no long xattr name prefixes.
+//! endian. The subset here: flat and LZ4-compressed data with full (8-byte) cluster
+//! indexes; no chunk-based layouts, compact inodes or compact indexes, shared
+//! xattrs, or long xattr name prefixes.
 
 use std::ops::Range;
 
@@ -17,6 +18,10 @@ pub const SUPER_OFFSET: usize = 1024;
 pub const MAGIC: u32 = 0xE0F5_E1E2;
 /// `EROFS_FEATURE_COMPAT_SB_CHKSUM`: the superblock carries a crc32c.
 pub const FEATURE_COMPAT_SB_CHKSUM: u32 = 0x1;
+/// `EROFS_FEATURE_INCOMPAT_ZERO_PADDING` (once `LZ4_0PADDING`): a compressed
+/// pcluster's bytes end at its block's end, zeros before them. Set only when the
+/// image has compressed files; the 6.1 kernel knows it (it predates 5.3).
+pub const FEATURE_INCOMPAT_ZERO_PADDING: u32 = 0x1;
 /// Inodes are addressed in 32-byte slots: offset = meta_blkaddr * 4096 + 32 * nid
 /// ("Inode metadata space").
 pub const INODE_SLOT: u64 = 32;
@@ -34,6 +39,9 @@ pub const XATTR_ENTRY_HEADER_SIZE: usize = 4;
 pub enum DataLayout {
     /// `EROFS_INODE_FLAT_PLAIN`: all data in consecutive whole blocks at `raw_blkaddr`.
     FlatPlain = 0,
+    /// `EROFS_INODE_COMPRESSED_FULL`: LZ4 pclusters, mapped by a full (8-byte)
+    /// logical cluster index after the inode and its xattrs; see [`map_header`].
+    CompressedFull = 1,
     /// `EROFS_INODE_FLAT_INLINE`: whole blocks at `raw_blkaddr`, then the last
     /// partial block right after the inode and its xattrs, in the same block.
     FlatInline = 2,
@@ -61,6 +69,7 @@ pub struct SuperBlock {
     pub xattr_blkaddr: u32,
     pub uuid: [u8; 16],
     pub volume_name: [u8; 16],
+    pub feature_incompat: u32,
 }
 
 impl SuperBlock {
@@ -84,7 +93,9 @@ impl SuperBlock {
         put_u32(sb, 44, self.xattr_blkaddr);
         sb[48..64].copy_from_slice(&self.uuid);
         sb[64..80].copy_from_slice(&self.volume_name);
-        put_u32(sb, 80, 0); // feature_incompat
+        put_u32(sb, 80, self.feature_incompat);
+        // u1 (lz4_max_distance) stays 0: LZ4's default 64 KiB window, as no
+        // extent is longer than that anyway.
         let crc = crc32c_raw(!0, sb);
         put_u32(sb, 4, crc);
         block
@@ -124,6 +135,80 @@ impl Inode {
         put_u64(&mut b, 32, self.mtime);
         put_u32(&mut b, 40, 0); // mtime nsec
         put_u32(&mut b, 44, self.nlink);
+        b
+    }
+}
+
+/// `struct z_erofs_map_header` of a compressed inode, at [`map_header_offset`]: no
+/// tail packing or fragments, `h_advise` 0 (full indexes, one-block pclusters),
+/// LZ4 for HEAD1 (`h_algorithmtype` 0), 4 KiB logical clusters (`h_clusterbits` 0).
+pub fn map_header() -> [u8; 8] {
+    [0; 8]
+}
+
+/// Where a compressed inode's map header is: its record's inode and xattrs
+/// (`head` bytes from the inode's offset `at`) rounded up to 8.
+pub fn map_header_offset(at: u64, head: u64) -> u64 {
+    (at + head).next_multiple_of(8)
+}
+
+/// Where the full index starts (`Z_EROFS_FULL_INDEX_ALIGN`): the map header and 8
+/// reserved bytes after it.
+pub fn full_index_offset(at: u64, head: u64) -> u64 {
+    map_header_offset(at, head) + 16
+}
+
+/// The bytes a compressed inode's record takes from its offset `at`: inode and
+/// xattrs (`head`), the alignment, map header, reserved bytes and one 8-byte index
+/// entry per 4 KiB logical cluster of `size`.
+pub fn compressed_record_len(at: u64, head: u64, size: u64) -> u64 {
+    full_index_offset(at, head) - at + 8 * size.div_ceil(BLOCK_SIZE)
+}
+
+/// `struct z_erofs_lcluster_index`, one per logical cluster of a compressed file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lcluster {
+    /// An extent starts `clusterofs` bytes into this cluster; its pcluster is
+    /// the block `blkaddr`, stored plain (`Z_EROFS_LCLUSTER_TYPE_PLAIN`) or LZ4
+    /// (`..._HEAD1`).
+    Head {
+        plain: bool,
+        clusterofs: u16,
+        blkaddr: u32,
+    },
+    /// No extent starts here (`..._NONHEAD`): the one covering it started `back`
+    /// clusters before, the next starts `ahead` clusters on (or the file ends).
+    NonHead {
+        clusterofs: u16,
+        back: u16,
+        ahead: u16,
+    },
+}
+
+impl Lcluster {
+    pub fn encode(&self) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        match *self {
+            Lcluster::Head {
+                plain,
+                clusterofs,
+                blkaddr,
+            } => {
+                put_u16(&mut b, 0, if plain { 0 } else { 1 });
+                put_u16(&mut b, 2, clusterofs);
+                put_u32(&mut b, 4, blkaddr);
+            }
+            Lcluster::NonHead {
+                clusterofs,
+                back,
+                ahead,
+            } => {
+                put_u16(&mut b, 0, 2);
+                put_u16(&mut b, 2, clusterofs);
+                put_u16(&mut b, 4, back);
+                put_u16(&mut b, 6, ahead);
+            }
+        }
         b
     }
 }
@@ -332,6 +417,7 @@ mod tests {
             xattr_blkaddr: 0,
             uuid: [0xab; 16],
             volume_name: *b"KIOS_STORE\0\0\0\0\0\0",
+            feature_incompat: 0,
         };
         let block = sb.encode_block();
         assert_eq!(block.len(), 4096);

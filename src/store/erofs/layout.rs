@@ -5,8 +5,14 @@
 //! block 0 = the superblock; from block 1 the metadata area (`meta_blkaddr` = 0, so
 //! nid = byte offset / 32): one record per inode in tree order, root first, each
 //! record being the 64-byte extended inode, its inline xattrs and, for
-//! `FLAT_INLINE`, the tail of its data; after it, the data area: each inode's whole
-//! blocks, consecutive, in the same order.
+//! `FLAT_INLINE`, the tail of its data, or for a compressed file its map header and
+//! cluster index; after it, the data area: each inode's whole blocks (or
+//! pclusters), consecutive, in the same order.
+//!
+//! With compression on, every regular file longer than a block is compressed;
+//! smaller ones stay inline in the metadata, where they take no block at all. The
+//! choice depends on the size alone, so the metadata area is laid out before any
+//! data is compressed: only the data blocks' addresses wait for the writer.
 //!
 //! Records are 32-byte aligned (inode slots) and never cross a block boundary when
 //! they fit in one: the kernel requires it for inline tails ("inline data cross
@@ -15,7 +21,8 @@
 //! blocks; it then starts on a block boundary and has no inline tail.
 //!
 //! The plan only needs the tree's metadata and content lengths, so it also gives
-//! [`super::size_estimate`] the exact image size.
+//! [`super::size_estimate`] the exact size of an uncompressed image (and a bound
+//! for a compressed one).
 
 use std::collections::HashMap;
 
@@ -53,8 +60,6 @@ pub struct Node<'t> {
     pub layout: DataLayout,
     /// Byte offset of the inode in the image.
     pub offset: u64,
-    /// First block of its whole data blocks (0 when it has none).
-    pub blkaddr: u32,
     /// Device number, encoded (devices only).
     pub rdev: u32,
 }
@@ -64,25 +69,41 @@ impl Node<'_> {
         self.offset / format::INODE_SLOT
     }
 
-    /// Blocks of data in the data area.
+    pub fn compressed(&self) -> bool {
+        self.layout == DataLayout::CompressedFull
+    }
+
+    /// Blocks of data in the data area; for a compressed file, the most it can
+    /// take (a block per 4 KiB, and a short extent at the end of each segment).
     pub fn data_blocks(&self) -> u64 {
         match self.layout {
             DataLayout::FlatPlain => self.size.div_ceil(BLOCK_SIZE),
             DataLayout::FlatInline => self.size / BLOCK_SIZE,
+            DataLayout::CompressedFull => {
+                self.size.div_ceil(BLOCK_SIZE) + super::compress::segments(self.size)
+            }
         }
     }
 
     /// Bytes of data stored after the inode and its xattrs.
     pub fn inline_len(&self) -> usize {
         match self.layout {
-            DataLayout::FlatPlain => 0,
+            DataLayout::FlatPlain | DataLayout::CompressedFull => 0,
             DataLayout::FlatInline => (self.size % BLOCK_SIZE) as usize,
         }
     }
 
-    /// The whole metadata record: inode, xattrs, inline tail.
+    /// The whole metadata record: inode, xattrs, and the inline tail or the
+    /// cluster index. (Records start 32-byte aligned, so the index's 8-byte
+    /// alignment does not depend on where.)
     pub fn record_len(&self) -> usize {
-        INODE_EXTENDED_SIZE + self.xattrs.len() + self.inline_len()
+        let head = INODE_EXTENDED_SIZE + self.xattrs.len();
+        match self.layout {
+            DataLayout::CompressedFull => {
+                format::compressed_record_len(0, head as u64, self.size) as usize
+            }
+            _ => head + self.inline_len(),
+        }
     }
 }
 
@@ -92,13 +113,22 @@ pub struct Plan<'t> {
     pub nodes: Vec<Node<'t>>,
     /// First block after the metadata area.
     pub data_start: u64,
-    /// Blocks in the image.
+    /// Blocks in the image: exact without compression, the most it can take with.
     pub blocks: u64,
 }
 
 impl<'t> Plan<'t> {
-    pub fn new(tree: &'t Tree) -> Result<Plan<'t>, ErofsError> {
+    /// The layout of `tree`, with every file longer than a block compressed when
+    /// `compress` is set.
+    pub fn new(tree: &'t Tree, compress: bool) -> Result<Plan<'t>, ErofsError> {
         let mut nodes = collect_nodes(tree)?;
+        if compress {
+            for n in &mut nodes {
+                if matches!(n.body, Body::File(_)) && n.size > BLOCK_SIZE {
+                    n.layout = DataLayout::CompressedFull;
+                }
+            }
+        }
         place_metadata(&mut nodes);
         let meta_end = nodes
             .iter()
@@ -106,15 +136,9 @@ impl<'t> Plan<'t> {
             .max()
             .unwrap_or(BLOCK_SIZE);
         let data_start = meta_end.div_ceil(BLOCK_SIZE);
-        let mut next = data_start;
-        for n in &mut nodes {
-            let count = n.data_blocks();
-            if count > 0 {
-                n.blkaddr = u32::try_from(next).map_err(|_| ErofsError::TooLarge)?;
-                next += count;
-            }
-        }
-        if next > u64::from(u32::MAX) {
+        let next = data_start + nodes.iter().map(|n| n.data_blocks()).sum::<u64>();
+        // A compressed image is checked again as it is written (it is smaller).
+        if next > u64::from(u32::MAX) && !compress {
             return Err(ErofsError::TooLarge);
         }
         Ok(Plan {
@@ -168,7 +192,6 @@ fn collect_nodes(tree: &Tree) -> Result<Vec<Node<'_>>, ErofsError> {
             size: 0,
             layout: DataLayout::FlatPlain,
             offset: 0,
-            blkaddr: 0,
             rdev,
         });
     }
@@ -318,14 +341,17 @@ fn place_metadata(nodes: &mut [Node<'_>]) {
         let room = block - (pos % BLOCK_SIZE) as usize;
         // Padding to the next block wastes `room`; a data block of its own wastes
         // `block - tail`, plus `room` too when even the bare inode does not fit.
-        let inline = tail > 0
+        let inline = n.layout != DataLayout::CompressedFull
+            && tail > 0
             && head + tail <= block
             && (head + tail <= room || room < block - tail || head > room);
-        n.layout = if inline {
-            DataLayout::FlatInline
-        } else {
-            DataLayout::FlatPlain
-        };
+        if n.layout != DataLayout::CompressedFull {
+            n.layout = if inline {
+                DataLayout::FlatInline
+            } else {
+                DataLayout::FlatPlain
+            };
+        }
         let len = n.record_len();
         if len > room && (len <= block || room < block) {
             pos = pos.next_multiple_of(BLOCK_SIZE);
@@ -352,7 +378,7 @@ mod tests {
             .unwrap();
         t.insert(p("b/h"), Entry::new(Kind::Hardlink(p("b/g")), 0o644))
             .unwrap();
-        let plan = Plan::new(&t).unwrap();
+        let plan = Plan::new(&t, false).unwrap();
         // root, a, a/f, b: the links are no inodes of their own
         assert_eq!(plan.nodes.len(), 4);
         let f = plan.nodes.iter().find(|n| n.path == &p("a/f")).unwrap();
@@ -374,12 +400,18 @@ mod tests {
         let mut t = Tree::new(0);
         t.insert(p("x"), Entry::new(Kind::Hardlink(p("missing")), 0o644))
             .unwrap();
-        assert!(matches!(Plan::new(&t), Err(ErofsError::Hardlink { .. })));
+        assert!(matches!(
+            Plan::new(&t, false),
+            Err(ErofsError::Hardlink { .. })
+        ));
         let mut t = Tree::new(0);
         t.mkdir_p(&p("d"), 0o755).unwrap();
         t.insert(p("x"), Entry::new(Kind::Hardlink(p("d")), 0o644))
             .unwrap();
-        assert!(matches!(Plan::new(&t), Err(ErofsError::Hardlink { .. })));
+        assert!(matches!(
+            Plan::new(&t, false),
+            Err(ErofsError::Hardlink { .. })
+        ));
     }
 
     #[test]
@@ -392,7 +424,7 @@ mod tests {
         t.add_file("big", vec![0u8; 4096 * 2 + 10], 0o644).unwrap();
         t.add_file("exact", vec![0u8; 4096], 0o644).unwrap();
         t.add_file("empty", Vec::new(), 0o644).unwrap();
-        let plan = Plan::new(&t).unwrap();
+        let plan = Plan::new(&t, false).unwrap();
         assert_eq!(plan.nodes[0].nid(), 128); // root right after the superblock
         for n in &plan.nodes {
             let start = n.offset;
@@ -418,11 +450,14 @@ mod tests {
         let mut e = Entry::file(Content::inline("x"), 0o644);
         e.xattrs.insert("system.nfs4_acl".into(), b"v".to_vec());
         t.insert(p("f"), e).unwrap();
-        let err = Plan::new(&t).err().unwrap();
+        let err = Plan::new(&t, false).err().unwrap();
         assert!(err.to_string().contains("system.nfs4_acl"), "{err}");
 
         let mut t = Tree::new(0);
         t.insert(p("l"), Entry::symlink("")).unwrap();
-        assert!(matches!(Plan::new(&t), Err(ErofsError::Symlink { .. })));
+        assert!(matches!(
+            Plan::new(&t, false),
+            Err(ErofsError::Symlink { .. })
+        ));
     }
 }
