@@ -760,7 +760,19 @@ fn erofs_store_reader() {
             ..Default::default()
         };
         write_erofs(&t, &mut img, &opts).unwrap();
-        let seeds = vec![img.into_inner()];
+        // The same tree with a compressible file, compressed (cluster indexes and
+        // LZ4 pclusters to damage).
+        let text: Vec<u8> = (0..40_000u32)
+            .flat_map(|i| format!("{} ", i % 97).into_bytes())
+            .collect();
+        t.add_file("overlay-layers/big", text, 0o644).unwrap();
+        let mut zimg = Cursor::new(Vec::new());
+        let zopts = ErofsOptions {
+            compression: Some(kios_build::store::erofs::Compression::Lz4),
+            ..opts
+        };
+        write_erofs(&t, &mut zimg, &zopts).unwrap();
+        let seeds = vec![img.into_inner(), zimg.into_inner()];
         s.run(&seeds, &[1024..1024 + 128, 4096..16384], |input| {
             let len = input.len() as u64;
             let Ok(mut r) = ErofsReader::open(Cursor::new(input), 0, len) else {
@@ -769,6 +781,8 @@ fn erofs_store_reader() {
             let _ = r.read_file("overlay-images/images.json", 1 << 20);
             let _ = r.read_file("etc/kios/modules", 1 << 20);
             let _ = r.read_file(&format!("overlay-layers/{:064x}/diff/f", 299), 1 << 20);
+            let _ = r.read_file("overlay-layers/big", 1 << 20);
+            let _ = r.walk(1000);
         });
     });
 }

@@ -41,9 +41,10 @@ fn opts() -> ErofsOptions {
 }
 
 /// The store without compression and with each.
-const COMPRESSIONS: [Option<Compression>; 3] = [
+const COMPRESSIONS: [Option<Compression>; 4] = [
     None,
     Some(Compression::Lz4),
+    Some(Compression::Lz4hc { level: 2 }),
     Some(Compression::Lz4hc { level: 9 }),
 ];
 

@@ -2,7 +2,8 @@
 //! the `KIOS_STORE` partition as a containers/storage overlay store on EROFS; the
 //! kernel mounts it, podman reads it as an additional read-only image store and runs
 //! the pod's image by the exact reference the manifest names, with no registry; and
-//! kios-init mounts it read-only at boot.
+//! kios-init mounts it read-only at boot. Both for the default, compressed store
+//! (lz4hc) and for a plain one (`store: {compression: none}`).
 
 mod common;
 #[path = "common/registry.rs"]
@@ -14,6 +15,11 @@ use std::process::Command;
 use std::time::Duration;
 
 fn daemon_profile(d: &Path) -> (std::path::PathBuf, String) {
+    daemon_profile_with(d, "")
+}
+
+/// The daemon profile with `extra` YAML appended.
+fn daemon_profile_with(d: &Path, extra: &str) -> (std::path::PathBuf, String) {
     let inputs = inputs();
     let layer = d.join("layer");
     fs::create_dir_all(layer.join("bin")).unwrap();
@@ -22,7 +28,7 @@ fn daemon_profile(d: &Path) -> (std::path::PathBuf, String) {
     fs::write(layer.join("etc/daemon-release"), "dhcp stand-in\n").unwrap();
     let digest = oci_layout(&d.join("dhcp-layout"), "dhcp", &[&layer]);
     let text = profile_text(&format!(
-        "daemons:\n  - name: dhcp\n    image: oci:dhcp-layout:dhcp\n    command: [/bin/busybox, udhcpc, -n, -q]\ndisk:\n  size: 320MiB\n{}",
+        "daemons:\n  - name: dhcp\n    image: oci:dhcp-layout:dhcp\n    command: [/bin/busybox, udhcpc, -n, -q]\ndisk:\n  size: 320MiB\n{}{extra}",
         pause_yaml()
     ));
     (write_profile(d, "node.yaml", &text), digest)
@@ -30,10 +36,24 @@ fn daemon_profile(d: &Path) -> (std::path::PathBuf, String) {
 
 #[test]
 fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() {
+    pre_seeded_and_run_by_podman("", "0padding");
+}
+
+#[test]
+fn a_plain_store_is_read_by_podman_alike() {
+    pre_seeded_and_run_by_podman("store:\n  compression: none\n", "");
+}
+
+/// Builds the daemon profile with `extra`, checks the store partition's EROFS
+/// features name `feature` (or none beyond the checksum), then what podman and
+/// skopeo read from it. busybox (2 MB) is what podman runs: with compression, its
+/// blocks come through the kernel's LZ4 decompression.
+fn pre_seeded_and_run_by_podman(extra: &str, feature: &str) {
     require_tool("skopeo", "skopeo");
+    require_tool("dump.erofs", "erofs-utils");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (profile, digest) = daemon_profile(d);
+    let (profile, digest) = daemon_profile_with(d, extra);
     let img = d.join("node.img");
     build(&profile, &img, 1_700_000_000);
     let i = inspect(&img);
@@ -108,6 +128,16 @@ fn static_pod_images_are_pre_seeded_and_podman_runs_them_from_the_store_alone() 
     // The store partition: EROFS that fsck.erofs accepts and the kernel mounts.
     let (_m, mnt) = mount_store(&img, d);
     assert!(mnt.join("overlay-images/images.json").is_file());
+    let o = run(Command::new("dump.erofs")
+        .arg("-s")
+        .arg(d.join("store.erofs")));
+    let features = text(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("Filesystem features:"))
+        .map(|f| f.trim().to_string())
+        .unwrap_or_default();
+    let want = format!("sb_csum {feature}");
+    assert_eq!(features, want.trim(), "{}", text(&o));
 
     // podman: a fresh root, our store as an additional read-only image store.
     let podman = Podman::new(d, &mnt, None);

@@ -752,9 +752,7 @@ impl Merged {
 /// The store's compression when a profile does not say: chosen from the measured
 /// size, build time and boot-time reads (docs/design.md, "A compressed store").
 pub const DEFAULT_STORE_COMPRESSION: crate::store::erofs::Compression =
-    crate::store::erofs::Compression::Lz4hc {
-        level: crate::store::erofs::Compression::LZ4HC_DEFAULT,
-    };
+    crate::store::erofs::Compression::Lz4hc { level: 2 };
 
 /// A `kernel.modules` entry, as modprobe names it (`-` and `_` are the same).
 fn module_name(layer: &Layer, m: &S<String>) -> Result<String, ProfileError> {

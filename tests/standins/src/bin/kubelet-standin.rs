@@ -46,6 +46,10 @@ fn main() {
             run_container(BUNDLE);
             sigterm_init();
         }
+        "read-store" => {
+            read_store();
+            shutdown("kubelet");
+        }
         "store-container" => {
             if store_rootfs() {
                 run_container(STORE_BUNDLE);
@@ -147,6 +151,58 @@ fn store_rootfs() -> bool {
             false
         }
     }
+}
+
+/// Reads every regular file of the mounted store once and says how long it took
+/// (`scripts/bench-store-boot`: what the store's compression costs a node that
+/// starts its containers' files from it, cold).
+fn read_store() {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut dirs = vec![std::path::PathBuf::from(kios_contract::mount::STORE)];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            say(&format!("STANDIN kubelet cannot list {}", dir.display()));
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                dirs.push(entry.path());
+            } else if kind.is_file() {
+                let Ok(mut f) = std::fs::File::open(entry.path()) else {
+                    say(&format!(
+                        "STANDIN kubelet cannot open {}",
+                        entry.path().display()
+                    ));
+                    continue;
+                };
+                files += 1;
+                loop {
+                    match f.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => bytes += n as u64,
+                        Err(e) => {
+                            say(&format!(
+                                "STANDIN kubelet read error {}: {e}",
+                                entry.path().display()
+                            ));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let ms = start.elapsed().as_millis().max(1);
+    say(&format!(
+        "STANDIN kubelet read-store {files} files, {bytes} bytes in {ms} ms ({} MB/s)",
+        bytes as u128 * 1000 / ms / 1_000_000
+    ));
 }
 
 /// Says the TPM's PCR 11 (sha256 bank), as the kernel shows it.
