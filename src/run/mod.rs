@@ -290,6 +290,12 @@ fn arch_of(disk: &Path, image: &Path) -> Result<Arch, RunError> {
     }
 }
 
+/// A path as the value of a QEMU `-drive` option: a comma ends a value there, so
+/// it is doubled (`a,b.img` would otherwise open `a` with an option `b.img`).
+fn opt_value(path: &Path) -> String {
+    path.to_string_lossy().replace(',', ",,")
+}
+
 /// The whole QEMU command line for `disk`.
 fn command(m: &Machine, disk: &Path, vars: &Path, opts: &RunOptions, kvm: bool) -> Vec<String> {
     let mut a = m.args.clone();
@@ -308,11 +314,14 @@ fn command(m: &Machine, disk: &Path, vars: &Path, opts: &RunOptions, kvm: bool) 
             "stdio",
             "-no-reboot",
             "-drive",
-            &format!("if=pflash,format=raw,unit=0,readonly=on,file={}", m.code),
+            &format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                opt_value(Path::new(&m.code))
+            ),
             "-drive",
-            &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            &format!("if=pflash,format=raw,unit=1,file={}", opt_value(vars)),
             "-drive",
-            &format!("if=virtio,format=raw,file={}{snapshot}", disk.display()),
+            &format!("if=virtio,format=raw,file={}{snapshot}", opt_value(disk)),
         ]
         .map(str::to_string),
     );
@@ -475,4 +484,22 @@ fn watch(mut child: Child, opts: &RunOptions, accel: &str) -> (Outcome, timeline
     let _ = child.kill();
     let _ = child.wait();
     (outcome, timeline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_comma_in_a_path_stays_in_the_drive_value() {
+        assert_eq!(
+            opt_value(Path::new("/tmp/x/lz4hc,2.img")),
+            "/tmp/x/lz4hc,,2.img"
+        );
+        // A path cannot add options of its own.
+        assert_eq!(
+            opt_value(Path::new("a.img,if=none,file=/etc/shadow")),
+            "a.img,,if=none,,file=/etc/shadow"
+        );
+    }
 }
