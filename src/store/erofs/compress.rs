@@ -18,7 +18,8 @@
 //! long, which bounds what a read of one page decompresses.
 //!
 //! Memory: at most `2 * workers + 2` segments are in flight (read, compressing, or
-//! compressed and waiting to be written), each at most 1 MiB in and out.
+//! compressed and waiting to be written), each at most 1 MiB in and out, and at
+//! most [`MAX_WORKERS`] compress: about 36 MiB at most on any machine.
 
 use std::io::{self, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -30,6 +31,9 @@ use crate::tree::TreePath;
 
 /// The unit of parallel work: a file is compressed in pieces of this many bytes.
 pub const SEGMENT: usize = 1 << 20;
+/// The most threads that compress, whatever the core count: beyond it memory
+/// grows (two segments each) faster than the build gets shorter.
+pub const MAX_WORKERS: usize = 8;
 /// The longest extent (decompressed bytes of one block).
 pub const MAX_EXTENT: usize = 64 << 10;
 const BLOCK: usize = BLOCK_SIZE as usize;
@@ -216,7 +220,7 @@ impl Pipeline {
         algo: Compression,
         workers: usize,
     ) -> Pipeline {
-        let workers = workers.max(1);
+        let workers = workers.clamp(1, MAX_WORKERS);
         let in_flight = 2 * workers + 2;
         let (tokens, token_rx) = sync_channel::<()>(in_flight);
         for _ in 0..in_flight {
