@@ -105,6 +105,9 @@ pub struct Inspection {
     /// `overlay-images/images.json`: `names`, `digest` (platform manifest), `id`
     /// (config digest), `indexDigest` for an image reached through an index.
     pub images: Vec<serde_json::Value>,
+    /// How the store partition's files are compressed: `lz4` (lz4 and lz4hc write
+    /// the same format) or `none`; absent without a store.
+    pub store_compression: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -198,9 +201,14 @@ pub struct EtcFile {
 
 /// The images of a containers/storage store on EROFS at `offset`: each one's names,
 /// `digest` (the platform manifest's), `id` and, when it came through an image
-/// index, `indexDigest`.
-fn store_listing(f: &mut File, offset: u64, len: u64) -> std::io::Result<Vec<serde_json::Value>> {
+/// index, `indexDigest`; and whether the filesystem is LZ4-compressed.
+fn store_listing(
+    f: &mut File,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<(Vec<serde_json::Value>, bool)> {
     let mut fs = crate::store::erofs::ErofsReader::open(&mut *f, offset, len)?;
+    let lz4 = fs.lz4_compressed();
     let Some(bytes) = fs.read_file("overlay-images/images.json", 64 << 20)? else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -214,7 +222,7 @@ fn store_listing(f: &mut File, offset: u64, len: u64) -> std::io::Result<Vec<ser
             format!("overlay-images/images.json: {}", shown(&e.to_string())),
         )
     })?;
-    Ok(records
+    let images = records
         .iter()
         .map(|r| {
             // The platform manifest's digest; `digest` is the index's when the image
@@ -234,7 +242,8 @@ fn store_listing(f: &mut File, offset: u64, len: u64) -> std::io::Result<Vec<ser
             }
             v
         })
-        .collect())
+        .collect();
+    Ok((images, lz4))
 }
 
 pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
@@ -273,6 +282,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         initramfs: None,
         pods: Vec::new(),
         images: Vec::new(),
+        store_compression: None,
     };
     let find = |t| {
         table
@@ -283,13 +293,16 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     };
     // The pre-seeded images, read from the store partition itself.
     if let Some((i, part)) = find(disk::STORE_TYPE) {
-        out.images = store_listing(&mut f, part.offset(), part.size()).map_err(|source| {
-            InspectError::Store {
-                path: path_buf(),
-                number: i + 1,
-                source,
-            }
-        })?;
+        let (images, lz4) =
+            store_listing(&mut f, part.offset(), part.size()).map_err(|source| {
+                InspectError::Store {
+                    path: path_buf(),
+                    number: i + 1,
+                    source,
+                }
+            })?;
+        out.images = images;
+        out.store_compression = Some(if lz4 { "lz4" } else { "none" });
     }
     let Some((esp_index, esp_part)) = find(disk::ESP_TYPE) else {
         return Ok(out);
@@ -640,7 +653,7 @@ pub fn render_text(i: &Inspection) -> String {
         s.push_str(&format!("uki        {}\n", secs.join(", ")));
         s.push_str(&format!("signature  {}\n", signature_line(&b.signature)));
     }
-    render_images(&mut s, &i.images);
+    render_images(&mut s, &i.images, i.store_compression);
     if let Some(r) = &i.initramfs {
         render_initramfs(&mut s, r);
     }
@@ -671,11 +684,16 @@ fn signature_line(sig: &crate::sign::SignatureInfo) -> String {
 }
 
 /// The pre-seeded images: names and digest, one line each.
-fn render_images(s: &mut String, images: &[serde_json::Value]) {
+fn render_images(s: &mut String, images: &[serde_json::Value], compression: Option<&str>) {
     if !images.is_empty() {
         s.push_str(&format!(
-            "images     {} pre-seeded in the store\n",
-            images.len()
+            "images     {} pre-seeded in the store{}\n",
+            images.len(),
+            if compression == Some("lz4") {
+                " (LZ4-compressed)"
+            } else {
+                ""
+            }
         ));
         for img in images {
             let names: Vec<String> = img["names"]
@@ -950,6 +968,7 @@ mod tests {
                 },
             ],
             images: vec![serde_json::json!({"names": [n()], "digest": n()})],
+            store_compression: Some("lz4"),
         }
     }
 

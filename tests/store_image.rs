@@ -138,6 +138,9 @@ fn pre_seeded_and_run_by_podman(extra: &str, feature: &str) {
         .unwrap_or_default();
     let want = format!("sb_csum {feature}");
     assert_eq!(features, want.trim(), "{}", text(&o));
+    // inspect says so too.
+    let compression = if feature.is_empty() { "none" } else { "lz4" };
+    assert_eq!(i["store_compression"], compression, "{i}");
 
     // podman: a fresh root, our store as an additional read-only image store.
     let podman = Podman::new(d, &mnt, None);

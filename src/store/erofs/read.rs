@@ -40,6 +40,8 @@ pub struct ErofsReader<R> {
     root: u64,
     /// The superblock's build time: the mtime of compact inodes.
     build_time: u64,
+    /// `feature_incompat`.
+    incompat: u32,
 }
 
 /// One file, folder or link of the filesystem, as [`ErofsReader::walk`] gives it.
@@ -109,7 +111,14 @@ impl<R: Read + Seek> ErofsReader<R> {
             meta,
             root,
             build_time: u64_at(&sb, 24),
+            incompat: u32_at(&sb, 80),
         })
+    }
+
+    /// Whether the filesystem has LZ4-compressed files: the zero padding feature,
+    /// which the writers set with LZ4 compression (ours only then).
+    pub fn lz4_compressed(&self) -> bool {
+        self.incompat & super::format::FEATURE_INCOMPAT_ZERO_PADDING != 0
     }
 
     /// `len` bytes at `at` (relative to the filesystem), checked against its end.
@@ -471,10 +480,10 @@ mod tests {
         t.add_file("zeros", vec![0u8; 70_000], 0o644).unwrap();
         t.add_file("small", "tiny", 0o644).unwrap();
         let plain = image_of(&t);
-        let plain_walk = ErofsReader::open(Cursor::new(&plain), 0, plain.len() as u64)
-            .unwrap()
-            .walk(100)
-            .unwrap();
+        let mut plain_reader =
+            ErofsReader::open(Cursor::new(&plain), 0, plain.len() as u64).unwrap();
+        assert!(!plain_reader.lz4_compressed());
+        let plain_walk = plain_reader.walk(100).unwrap();
         for c in [Compression::Lz4, Compression::Lz4hc { level: 9 }] {
             let img = compressed_image_of(&t, c);
             assert!(
@@ -490,6 +499,7 @@ mod tests {
                 vec![0u8; 70_000]
             );
             assert_eq!(r.walk(100).unwrap(), plain_walk, "{c:?}");
+            assert!(r.lz4_compressed());
             // A changed byte in a pcluster is an error naming the extent, not a panic
             // or wrong data.
             let mut bad = img.clone();
