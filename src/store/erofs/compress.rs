@@ -83,6 +83,8 @@ impl Compression {
 struct Compressor {
     algo: Compression,
     hc_state: Option<crate::sys::Lz4hcState>,
+    /// Where each compressed block is decoded again before it is used.
+    check: Vec<u8>,
 }
 
 impl Compressor {
@@ -91,18 +93,35 @@ impl Compressor {
             Compression::Lz4hc { .. } => Some(crate::sys::Lz4hcState::new()),
             Compression::Lz4 => None,
         };
-        Compressor { algo, hc_state }
+        Compressor {
+            algo,
+            hc_state,
+            check: vec![0u8; MAX_EXTENT],
+        }
     }
 
-    /// Compresses the start of `src` into at most one block: the compressed bytes
-    /// and how much of `src` they hold.
+    /// Compresses the start of `src` (at most [`MAX_EXTENT`] bytes) into at most one
+    /// block: the compressed bytes and how much of `src` they hold; nothing when
+    /// liblz4 fails. What it returns is checked: it starts with a non-zero byte
+    /// (the kernel finds the start by skipping the padding zeros) and decodes to
+    /// exactly those bytes of `src`, so a compressor fault stores the data plain
+    /// rather than a store the node cannot read.
     fn fill_block<'o>(&mut self, src: &[u8], out: &'o mut [u8; BLOCK]) -> (&'o [u8], usize) {
         let hc = match (self.algo, self.hc_state.as_mut()) {
             (Compression::Lz4hc { level }, Some(state)) => Some((state, level)),
             _ => None,
         };
         let (written, consumed) = crate::sys::lz4_compress_dest_size(src, out, hc);
-        (&out[..written], consumed)
+        let packed = &out[..written];
+        let sound = consumed <= self.check.len()
+            && packed.first().is_some_and(|&b| b != 0)
+            && crate::sys::lz4_decompress(packed, &mut self.check[..consumed]) == Some(consumed)
+            && self.check[..consumed] == src[..consumed];
+        if sound {
+            (packed, consumed)
+        } else {
+            (&out[..0], 0)
+        }
     }
 
     /// Cuts `data` (one segment) into extents: appends one block per extent to
@@ -240,12 +259,21 @@ impl Pipeline {
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    let mut packed = Packed {
-                        blocks: Vec::with_capacity(job.data.len() + BLOCK),
-                        extents: Vec::new(),
-                    };
-                    c.segment(&job.data, &mut packed.blocks, &mut packed.extents);
-                    if done_tx.send((job.seq, Ok(packed))).is_err() {
+                    // A panic must reach the writer as an error in this segment's
+                    // place: otherwise it would wait for the segment for ever.
+                    let packed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let mut packed = Packed {
+                            blocks: Vec::with_capacity(job.data.len() + BLOCK),
+                            extents: Vec::new(),
+                        };
+                        c.segment(&job.data, &mut packed.blocks, &mut packed.extents);
+                        packed
+                    }))
+                    .map_err(|_| {
+                        ErofsError::Write(io::Error::other("a store compressor thread failed"))
+                    });
+                    let failed = packed.is_err();
+                    if done_tx.send((job.seq, packed)).is_err() || failed {
                         return;
                     }
                 }

@@ -42,6 +42,8 @@ pub struct ErofsReader<R> {
     build_time: u64,
     /// `feature_incompat`.
     incompat: u32,
+    /// Bytes decompressed so far, against [`Self::decode_budget`].
+    decoded: u64,
 }
 
 /// One file, folder or link of the filesystem, as [`ErofsReader::walk`] gives it.
@@ -112,7 +114,16 @@ impl<R: Read + Seek> ErofsReader<R> {
             root,
             build_time: u64_at(&sb, 24),
             incompat: u32_at(&sb, 80),
+            decoded: 0,
         })
+    }
+
+    /// How many bytes all compressed extents may decode to, together: an extent
+    /// this writer makes holds at most 16 times its block, so a sound image
+    /// decodes to at most 16 times its size. A hostile one whose index points
+    /// many extents at one block stops here, not after gigabytes.
+    fn decode_budget(&self) -> u64 {
+        self.len.saturating_mul(16).saturating_add(1 << 20)
     }
 
     /// Whether the filesystem has LZ4-compressed files: the zero padding feature,
@@ -244,6 +255,11 @@ impl<R: Read + Seek> ErofsReader<R> {
         f: &mut dyn FnMut(&[u8]) -> io::Result<()>,
     ) -> io::Result<()> {
         let bs = self.block_size;
+        if bs != 4096 {
+            return Err(bad(
+                "a compressed file in a filesystem whose blocks are not 4 KiB",
+            ));
+        }
         let header_at = ino.inline_at.next_multiple_of(8);
         let header = self.read_at(header_at, 8)?;
         // h_advise, h_algorithmtype, h_clusterbits: only full indexes over one-block
@@ -263,8 +279,10 @@ impl<R: Read + Seek> ErofsReader<R> {
         {
             return Err(bad("a compressed file's index lies beyond the filesystem"));
         }
-        // The extent being read: (start in the file, block, plain).
+        // The extent being read: (start in the file, block, plain), and the cluster
+        // it starts in.
         let mut open: Option<(u64, u64, bool)> = None;
+        let mut head_lcn = 0;
         let mut lcn = 0;
         while lcn < clusters {
             let n = (clusters - lcn).min(512);
@@ -272,8 +290,14 @@ impl<R: Read + Seek> ErofsReader<R> {
             for e in entries.chunks(8) {
                 let kind = u16_at(e, 0) & 3;
                 if kind == 2 {
+                    // NONHEAD: the kernel follows its distance back to the start.
+                    if open.is_none() || u64::from(u16_at(e, 4)) != lcn - head_lcn {
+                        return Err(bad(
+                            "a compressed file's index points a cluster at the wrong extent",
+                        ));
+                    }
                     lcn += 1;
-                    continue; // NONHEAD
+                    continue;
                 }
                 if kind == 3 {
                     return Err(bad("a compressed file uses HEAD2 clusters"));
@@ -285,10 +309,16 @@ impl<R: Read + Seek> ErofsReader<R> {
                 if let Some(prev) = open.replace((start, u64::from(u32_at(e, 4)), kind == 0)) {
                     self.extent(prev, start, f)?;
                 }
+                head_lcn = lcn;
                 lcn += 1;
             }
         }
         match open {
+            // The kernel maps the last extent to the end of its last cluster and
+            // refuses a plain one longer than its block.
+            Some((start, _, true)) if start / bs != (ino.size - 1) / bs => Err(bad(
+                "a compressed file's last plain extent crosses a cluster boundary (the kernel refuses it)",
+            )),
             Some(last) => self.extent(last, ino.size, f),
             None if ino.size == 0 => Ok(()),
             None => Err(bad("a compressed file's index has no extent")),
@@ -310,6 +340,12 @@ impl<R: Read + Seek> ErofsReader<R> {
         let raw = self.read_at(block * self.block_size, self.block_size)?;
         if plain {
             return f(&raw[..len as usize]);
+        }
+        self.decoded += len;
+        if self.decoded > self.decode_budget() {
+            return Err(bad(
+                "the compressed files decode to more than a filesystem of this size can hold",
+            ));
         }
         let mut out = vec![0u8; len as usize];
         super::compress::decompress_block(&raw, &mut out)?;
@@ -372,6 +408,8 @@ impl<R: Read + Seek> ErofsReader<R> {
     pub fn walk(&mut self, max_entries: usize) -> io::Result<Vec<ErofsEntry>> {
         let mut out = Vec::new();
         let mut seen_dirs = std::collections::HashSet::new();
+        // A file reached by several names (hardlinks) is read once.
+        let mut digests: std::collections::HashMap<u64, [u8; 32]> = Default::default();
         let mut stack = vec![(String::new(), self.root)];
         while let Some((path, nid)) = stack.pop() {
             if out.len() >= max_entries {
@@ -380,7 +418,14 @@ impl<R: Read + Seek> ErofsReader<R> {
             let ino = self.inode(nid)?;
             let kind = ino.mode & S_IFMT;
             let sha256 = match kind {
-                S_IFREG | S_IFLNK => Some(self.digest(&ino)?),
+                S_IFREG | S_IFLNK => Some(match digests.get(&nid) {
+                    Some(d) => *d,
+                    None => {
+                        let d = self.digest(&ino)?;
+                        digests.insert(nid, d);
+                        d
+                    }
+                }),
                 _ => None,
             };
             out.push(ErofsEntry {
@@ -512,6 +557,47 @@ mod tests {
                 Err(e) => assert!(e.to_string().contains("extent"), "{e}"),
             }
         }
+    }
+
+    #[test]
+    fn a_hostile_cluster_index_or_decode_bomb_is_refused() {
+        use crate::store::erofs::Compression;
+        let mut t = Tree::new(0);
+        let text: Vec<u8> = (0..30_000u32)
+            .flat_map(|i| format!("{} ", i % 89).into_bytes())
+            .collect();
+        t.add_file("text", text.clone(), 0o644).unwrap();
+        let img = compressed_image_of(&t, Compression::Lz4);
+        let open =
+            |img: &[u8]| ErofsReader::open(Cursor::new(img.to_vec()), 0, img.len() as u64).unwrap();
+        let mut r = open(&img);
+        let root = r.inode(r.root).unwrap();
+        let nid = r
+            .entries(&root)
+            .unwrap()
+            .into_iter()
+            .find(|(n, _)| n == b"text")
+            .unwrap()
+            .1;
+        let ino = r.inode(nid).unwrap();
+        assert_eq!(ino.layout, LAYOUT_COMPRESSED_FULL);
+        // The first NONHEAD entry, pointed one cluster further back than its head.
+        let index = ino.inline_at.next_multiple_of(8) + 16;
+        let clusters = ino.size.div_ceil(4096);
+        let nonhead = (0..clusters)
+            .map(|l| (index + 8 * l) as usize)
+            .find(|&at| u16_at(&img, at) & 3 == 2)
+            .expect("a cluster inside an extent");
+        let mut bad_index = img.clone();
+        bad_index[nonhead + 4] += 1;
+        let err = open(&bad_index).read_file("text", 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("wrong extent"), "{err}");
+        // Decoding stops at the budget a filesystem of this size allows.
+        let mut r = open(&img);
+        assert_eq!(r.read_file("text", 1 << 20).unwrap().unwrap(), text);
+        r.decoded = r.decode_budget();
+        let err = r.read_file("text", 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("decode to more"), "{err}");
     }
 
     #[test]
