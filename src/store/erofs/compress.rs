@@ -139,12 +139,7 @@ impl Compressor {
             };
             // Worth it only when the block holds more than a block of data.
             if consumed > BLOCK && !packed.is_empty() {
-                blocks.resize(blocks.len() + BLOCK - packed.len(), 0);
-                blocks.extend_from_slice(packed);
-                extents.push(Extent {
-                    len: consumed as u32,
-                    plain: false,
-                });
+                push_packed(packed, consumed, blocks, extents);
                 pos += consumed;
             } else {
                 let len = self.plain_len(pos, rest, blocks, extents);
@@ -187,16 +182,22 @@ impl Compressor {
         let mut scratch = [0u8; BLOCK];
         let (packed, consumed) = self.fill_block(rest, &mut scratch);
         if consumed == rest.len() && !packed.is_empty() {
-            blocks.resize(blocks.len() + BLOCK - packed.len(), 0);
-            blocks.extend_from_slice(packed);
-            extents.push(Extent {
-                len: consumed as u32,
-                plain: false,
-            });
+            push_packed(packed, consumed, blocks, extents);
             return 0;
         }
         to_boundary
     }
+}
+
+/// Appends a compressed extent holding `len` bytes: its block (zeros, then the
+/// `packed` bytes at the block's end) and its entry.
+fn push_packed(packed: &[u8], len: usize, blocks: &mut Vec<u8>, extents: &mut Vec<Extent>) {
+    blocks.resize(blocks.len() + BLOCK - packed.len(), 0);
+    blocks.extend_from_slice(packed);
+    extents.push(Extent {
+        len: len as u32,
+        plain: false,
+    });
 }
 
 /// One extent: `len` decompressed bytes in one block, compressed or plain.

@@ -310,7 +310,6 @@ fn write_node<W: Write + Seek>(
     node: &Node<'_>,
     ino: u32,
 ) -> Result<(), ErofsError> {
-    let entry = node.entry;
     let i_u = match node.body {
         Body::None => node.rdev,
         // The first of its whole data blocks, if it has any (0 when not).
@@ -342,6 +341,16 @@ fn write_node<W: Write + Seek>(
             split_data(w, node, &format::encode_dir(&entries))?
         }
     };
+    let mut record = record_head(node, ino, i_u);
+    record.extend_from_slice(&tail);
+    debug_assert_eq!(record.len(), node.record_len());
+    w.meta_record(node.offset, &record)
+}
+
+/// The start of an inode's record: the inode (`i_u` as given: block address,
+/// device number or compressed block count) and its xattrs, with room for the rest.
+fn record_head(node: &Node<'_>, ino: u32, i_u: u32) -> Vec<u8> {
+    let entry = node.entry;
     let inode = Inode {
         layout: node.layout,
         // Checked when the plan encoded the xattrs.
@@ -358,9 +367,7 @@ fn write_node<W: Write + Seek>(
     let mut record = Vec::with_capacity(node.record_len());
     record.extend_from_slice(&inode.encode());
     record.extend_from_slice(&node.xattrs);
-    record.extend_from_slice(&tail);
-    debug_assert_eq!(record.len(), node.record_len());
-    w.meta_record(node.offset, &record)
+    record
 }
 
 /// A block address in the image: the data cursor `pos`, which must fit 32 bits.
@@ -390,23 +397,8 @@ fn write_compressed<W: Write + Seek>(
         }
     }
     debug_assert_eq!(offset, node.size);
-    let entry = node.entry;
-    let inode = Inode {
-        layout: node.layout,
-        xattr_icount: format::xattr_icount(node.xattrs.len()).unwrap_or(0),
-        mode: (entry.type_bits() | (entry.mode & 0o7777)) as u16,
-        size: node.size,
-        // i_u.compressed_blocks
-        i_u: extents.len() as u32,
-        ino,
-        uid: entry.uid,
-        gid: entry.gid,
-        mtime: entry.mtime,
-        nlink: node.nlink,
-    };
-    let mut record = Vec::with_capacity(node.record_len());
-    record.extend_from_slice(&inode.encode());
-    record.extend_from_slice(&node.xattrs);
+    // i_u.compressed_blocks
+    let mut record = record_head(node, ino, extents.len() as u32);
     let head = record.len() as u64;
     record.resize(format::map_header_offset(0, head) as usize, 0);
     record.extend_from_slice(&format::map_header());
