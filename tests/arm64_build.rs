@@ -79,8 +79,7 @@ fn refused(profile_text: &str, init: Option<&std::path::Path>, expect: &[&str]) 
     let dir = tempfile::tempdir().unwrap();
     let p = write_profile(dir.path(), "node.yaml", profile_text);
     let img = dir.path().join("node.img");
-    let mut cmd = kios_build();
-    cmd.arg("build").arg(&p).arg("-o").arg(&img);
+    let mut cmd = build_command(&p, &img);
     if let Some(init) = init {
         cmd.arg("--init").arg(init);
     }

@@ -178,12 +178,7 @@ fn long_stages_show_what_they_do_on_a_terminal_and_not_in_a_pipe() {
         );
     }
     fs::remove_file(&out).unwrap();
-    let o = run(kios_build()
-        .arg("build")
-        .arg(&profile)
-        .arg("-o")
-        .arg(&out)
-        .args(["--format", "vmdk"]));
+    let o = run(common::build_command(&profile, &out).args(["--format", "vmdk"]));
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("converted to vmdk"), "{t}");

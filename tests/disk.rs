@@ -222,7 +222,7 @@ fn a_disk_too_small_is_refused_and_nothing_is_left() {
         &profile_text("disk:\n  size: 16MiB\n"),
     );
     let img = dir.path().join("small.img");
-    let o = run(kios_build().arg("build").arg(&p).arg("-o").arg(&img));
+    let o = run(&mut common::build_command(&p, &img));
     // Refused when the profile is loaded (issue #12): a bad profile, at its line.
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("node.yaml:12:9"), "{}", text(&o));
@@ -254,11 +254,7 @@ fn every_format_of_a_build_converts_back_to_the_raw_bytes() {
         ("gce", None),
     ] {
         let out = dir.path().join(format!("node.{format}"));
-        let o = run(kios_build()
-            .arg("build")
-            .arg(&b.profile)
-            .arg("-o")
-            .arg(&out)
+        let o = run(common::build_command(&b.profile, &out)
             .args(["--quiet", "--format", format])
             .env("SOURCE_DATE_EPOCH", "1700000000"));
         assert!(o.status.success(), "{format}: {}", text(&o));

@@ -21,11 +21,7 @@ use tempfile::TempDir;
 
 /// Runs `kios-build build PROFILE -o OUT --quiet` with `TMPDIR` set to `tmp`.
 fn build(profile: &Path, out: &Path, tmp: &Path, args: &[&str]) -> std::process::Output {
-    run(kios_build()
-        .arg("build")
-        .arg(profile)
-        .arg("-o")
-        .arg(out)
+    run(common::build_command(profile, out)
         .arg("--quiet")
         .args(args)
         .env("TMPDIR", tmp))
@@ -177,11 +173,7 @@ fn slow_profile(dir: &Path) -> PathBuf {
 }
 
 fn spawn_build(profile: &Path, out: &Path, tmp: &Path) -> Child {
-    kios_build()
-        .arg("build")
-        .arg(profile)
-        .arg("-o")
-        .arg(out)
+    common::build_command(profile, out)
         .arg("--quiet")
         .env("TMPDIR", tmp)
         .stdin(Stdio::null())

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use common::layout;
 use common::{
-    inputs, kios_build, mkfifo, pause_yaml, profile_text, require_tool, text, write_profile,
+    build_command, inputs, kios_build, mkfifo, pause_yaml, profile_text, require_tool, text,
+    write_profile,
 };
 use sha2::Digest as _;
 
@@ -582,13 +583,8 @@ fn a_gzip_bomb_in_a_daemon_image_fails_within_the_disk_budget() {
     );
     let tmp = d.join("tmp");
     fs::create_dir(&tmp).unwrap();
-    let mut cmd = kios_build();
-    cmd.arg("build")
-        .arg(&profile)
-        .arg("-o")
-        .arg(d.join("node.img"))
-        .arg("--quiet")
-        .env("TMPDIR", &tmp);
+    let mut cmd = build_command(&profile, &d.join("node.img"));
+    cmd.arg("--quiet").env("TMPDIR", &tmp);
     let child = spawn(&mut cmd);
     // The temporary folder's size, sampled while the build runs.
     let mut peak = 0;

@@ -179,7 +179,7 @@ fn a_system_tree_with_a_static_pod_or_an_owned_file_is_refused_by_validate_and_b
         assert!(s.contains(&format!("the system tree's {says}")), "{s}");
         assert!(s.contains("remove it from the system tree"), "{s}");
         let img = d.path().join("out.img");
-        let o = run(kios_build().arg("build").arg(&p).arg("-o").arg(&img));
+        let o = run(&mut common::build_command(&p, &img));
         assert_eq!(o.status.code(), Some(2), "{}", text_of(&o));
         assert!(!img.exists());
     }

@@ -10,7 +10,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{kios_build, pause_yaml, profile_text, run, sha256_file, text, write_profile};
+use common::{
+    build_command, kios_build, pause_yaml, profile_text, run, sha256_file, text, write_profile,
+};
 
 /// A node pre-seeding busybox (the dhcp daemon) and the pause image; `extra` is
 /// appended to the profile.
@@ -30,12 +32,8 @@ fn node(dir: &Path, name: &str, extra: &str) -> PathBuf {
 /// Builds `profile` to `out` with the cache at `cache`, `args` added and the
 /// environment `env`; returns the build's progress lines (stderr).
 fn build(profile: &Path, out: &Path, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut cmd = kios_build();
-    cmd.arg("build")
-        .arg(profile)
-        .arg("-o")
-        .arg(out)
-        .arg("--cache-dir")
+    let mut cmd = build_command(profile, out);
+    cmd.arg("--cache-dir")
         .arg(cache)
         .args(args)
         .env("SOURCE_DATE_EPOCH", "1700000000");

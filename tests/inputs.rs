@@ -129,7 +129,7 @@ fn a_tampered_layer_is_refused_and_no_image_is_written() {
     );
     let profile = write_profile(d, "node.yaml", &text_p);
     let img = d.join("node.img");
-    let o = run(kios_build().arg("build").arg(&profile).arg("-o").arg(&img));
+    let o = run(&mut common::build_command(&profile, &img));
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{kios_build, pause_yaml, profile_text, run, sha256_file, text, write_profile};
+use common::{build_command, pause_yaml, profile_text, run, sha256_file, text, write_profile};
 
 /// `n` images of `layers` layers each, as OCI layouts under `dir`: every layer a
 /// folder of a few files (one shared by name across images, so that layers differ
@@ -56,11 +56,7 @@ fn profile(dir: &Path, images: &[PathBuf]) -> PathBuf {
 /// Builds with `KIOS_BUILD_JOBS=jobs`, nothing reused; returns the output.
 fn build(profile: &Path, out: &Path, jobs: usize) -> std::process::Output {
     let start = Instant::now();
-    let o = run(kios_build()
-        .arg("build")
-        .arg(profile)
-        .arg("-o")
-        .arg(out)
+    let o = run(build_command(profile, out)
         .arg("--no-reuse")
         .env("KIOS_BUILD_JOBS", jobs.to_string())
         .env("SOURCE_DATE_EPOCH", "1700000000"));

@@ -488,13 +488,7 @@ fn secrets_are_written_0600_and_never_shown() {
         ),
     );
     let img = d.path().join("node.img");
-    let o = common::run(
-        common::kios_build()
-            .arg("build")
-            .arg(&p)
-            .arg("-o")
-            .arg(&img),
-    );
+    let o = common::run(&mut common::build_command(&p, &img));
     assert!(o.status.success(), "{}", common::text(&o));
     seen += &common::text(&o);
     for json in [true, false] {

@@ -76,11 +76,7 @@ fn profile(dir: &Path, system: &str, stub: Option<&str>, extra: &str) -> PathBuf
 }
 
 fn build_cmd(profile: &Path, out: &Path, cache: &Path, args: &[&str]) -> std::process::Output {
-    run(kios_build()
-        .arg("build")
-        .arg(profile)
-        .arg("-o")
-        .arg(out)
+    run(common::build_command(profile, out)
         .arg("--cache-dir")
         .arg(cache)
         .args(args)
@@ -396,11 +392,7 @@ fn a_registry_with_tls_and_basic_auth_needs_the_ca_and_the_credentials() {
         "registries:\n  ca: ca.pem\n",
     );
     let img = work.path().join("node.img");
-    let o = run(kios_build()
-        .arg("build")
-        .arg(&p)
-        .arg("-o")
-        .arg(&img)
+    let o = run(common::build_command(&p, &img)
         .arg("--cache-dir")
         .arg(work.path().join("cache-b"))
         .env("REGISTRY_AUTH_FILE", &good));

@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{inputs, kios_build, repo, require_tool, run, run_tool, text};
+use common::{build_command, inputs, repo, require_tool, run, run_tool, text};
 use serde_json::Value;
 
 /// `sha256:` + the hex `sha256sum` prints for `path`.
@@ -28,11 +28,7 @@ fn sha256sum(path: &Path) -> String {
 /// report file and the `--json` document, which must be the same.
 fn build_with_report(profile: &Path, out: &Path, args: &[&str]) -> Value {
     let report = out.with_extension("report.json");
-    let o = run(kios_build()
-        .arg("build")
-        .arg(profile)
-        .arg("-o")
-        .arg(out)
+    let o = run(build_command(profile, out)
         .arg("--report")
         .arg(&report)
         .arg("--json")
@@ -431,12 +427,7 @@ fn a_report_path_that_is_the_image_a_folder_or_an_input_is_refused() {
         ),
     ];
     for (args, says) in cases {
-        let o = run(kios_build()
-            .arg("build")
-            .arg(&profile)
-            .arg("-o")
-            .arg(&img)
-            .args(&args));
+        let o = run(build_command(&profile, &img).args(&args));
         let t = text(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
         assert!(t.contains(says), "{args:?}: expected `{says}`:\n{t}");

@@ -32,12 +32,7 @@ fn image(dir: &Path, name: &str, cmdline: &[&str], format: &str) -> PathBuf {
     );
     let ext = if format == "gce" { "tar.gz" } else { format };
     let img = dir.join(format!("{name}.{ext}"));
-    let o = run(kios_build()
-        .arg("build")
-        .arg(&profile)
-        .arg("-o")
-        .arg(&img)
-        .args(["--format", format, "--quiet"]));
+    let o = run(common::build_command(&profile, &img).args(["--format", format, "--quiet"]));
     assert!(o.status.success(), "{}", text(&o));
     img
 }

@@ -9,18 +9,14 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{inputs, kios_build, repo, require_tool, run, text};
+use common::{build_command, inputs, repo, require_tool, run, text};
 use serde_json::Value;
 
 /// Builds `profile` with `--sbom` and `--report`; the SBOM's bytes and the report.
 fn build_sbom(profile: &Path, out: &Path, epoch: u64) -> (Vec<u8>, Value) {
     let sbom = out.with_extension("spdx.json");
     let report = out.with_extension("report.json");
-    let o = run(kios_build()
-        .arg("build")
-        .arg(profile)
-        .arg("-o")
-        .arg(out)
+    let o = run(build_command(profile, out)
         .arg("--quiet")
         .arg("--sbom")
         .arg(&sbom)

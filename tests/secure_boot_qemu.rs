@@ -36,11 +36,7 @@ fn enrolled_vars(dir: &Path, cert: &Path) -> PathBuf {
 }
 
 fn build(profile: &Path, out: &Path, args: &[&str]) {
-    let o = run(kios_build()
-        .arg("build")
-        .arg(profile)
-        .arg("-o")
-        .arg(out)
+    let o = run(common::build_command(profile, out)
         .arg("--quiet")
         .args(args)
         .env("SOURCE_DATE_EPOCH", "1700000000"));

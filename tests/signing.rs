@@ -14,11 +14,7 @@ use common::{kios_build, partition, profile_text, require_tool, run, run_tool, t
 
 /// `kios-build build` of `profile` to `out` with `args`; SOURCE_DATE_EPOCH fixed.
 fn build(profile: &Path, out: &Path, args: &[&str]) -> Output {
-    run(kios_build()
-        .arg("build")
-        .arg(profile)
-        .arg("-o")
-        .arg(out)
+    run(common::build_command(profile, out)
         .args(args)
         .env("SOURCE_DATE_EPOCH", "1700000000"))
 }

@@ -299,7 +299,7 @@ fn a_hostile_daemon_image_fails_the_build_naming_image_and_entry() {
             )),
         );
         let img = d.join("node.img");
-        let o = run(kios_build().arg("build").arg(&p).arg("-o").arg(&img));
+        let o = run(&mut common::build_command(&p, &img));
         let t = text(&o);
         assert_eq!(o.status.code(), Some(2), "{name}: {t}");
         assert!(

@@ -212,18 +212,13 @@ fn build_prints_the_findings_and_builds_but_refuses_with_strict_before_writing()
     let dir = tempfile::tempdir().unwrap();
     let profile = repo().join("examples/qemu.yaml");
     let out = dir.path().join("node.img");
-    let o = run(kios_build().arg("build").arg(&profile).arg("-o").arg(&out));
+    let o = run(&mut common::build_command(&profile, &out));
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("warning: the system tree"), "{t}");
     assert!(t.contains("/usr/bin/crio: CRI-O is missing"), "{t}");
     fs::remove_file(&out).unwrap();
-    let o = run(kios_build()
-        .arg("build")
-        .arg(&profile)
-        .arg("-o")
-        .arg(&out)
-        .arg("--strict"));
+    let o = run(common::build_command(&profile, &out).arg("--strict"));
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(

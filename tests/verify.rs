@@ -34,12 +34,8 @@ fn verify(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
 }
 
 fn build_as(profile: &Path, out: &Path, format: &str) {
-    let o = run(kios_build()
+    let o = run(build_command(profile, out)
         .env("SOURCE_DATE_EPOCH", "1700000000")
-        .arg("build")
-        .arg(profile)
-        .arg("-o")
-        .arg(out)
         .args(["--quiet", "--format", format]));
     assert!(o.status.success(), "{}", text(&o));
 }
@@ -57,12 +53,8 @@ fn a_fresh_build_verifies_in_every_format_from_the_profile_and_from_its_report()
     }
     let img = dir.path().join("reported.img");
     let report = dir.path().join("report.json");
-    let o = run(kios_build()
+    let o = run(build_command(&p, &img)
         .env("SOURCE_DATE_EPOCH", "1700000000")
-        .arg("build")
-        .arg(&p)
-        .arg("-o")
-        .arg(&img)
         .arg("--quiet")
         .arg("--report")
         .arg(&report));
@@ -168,11 +160,7 @@ fn a_report_of_another_profile_a_missing_lock_and_a_file_that_is_no_image_are_cl
     let p = profile(dir.path());
     let img = dir.path().join("node.img");
     let report = dir.path().join("r.json");
-    let o = run(kios_build()
-        .arg("build")
-        .arg(&p)
-        .arg("-o")
-        .arg(&img)
+    let o = run(common::build_command(&p, &img)
         .arg("--quiet")
         .arg("--report")
         .arg(&report));

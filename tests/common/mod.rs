@@ -130,13 +130,16 @@ pub fn write_profile(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// `kios-build build PROFILE -o OUT`, for a test to add its flags and environment.
+pub fn build_command(profile: &Path, out: &Path) -> Command {
+    let mut cmd = kios_build();
+    cmd.arg("build").arg(profile).arg("-o").arg(out);
+    cmd
+}
+
 /// Builds `profile` to `out` with `epoch`, asserting success.
 pub fn build(profile: &Path, out: &Path, epoch: u64) {
-    let o = run(kios_build()
-        .arg("build")
-        .arg(profile)
-        .arg("-o")
-        .arg(out)
+    let o = run(build_command(profile, out)
         .arg("--quiet")
         .env("SOURCE_DATE_EPOCH", epoch.to_string()));
     assert!(o.status.success(), "build failed:\n{}", text(&o));
