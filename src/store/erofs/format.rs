@@ -146,23 +146,23 @@ pub fn map_header() -> [u8; 8] {
     [0; 8]
 }
 
-/// Where a compressed inode's map header is: its record's inode and xattrs
-/// (`head` bytes from the inode's offset `at`) rounded up to 8.
-pub fn map_header_offset(at: u64, head: u64) -> u64 {
-    (at + head).next_multiple_of(8)
+/// Where a compressed inode's map header is, given where its inode and xattrs
+/// end (in the image, or in a record that starts 8-aligned): rounded up to 8.
+pub fn map_header_offset(end: u64) -> u64 {
+    end.next_multiple_of(8)
 }
 
 /// Where the full index starts (`Z_EROFS_FULL_INDEX_ALIGN`): the map header and 8
 /// reserved bytes after it.
-pub fn full_index_offset(at: u64, head: u64) -> u64 {
-    map_header_offset(at, head) + 16
+pub fn full_index_offset(end: u64) -> u64 {
+    map_header_offset(end) + 16
 }
 
-/// The bytes a compressed inode's record takes from its offset `at`: inode and
-/// xattrs (`head`), the alignment, map header, reserved bytes and one 8-byte index
-/// entry per 4 KiB logical cluster of `size`.
-pub fn compressed_record_len(at: u64, head: u64, size: u64) -> u64 {
-    full_index_offset(at, head) - at + 8 * size.div_ceil(BLOCK_SIZE)
+/// The bytes a compressed inode's record takes: inode and xattrs (`head`), the
+/// alignment, map header, reserved bytes and one 8-byte index entry per 4 KiB
+/// logical cluster of `size`. (Records start 32-byte aligned.)
+pub fn compressed_record_len(head: u64, size: u64) -> u64 {
+    full_index_offset(head) + 8 * size.div_ceil(BLOCK_SIZE)
 }
 
 /// `struct z_erofs_lcluster_index`, one per logical cluster of a compressed file.

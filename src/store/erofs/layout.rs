@@ -100,7 +100,7 @@ impl Node<'_> {
         let head = INODE_EXTENDED_SIZE + self.xattrs.len();
         match self.layout {
             DataLayout::CompressedFull => {
-                format::compressed_record_len(0, head as u64, self.size) as usize
+                format::compressed_record_len(head as u64, self.size) as usize
             }
             _ => head + self.inline_len(),
         }

@@ -400,9 +400,9 @@ fn write_compressed<W: Write + Seek>(
     // i_u.compressed_blocks
     let mut record = record_head(node, ino, extents.len() as u32);
     let head = record.len() as u64;
-    record.resize(format::map_header_offset(0, head) as usize, 0);
+    record.resize(format::map_header_offset(head) as usize, 0);
     record.extend_from_slice(&format::map_header());
-    record.resize(format::full_index_offset(0, head) as usize, 0);
+    record.resize(format::full_index_offset(head) as usize, 0);
     for entry in cluster_index(&extents, node.size) {
         record.extend_from_slice(&entry.encode());
     }

@@ -260,7 +260,7 @@ impl<R: Read + Seek> ErofsReader<R> {
                 "a compressed file in a filesystem whose blocks are not 4 KiB",
             ));
         }
-        let header_at = ino.inline_at.next_multiple_of(8);
+        let header_at = super::format::map_header_offset(ino.inline_at);
         let header = self.read_at(header_at, 8)?;
         // h_advise, h_algorithmtype, h_clusterbits: only full indexes over one-block
         // pclusters of LZ4 with block-sized logical clusters are read here.
@@ -270,7 +270,7 @@ impl<R: Read + Seek> ErofsReader<R> {
             ));
         }
         let clusters = ino.size.div_ceil(bs);
-        let index_at = header_at + 16;
+        let index_at = super::format::full_index_offset(ino.inline_at);
         // Every entry must lie in the filesystem: this also bounds the loop below.
         if clusters
             .checked_mul(8)
@@ -582,7 +582,7 @@ mod tests {
         let ino = r.inode(nid).unwrap();
         assert_eq!(ino.layout, LAYOUT_COMPRESSED_FULL);
         // The first NONHEAD entry, pointed one cluster further back than its head.
-        let index = ino.inline_at.next_multiple_of(8) + 16;
+        let index = crate::store::erofs::format::full_index_offset(ino.inline_at);
         let clusters = ino.size.div_ceil(4096);
         let nonhead = (0..clusters)
             .map(|l| (index + 8 * l) as usize)
